@@ -1,0 +1,490 @@
+//! Layered configuration: code defaults < `trawl.toml` (or `--config` / `TRAWL_CONFIG`) < `TRAWL_*`
+//! environment variables (nested with `__`, e.g. `TRAWL_QUEUE__LEASE=2m`) < command-line flags.
+//!
+//! Unknown keys are refused, so a typo in a file or a variable name is an error and not a silently
+//! ignored setting. Every error names the key, where the value came from and what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Metadata};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+use crate::secret::{REDACTED, Secret, redact_url_password};
+
+/// The file read when neither `--config` nor `TRAWL_CONFIG` names one (skipped when absent).
+pub const DEFAULT_CONFIG_FILE: &str = "trawl.toml";
+/// Environment variable naming the configuration file.
+pub const CONFIG_FILE_ENV: &str = "TRAWL_CONFIG";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub scheduler: SchedulerConfig,
+    pub queue: QueueConfig,
+    pub client: ClientConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/database`. Its password is a secret.
+    pub url: Secret,
+    pub max_connections: u32,
+    pub connect_timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Bearer token every `/v1` request must carry. The scheduler refuses to start without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
+    /// Largest request body accepted (bytes); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Most jobs in one batch submission.
+    pub max_batch: usize,
+    /// How often the leader rescues expired leases, prunes old jobs and refreshes queue metrics.
+    pub maintenance_interval: HumanDuration,
+    /// Finished jobs are removed this long after they finished.
+    pub retention: HumanDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// How long a lease lasts without a heartbeat.
+    pub lease: HumanDuration,
+    /// First retry delay; each further attempt doubles it, up to `retry_max`, with ±25% jitter.
+    pub retry_base: HumanDuration,
+    pub retry_max: HumanDuration,
+    /// Attempts a job gets when its submission does not say.
+    pub default_max_attempts: i32,
+    /// How often an idle leaser looks for work when no notification arrives.
+    pub poll_interval: HumanDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfig {
+    /// The scheduler the CLI verbs talk to.
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `trawl_shared=debug,info`.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("postgres://localhost/trawl"),
+            max_connections: 10,
+            connect_timeout: HumanDuration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_token: None,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_batch: 10_000,
+            maintenance_interval: HumanDuration::from_secs(5),
+            retention: HumanDuration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            lease: HumanDuration::from_secs(120),
+            retry_base: HumanDuration::from_secs(30),
+            retry_max: HumanDuration::from_secs(3600),
+            default_max_attempts: 5,
+            poll_interval: HumanDuration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8080".into(),
+            token: None,
+            timeout: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            queue: QueueConfig::default(),
+            client: ClientConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Why configuration could not be loaded. Each message names the key and the source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist")]
+    MissingFile { path: PathBuf },
+    #[error("{}", format_figment_error(.0))]
+    Invalid(Box<figment::Error>),
+    #[error("invalid value for {key} (from {source_name}): {message}")]
+    OutOfRange {
+        key: &'static str,
+        source_name: String,
+        message: String,
+    },
+}
+
+fn format_figment_error(err: &figment::Error) -> String {
+    let mut lines = Vec::new();
+    for e in err.clone() {
+        let key = if e.path.is_empty() {
+            "(top level)".to_owned()
+        } else {
+            e.path.join(".")
+        };
+        let source = e
+            .metadata
+            .as_ref()
+            .map(describe_source)
+            .unwrap_or_else(|| "unknown source".into());
+        lines.push(format!("invalid configuration at {key} (from {source}): {}", e.kind));
+    }
+    lines.join("\n")
+}
+
+fn describe_source(meta: &Metadata) -> String {
+    match &meta.source {
+        Some(figment::Source::File(path)) => format!("file {}", path.display()),
+        Some(figment::Source::Custom(s)) => s.clone(),
+        _ => meta.name.to_string(),
+    }
+}
+
+/// A configuration being assembled: defaults, then file, then environment, then flags.
+pub struct ConfigLoader {
+    file: Option<PathBuf>,
+    env: bool,
+    flags: Vec<(&'static str, figment::value::Value)>,
+}
+
+impl ConfigLoader {
+    /// `file`: the `--config` flag. When `None`, `TRAWL_CONFIG` or `./trawl.toml` (if present).
+    pub fn new(file: Option<PathBuf>) -> Self {
+        Self {
+            file,
+            env: true,
+            flags: Vec::new(),
+        }
+    }
+
+    /// Skips the environment layer (tests use this to stay independent of the caller's shell).
+    pub fn without_env(mut self) -> Self {
+        self.env = false;
+        self
+    }
+
+    /// A command-line flag that overrides `key` (dotted, e.g. `scheduler.listen`).
+    pub fn flag(mut self, key: &'static str, value: impl Serialize) -> Self {
+        if let Ok(v) = figment::value::Value::serialize(value) {
+            self.flags.push((key, v));
+        }
+        self
+    }
+
+    pub fn flag_opt<T: Serialize>(self, key: &'static str, value: Option<T>) -> Self {
+        match value {
+            Some(v) => self.flag(key, v),
+            None => self,
+        }
+    }
+
+    pub fn figment(&self) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let env_file = if self.env {
+            std::env::var_os(CONFIG_FILE_ENV).map(PathBuf::from)
+        } else {
+            None
+        };
+        match self.file.clone().or(env_file) {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::MissingFile { path });
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None => {
+                if Path::new(DEFAULT_CONFIG_FILE).exists() {
+                    figment = figment.merge(Toml::file_exact(DEFAULT_CONFIG_FILE));
+                }
+            }
+        }
+        if self.env {
+            figment = figment.merge(Env::prefixed("TRAWL_").split("__").ignore(&["config"]));
+        }
+        for (key, value) in &self.flags {
+            figment = figment.merge(Serialized::default(key, value.clone()));
+        }
+        Ok(figment)
+    }
+
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let figment = self.figment()?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.check_ranges(&figment)?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    fn check_ranges(&self, figment: &Figment) -> Result<(), ConfigError> {
+        let fail = |key: &'static str, message: String| {
+            let source_name = figment
+                .find_metadata(key)
+                .map(describe_source)
+                .unwrap_or_else(|| "defaults".into());
+            Err(ConfigError::OutOfRange {
+                key,
+                source_name,
+                message,
+            })
+        };
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1".into());
+        }
+        if !self.database.url.expose().starts_with("postgres://")
+            && !self.database.url.expose().starts_with("postgresql://")
+        {
+            return fail(
+                "database.url",
+                "expected a URL starting with postgres:// or postgresql://".into(),
+            );
+        }
+        if self.queue.lease.0 < Duration::from_millis(100) {
+            return fail("queue.lease", "must be at least 100ms".into());
+        }
+        if self.queue.poll_interval.0 < Duration::from_millis(10) {
+            return fail("queue.poll_interval", "must be at least 10ms".into());
+        }
+        if self.queue.retry_max.0 < self.queue.retry_base.0 {
+            return fail(
+                "queue.retry_max",
+                format!(
+                    "must not be shorter than queue.retry_base ({})",
+                    self.queue.retry_base
+                ),
+            );
+        }
+        if !(1..=crate::domain::MAX_ATTEMPTS_LIMIT).contains(&self.queue.default_max_attempts) {
+            return fail(
+                "queue.default_max_attempts",
+                format!("must be between 1 and {}", crate::domain::MAX_ATTEMPTS_LIMIT),
+            );
+        }
+        if self.scheduler.max_batch == 0 {
+            return fail("scheduler.max_batch", "must be at least 1".into());
+        }
+        if self.scheduler.max_body_bytes < 1024 {
+            return fail("scheduler.max_body_bytes", "must be at least 1024".into());
+        }
+        if self.scheduler.maintenance_interval.0 < Duration::from_millis(10) {
+            return fail(
+                "scheduler.maintenance_interval",
+                "must be at least 10ms".into(),
+            );
+        }
+        if matches!(&self.scheduler.api_token, Some(t) if t.is_empty()) {
+            return fail("scheduler.api_token", "must not be empty when set".into());
+        }
+        Ok(())
+    }
+
+    /// The configuration as it may be shown to people: every secret replaced by `********`.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        shown.database.url = Secret::new(redact_url_password(self.database.url.expose()));
+        if shown.scheduler.api_token.is_some() {
+            shown.scheduler.api_token = Some(Secret::new(REDACTED));
+        }
+        if shown.client.token.is_some() {
+            shown.client.token = Some(Secret::new(REDACTED));
+        }
+        shown
+    }
+
+    /// The redacted configuration as TOML, for `trawl config show`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(contents: &str) -> tempfile_like::TempFile {
+        tempfile_like::TempFile::new(contents)
+    }
+
+    /// A minimal temporary file, so the tests need no extra crate.
+    mod tempfile_like {
+        use std::path::PathBuf;
+        pub struct TempFile(pub PathBuf);
+        impl TempFile {
+            pub fn new(contents: &str) -> Self {
+                let path = std::env::temp_dir().join(format!(
+                    "trawl-config-test-{}-{}.toml",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                std::fs::write(&path, contents).expect("write temp config");
+                Self(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn later_layers_win() {
+        let f = file("[queue]\nlease = \"3m\"\npoll_interval = \"2s\"\n[scheduler]\nmax_batch = 50\n");
+        let cfg = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .flag("queue.poll_interval", "750ms")
+            .load()
+            .unwrap();
+        assert_eq!(cfg.queue.lease.0, Duration::from_secs(180), "file beats default");
+        assert_eq!(cfg.queue.poll_interval.0, Duration::from_millis(750), "flag beats file");
+        assert_eq!(cfg.scheduler.max_batch, 50);
+        assert_eq!(cfg.queue.retry_base, QueueConfig::default().retry_base, "default kept");
+    }
+
+    #[test]
+    fn a_wrong_type_names_key_and_file() {
+        let f = file("[scheduler]\nmax_batch = \"many\"\n");
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.max_batch"), "{err}");
+        assert!(err.contains(&f.0.display().to_string()), "{err}");
+        assert!(err.contains("expected"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let f = file("[queue]\nleese = \"3m\"\n");
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leese"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_and_a_range_error_name_the_key() {
+        let f = file("[queue]\nlease = \"soon\"\n");
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("queue.lease") && err.contains("invalid duration"), "{err}");
+
+        let f = file("[database]\nmax_connections = 0\n");
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_connections"), "{err}");
+        assert!(err.contains(&f.0.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_toml_syntax_error_is_reported() {
+        let f = file("[queue\nlease = 3\n");
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&f.0.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_missing_named_file_is_an_error() {
+        let err = ConfigLoader::new(Some("/nonexistent/trawl.toml".into()))
+            .without_env()
+            .load()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }));
+    }
+
+    #[test]
+    fn show_redacts_every_secret() {
+        let f = file(
+            "[database]\nurl = \"postgres://u:pw-123@h/db\"\n[scheduler]\napi_token = \"tok-456\"\n[client]\ntoken = \"tok-789\"\n",
+        );
+        let cfg = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap();
+        assert_eq!(cfg.scheduler.api_token.as_ref().unwrap().expose(), "tok-456");
+        let shown = cfg.to_redacted_toml();
+        for secret in ["pw-123", "tok-456", "tok-789"] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+        }
+        assert!(shown.contains("postgres://u:********@h/db"), "{shown}");
+    }
+}

@@ -1,0 +1,130 @@
+//! The PostgreSQL pool, the embedded migrations, and the schema check every long-running process
+//! makes before it starts work.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::config::DatabaseConfig;
+use crate::secret::redact_url_password;
+
+/// The schema, embedded at compile time from `migrations/`.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL {url} is not valid: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot connect to PostgreSQL at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error(
+        "the database has no Trawl schema (no migrations applied); run `trawl migrate` first"
+    )]
+    NoSchema,
+    #[error(
+        "the database schema is at version {found} but this trawl needs version {needed}; run `trawl migrate` first"
+    )]
+    SchemaBehind { found: i64, needed: i64 },
+    #[error(
+        "the database schema is at version {found}, newer than this trawl knows ({needed}); upgrade trawl"
+    )]
+    SchemaAhead { found: i64, needed: i64 },
+    #[error(
+        "migration {version} was changed after it was applied to this database (checksum differs); refusing to run"
+    )]
+    SchemaModified { version: i64 },
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// Opens a pool. Connection failures name the server without its password.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
+    connect_url(
+        config.url.expose(),
+        config.max_connections,
+        config.connect_timeout.0,
+    )
+    .await
+}
+
+pub async fn connect_url(
+    url: &str,
+    max_connections: u32,
+    connect_timeout: Duration,
+) -> Result<PgPool, DbError> {
+    let shown = redact_url_password(url);
+    let options: PgConnectOptions = url.parse().map_err(|source| DbError::BadUrl {
+        url: shown.clone(),
+        source,
+    })?;
+    let options = options.application_name("trawl");
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(connect_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|source| DbError::Connect { url: shown, source })
+}
+
+/// Applies every pending migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// The newest migration this binary carries.
+pub fn required_schema_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Refuses to work against a schema that is older or newer than this binary, or whose applied
+/// migrations differ from the embedded ones.
+pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
+    let table_exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    if !table_exists {
+        return Err(DbError::NoSchema);
+    }
+    let applied: Vec<(i64, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await?;
+    let needed = required_schema_version();
+    let found = applied
+        .iter()
+        .filter(|(_, _, ok)| *ok)
+        .map(|(v, _, _)| *v)
+        .max()
+        .unwrap_or(0);
+    if applied.is_empty() {
+        return Err(DbError::NoSchema);
+    }
+    if found > needed {
+        return Err(DbError::SchemaAhead { found, needed });
+    }
+    for migration in MIGRATOR.iter() {
+        match applied.iter().find(|(v, _, _)| *v == migration.version) {
+            None | Some((_, _, false)) => return Err(DbError::SchemaBehind { found, needed }),
+            Some((version, checksum, true)) => {
+                if checksum.as_slice() != &*migration.checksum {
+                    return Err(DbError::SchemaModified { version: *version });
+                }
+            }
+        }
+    }
+    Ok(())
+}

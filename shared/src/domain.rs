@@ -1,0 +1,443 @@
+//! The words of the queue: job kinds, job states, what a submitted job looks like on the wire
+//! ([`JobSpec`]) and after validation ([`NewJob`]).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::duration::HumanDuration;
+
+/// One kind of crawl. Each kind has one crawler in the worker and one shape of target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Profile,
+    ProfilePosts,
+    PostComments,
+    Followers,
+    Followees,
+    HashtagPosts,
+    Stories,
+    Highlights,
+    Post,
+}
+
+/// What a kind's target names, which decides how it is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetShape {
+    /// An Instagram username: 1–30 of ASCII letters, digits, `.` and `_`.
+    Username,
+    /// A hashtag without `#`: 1–100 letters, digits or `_` (any script).
+    Hashtag,
+    /// A post shortcode: 1–64 of ASCII letters, digits, `-` and `_`.
+    Shortcode,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 9] = [
+        JobKind::Profile,
+        JobKind::ProfilePosts,
+        JobKind::PostComments,
+        JobKind::Followers,
+        JobKind::Followees,
+        JobKind::HashtagPosts,
+        JobKind::Stories,
+        JobKind::Highlights,
+        JobKind::Post,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Profile => "profile",
+            JobKind::ProfilePosts => "profile_posts",
+            JobKind::PostComments => "post_comments",
+            JobKind::Followers => "followers",
+            JobKind::Followees => "followees",
+            JobKind::HashtagPosts => "hashtag_posts",
+            JobKind::Stories => "stories",
+            JobKind::Highlights => "highlights",
+            JobKind::Post => "post",
+        }
+    }
+
+    pub fn target_shape(self) -> TargetShape {
+        match self {
+            JobKind::HashtagPosts => TargetShape::Hashtag,
+            JobKind::Post | JobKind::PostComments => TargetShape::Shortcode,
+            _ => TargetShape::Username,
+        }
+    }
+
+    /// Kinds Instagram serves only to a logged-in session.
+    pub fn requires_login(self) -> bool {
+        matches!(
+            self,
+            JobKind::Followers | JobKind::Followees | JobKind::Stories | JobKind::Highlights
+        )
+    }
+
+    pub fn names() -> String {
+        Self::ALL.map(|k| k.as_str()).join(", ")
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kind name that Trawl does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job kind {0:?} (known kinds: {kinds})", kinds = JobKind::names())]
+pub struct UnknownKind(pub String);
+
+impl FromStr for JobKind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.chars().take(64).collect()))
+    }
+}
+
+/// Where a job is in its life. `running` can go back to `queued` (retry, snooze, release, rescue);
+/// the last three are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "job_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown job state {:?} (known states: queued, running, completed, failed, cancelled)",
+                    s.chars().take(64).collect::<String>()
+                )
+            })
+    }
+}
+
+/// Kind-specific options stored with a job (its `payload` column).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobOptions {
+    /// Stop after this many items (posts, comments, users). `None`: crawl everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u64>,
+}
+
+/// A job as a client submits it (an API body, one line of a JSONL file). Every field but `kind` and
+/// `target` is optional. Unknown fields are refused so that a typo never silently drops a setting.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub kind: String,
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recrawl_every: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<JobOptions>,
+}
+
+/// A validated job, ready to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub target: String,
+    pub priority: i16,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: i32,
+    /// Among queued and running jobs, at most one has a given key. Defaults to `kind:target`.
+    pub unique_key: String,
+    pub recrawl_every: Option<Duration>,
+    pub options: JobOptions,
+}
+
+/// A field of a [`JobSpec`] that is not acceptable, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+pub const MAX_PRIORITY: i16 = 100;
+pub const MAX_ATTEMPTS_LIMIT: i32 = 100;
+pub const MAX_UNIQUE_KEY_LEN: usize = 200;
+pub const MIN_RECRAWL_INTERVAL: Duration = Duration::from_secs(1);
+
+impl JobSpec {
+    pub fn new(kind: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            target: target.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field; `default_max_attempts` applies when the spec gives none.
+    pub fn validate(self, default_max_attempts: i32) -> Result<NewJob, ValidationError> {
+        let kind: JobKind = self
+            .kind
+            .parse()
+            .map_err(|e: UnknownKind| ValidationError::new("kind", e.to_string()))?;
+        let target = validate_target(kind, &self.target)?;
+        let priority = self.priority.unwrap_or(0);
+        if !(-MAX_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+            return Err(ValidationError::new(
+                "priority",
+                format!("must be between -{MAX_PRIORITY} and {MAX_PRIORITY} (got {priority})"),
+            ));
+        }
+        let max_attempts = self.max_attempts.unwrap_or(default_max_attempts);
+        if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+            return Err(ValidationError::new(
+                "max_attempts",
+                format!("must be between 1 and {MAX_ATTEMPTS_LIMIT} (got {max_attempts})"),
+            ));
+        }
+        let unique_key = match self.unique_key {
+            None => format!("{kind}:{target}"),
+            Some(key) => {
+                if key.is_empty() || key.chars().count() > MAX_UNIQUE_KEY_LEN {
+                    return Err(ValidationError::new(
+                        "unique_key",
+                        format!("must be 1 to {MAX_UNIQUE_KEY_LEN} characters"),
+                    ));
+                }
+                if key.chars().any(char::is_control) {
+                    return Err(ValidationError::new(
+                        "unique_key",
+                        "must not contain control characters",
+                    ));
+                }
+                key
+            }
+        };
+        let recrawl_every = match self.recrawl_every {
+            Some(d) if d.0 < MIN_RECRAWL_INTERVAL => {
+                return Err(ValidationError::new(
+                    "recrawl_every",
+                    format!("must be at least {}s", MIN_RECRAWL_INTERVAL.as_secs()),
+                ));
+            }
+            other => other.map(|d| d.0),
+        };
+        Ok(NewJob {
+            kind,
+            target,
+            priority,
+            run_at: self.run_at,
+            max_attempts,
+            unique_key,
+            recrawl_every,
+            options: self.options.unwrap_or_default(),
+        })
+    }
+}
+
+/// Normalises and checks a target for its kind: a leading `@` or `#` is dropped, usernames are
+/// lower-cased (Instagram usernames are case-insensitive, and dedup must see `NatGeo` = `natgeo`).
+pub fn validate_target(kind: JobKind, raw: &str) -> Result<String, ValidationError> {
+    if raw.is_empty() {
+        return Err(ValidationError::new("target", "must not be empty"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            "target",
+            "must not contain control characters",
+        ));
+    }
+    let shown: String = raw.chars().take(40).collect();
+    match kind.target_shape() {
+        TargetShape::Username => {
+            let name = raw.strip_prefix('@').unwrap_or(raw);
+            let ok = (1..=30).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_');
+            if !ok {
+                return Err(ValidationError::new(
+                    "target",
+                    format!(
+                        "{shown:?} is not an Instagram username for kind {kind} (1 to 30 letters, digits, '.' or '_')"
+                    ),
+                ));
+            }
+            Ok(name.to_ascii_lowercase())
+        }
+        TargetShape::Hashtag => {
+            let tag = raw.strip_prefix('#').unwrap_or(raw);
+            let count = tag.chars().count();
+            let ok = (1..=100).contains(&count) && tag.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !ok {
+                return Err(ValidationError::new(
+                    "target",
+                    format!(
+                        "{shown:?} is not a hashtag for kind {kind} (1 to 100 letters, digits or '_', without spaces)"
+                    ),
+                ));
+            }
+            Ok(tag.to_lowercase())
+        }
+        TargetShape::Shortcode => {
+            let ok = (1..=64).contains(&raw.len())
+                && raw
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(ValidationError::new(
+                    "target",
+                    format!(
+                        "{shown:?} is not a post shortcode for kind {kind} (1 to 64 letters, digits, '-' or '_')"
+                    ),
+                ));
+            }
+            Ok(raw.to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.as_str().parse::<JobKind>().unwrap(), kind);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        let err = "profiles".parse::<JobKind>().unwrap_err().to_string();
+        assert!(err.contains("\"profiles\"") && err.contains("profile_posts"), "{err}");
+    }
+
+    #[test]
+    fn a_spec_gets_defaults_and_a_dedup_key() {
+        let job = JobSpec::new("profile_posts", "@NatGeo").validate(5).unwrap();
+        assert_eq!(job.kind, JobKind::ProfilePosts);
+        assert_eq!(job.target, "natgeo");
+        assert_eq!(job.unique_key, "profile_posts:natgeo");
+        assert_eq!(job.max_attempts, 5);
+        assert_eq!(job.priority, 0);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: [(JobSpec, &str); 8] = [
+            (JobSpec::new("nope", "natgeo"), "kind"),
+            (JobSpec::new("profile", ""), "target"),
+            (JobSpec::new("profile", "nat geo"), "target"),
+            (JobSpec::new("profile", "a\u{0}b"), "target"),
+            (JobSpec::new("hashtag_posts", "#"), "target"),
+            (
+                JobSpec {
+                    priority: Some(1000),
+                    ..JobSpec::new("profile", "x")
+                },
+                "priority",
+            ),
+            (
+                JobSpec {
+                    max_attempts: Some(0),
+                    ..JobSpec::new("profile", "x")
+                },
+                "max_attempts",
+            ),
+            (
+                JobSpec {
+                    unique_key: Some(String::new()),
+                    ..JobSpec::new("profile", "x")
+                },
+                "unique_key",
+            ),
+        ];
+        for (spec, field) in cases {
+            let err = spec.clone().validate(3).unwrap_err();
+            assert_eq!(err.field, field, "{spec:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<JobSpec>(r#"{"kind":"profile","target":"x","priorty":3}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("priorty"), "{err}");
+    }
+
+    #[test]
+    fn hashtags_accept_any_script() {
+        let job = JobSpec::new("hashtag_posts", "#Café_2026").validate(3).unwrap();
+        assert_eq!(job.target, "café_2026");
+    }
+}

@@ -1,0 +1,87 @@
+//! Leader election for singleton maintenance work, with a PostgreSQL session advisory lock held on a
+//! dedicated connection (never a pooled one, where a session lock would leak to the next borrower).
+//! If the connection dies, PostgreSQL releases the lock and another process takes over.
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
+
+/// The advisory-lock key of the maintenance leader ("trawl" in ASCII, as a number).
+pub const MAINTENANCE_LOCK_KEY: i64 = 0x7472_6177_6c00_0001;
+
+/// One contender for leadership. Call [`LeaderElector::check`] on every maintenance tick.
+pub struct LeaderElector {
+    options: PgConnectOptions,
+    key: i64,
+    conn: Option<PgConnection>,
+    leader: bool,
+}
+
+impl LeaderElector {
+    pub fn new(options: PgConnectOptions, key: i64) -> Self {
+        Self {
+            options,
+            key,
+            conn: None,
+            leader: false,
+        }
+    }
+
+    /// Whether this process leads now: keeps the lock if it has it (verifying the connection is
+    /// alive), or tries to take it. Never blocks on another leader.
+    pub async fn check(&mut self) -> bool {
+        match self.try_check().await {
+            Ok(leader) => {
+                if leader != self.leader {
+                    tracing::info!(leader, "maintenance leadership changed");
+                }
+                self.leader = leader;
+            }
+            Err(e) => {
+                if self.leader {
+                    tracing::warn!(error = %e, "lost the maintenance leader lock");
+                }
+                self.conn = None;
+                self.leader = false;
+            }
+        }
+        self.leader
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    async fn try_check(&mut self) -> Result<bool, sqlx::Error> {
+        if self.conn.is_none() {
+            self.conn = Some(PgConnection::connect_with(&self.options).await?);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(false);
+        };
+        if self.leader {
+            // The lock lives as long as the session; a round trip proves the session is alive.
+            let held: bool = sqlx::query_scalar("SELECT true").fetch_one(&mut *conn).await?;
+            if held {
+                return Ok(true);
+            }
+        }
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(self.key)
+            .fetch_one(conn)
+            .await
+    }
+
+    /// Gives up leadership (on shutdown), so a standby takes over without waiting.
+    pub async fn resign(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            if self.leader {
+                let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                    .bind(self.key)
+                    .execute(&mut conn)
+                    .await;
+            }
+            let _ = conn.close().await;
+        }
+        self.leader = false;
+    }
+}

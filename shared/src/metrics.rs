@@ -1,0 +1,21 @@
+//! Metric helpers shared by every process: the text exposition and the content type Prometheus
+//! expects. Metric names follow design §8: `trawl_` prefix, base units, `_total` on counters,
+//! labels from closed sets only.
+
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// The content type of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric family of `registries` in the text format.
+pub fn render(registries: &[&Registry]) -> String {
+    let mut families = Vec::new();
+    for registry in registries {
+        families.extend(registry.gather());
+    }
+    let mut buffer = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut buffer) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}

@@ -1,0 +1,303 @@
+//! A private, throwaway PostgreSQL cluster: `initdb` into a temporary folder, `pg_ctl start` on a
+//! free loopback port, `pg_ctl stop` and delete on drop. Tests use it when no `DATABASE_URL` is
+//! given; `trawl demo` uses it so that the demo needs nothing but PostgreSQL's server binaries.
+//!
+//! `initdb` refuses to run as root, so a root caller runs the server binaries as the `postgres`
+//! user through `runuser`. Clusters left behind by a killed process are found by their owner's pid
+//! and removed by the next start.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH or under \
+         /usr/lib/postgresql/*/bin.\n  Install them with: scripts/install-postgres.sh \
+         (runs `apt-get install -y postgresql`)\n  or point TRAWL_DATABASE__URL (tests: DATABASE_URL) \
+         at a running PostgreSQL server"
+    )]
+    BinariesMissing,
+    #[error(
+        "running as root, but there is no `postgres` user to run PostgreSQL as (initdb refuses \
+         root); create one with `useradd --system --home /var/lib/postgresql postgres`, or run as \
+         an ordinary user"
+    )]
+    NoUnprivilegedUser,
+    #[error("{step} failed: {detail}")]
+    Step { step: &'static str, detail: String },
+    #[error("cannot prepare the cluster folder: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the private cluster trades safety for speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fsync=off`, `synchronous_commit=off`: for tests, whose data is thrown away.
+    #[default]
+    Throwaway,
+    /// PostgreSQL's defaults for durability (what a benchmark must measure).
+    Durable,
+}
+
+/// A running private cluster. Dropping it stops the server and deletes its files.
+#[derive(Debug)]
+pub struct PrivateCluster {
+    root: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    run_as: Option<String>,
+    stopped: bool,
+}
+
+impl PrivateCluster {
+    /// Finds the binaries, creates the cluster and starts it.
+    pub fn start(durability: Durability) -> Result<Self, ClusterError> {
+        let bin = find_bin_dir().ok_or(ClusterError::BinariesMissing)?;
+        let run_as = if is_root() {
+            if !user_exists("postgres") {
+                return Err(ClusterError::NoUnprivilegedUser);
+            }
+            Some("postgres".to_owned())
+        } else {
+            None
+        };
+        let parent = std::env::temp_dir().join("trawl-pg");
+        std::fs::create_dir_all(&parent)?;
+        // Shared by every user's clusters, like /tmp itself.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o1777));
+        }
+        reap_abandoned(&parent, &bin, run_as.as_deref());
+        let root = parent.join(format!(
+            "{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&root)?;
+        std::fs::write(root.join("owner.pid"), std::process::id().to_string())?;
+        let mut cluster = Self {
+            root,
+            bin,
+            port: 0,
+            run_as,
+            stopped: false,
+        };
+        if let Some(user) = &cluster.run_as {
+            run(
+                "chown",
+                Command::new("chown").arg("-R").arg(user).arg(&cluster.root),
+            )?;
+        }
+        let data = cluster.data_dir();
+        let mut initdb = cluster.command("initdb");
+        run(
+            "initdb",
+            initdb
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+                .arg("--no-sync")
+                .arg("--no-instructions"),
+        )?;
+        let mut last_error = None;
+        // Another process can take the free port we picked before the server binds it; try again.
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.pg_ctl_start(durability) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClusterError::Step {
+            step: "pg_ctl start",
+            detail: "no attempt made".into(),
+        }))
+    }
+
+    /// A URL for database `db` on this cluster (superuser `postgres`, trust authentication).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.root.join("data")
+    }
+
+    /// Runs a PostgreSQL binary of this cluster's installation (e.g. `pgbench`, `psql`) as the
+    /// cluster's user.
+    pub fn command(&self, program: &str) -> Command {
+        command_as(&self.bin, program, self.run_as.as_deref())
+    }
+
+    /// `pg_ctl restart -m immediate`, as a crash and recovery would.
+    pub fn restart_immediate(&self) -> Result<(), ClusterError> {
+        let mut cmd = self.command("pg_ctl");
+        run(
+            "pg_ctl restart",
+            cmd.arg("-D")
+                .arg(self.data_dir())
+                .args(["-m", "immediate", "-w", "-t", "60", "restart"]),
+        )
+    }
+
+    fn pg_ctl_start(&self, durability: Durability) -> Result<(), ClusterError> {
+        let mut options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300",
+            self.port
+        );
+        if durability == Durability::Throwaway {
+            options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        } else {
+            options.push_str(" -c shared_buffers=512MB");
+        }
+        let mut cmd = self.command("pg_ctl");
+        run(
+            "pg_ctl start",
+            cmd.arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.root.join("postgres.log"))
+                .args(["-w", "-t", "60", "-o", &options, "start"]),
+        )
+        .map_err(|e| {
+            let log = std::fs::read_to_string(self.root.join("postgres.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            ClusterError::Step {
+                step: "pg_ctl start",
+                detail: format!("{e}; server log: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+            }
+        })
+    }
+
+    /// Stops the server (immediately: the data is thrown away) and deletes its folder.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        stop_cluster(&self.bin, &self.data_dir(), self.run_as.as_deref());
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn stop_cluster(bin: &Path, data: &Path, run_as: Option<&str>) {
+    let _ = command_as(bin, "pg_ctl", run_as)
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+        .output();
+}
+
+fn command_as(bin: &Path, program: &str, run_as: Option<&str>) -> Command {
+    let path = bin.join(program);
+    match run_as {
+        Some(user) => {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", user, "--"]).arg(path);
+            cmd
+        }
+        None => Command::new(path),
+    }
+}
+
+fn run(step: &'static str, cmd: &mut Command) -> Result<(), ClusterError> {
+    let output: Output = cmd.output().map_err(|e| ClusterError::Step {
+        step,
+        detail: e.to_string(),
+    })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(ClusterError::Step {
+            step,
+            detail: format!(
+                "{}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// The folder holding `initdb`, `pg_ctl` and `postgres`: the newest `/usr/lib/postgresql/*/bin`,
+/// else the first such folder on `PATH`.
+pub fn find_bin_dir() -> Option<PathBuf> {
+    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            complete(&bin).then_some((version, bin))
+        })
+        .collect();
+    versioned.sort();
+    if let Some((_, bin)) = versioned.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|dir| complete(dir))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn user_exists(name: &str) -> bool {
+    Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Stops and deletes clusters whose owning process no longer exists.
+fn reap_abandoned(parent: &Path, bin: &Path, run_as: Option<&str>) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let owner = std::fs::read_to_string(dir.join("owner.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        let alive = match owner {
+            Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+            // A folder another process is creating right now has no owner file yet.
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age.as_secs() < 60),
+        };
+        if !alive {
+            stop_cluster(bin, &dir.join("data"), run_as);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Test support: a fresh, migrated database per test.
+//!
+//! The server is the one named by `DATABASE_URL`, or, when that is unset, a private throwaway
+//! cluster this process starts on first use and stops when it exits. Each test database is copied
+//! from a template that was migrated once per process, which takes milliseconds.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+use crate::db;
+use crate::pgcluster::{Durability, PrivateCluster};
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    pub name: String,
+}
+
+struct Server {
+    admin_url: String,
+    template: String,
+}
+
+static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+static CLUSTER: Mutex<Option<PrivateCluster>> = Mutex::new(None);
+static CREATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static CREATE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+extern "C" fn cleanup_at_exit() {
+    if let Ok(mut cluster) = CLUSTER.lock() {
+        if let Some(mut c) = cluster.take() {
+            c.stop();
+            return;
+        }
+    }
+    // An external server: drop the databases this process created.
+    let names: Vec<String> = CREATED.lock().map(|v| v.clone()).unwrap_or_default();
+    let Some(Ok(server)) = SERVER.get() else {
+        return;
+    };
+    let url = server.admin_url.clone();
+    let template = server.template.clone();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(mut conn) = PgConnection::connect(&url).await {
+                for name in names.iter().chain(std::iter::once(&template)) {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = conn.execute(sqlx::AssertSqlSafe(sql)).await;
+                }
+            }
+        });
+    })
+    .join();
+}
+
+fn server() -> &'static Server {
+    let server = SERVER.get_or_init(|| {
+        // Runs on its own thread with its own runtime: the caller's runtime may be current-thread.
+        std::thread::spawn(start_server)
+            .join()
+            .unwrap_or_else(|_| Err("test server setup panicked".into()))
+    });
+    match server {
+        Ok(s) => s,
+        Err(e) => panic!("cannot provide a test database: {e}"),
+    }
+}
+
+fn start_server() -> Result<Server, String> {
+    // SAFETY: registering a plain extern "C" function with no captured state.
+    unsafe {
+        libc::atexit(cleanup_at_exit);
+    }
+    let admin_url = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let cluster = PrivateCluster::start(Durability::Throwaway).map_err(|e| e.to_string())?;
+            let url = cluster.url("postgres");
+            *CLUSTER.lock().map_err(|e| e.to_string())? = Some(cluster);
+            url
+        }
+    };
+    let template = format!(
+        "trawl_tpl_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .map_err(|e| format!("connect {admin_url}: {e}"))?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{template}\"")))
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = with_database(&admin_url, &template);
+        let pool = db::connect_url(&url, 2, Duration::from_secs(30))
+            .await
+            .map_err(|e| e.to_string())?;
+        db::migrate(&pool).await.map_err(|e| e.to_string())?;
+        pool.close().await;
+        Ok::<(), String>(())
+    })?;
+    Ok(Server {
+        admin_url,
+        template,
+    })
+}
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// The admin URL of the test server (a database any test may connect to for server-wide
+/// statements), starting the private cluster if needed.
+pub fn admin_url() -> String {
+    server().admin_url.clone()
+}
+
+/// A fresh database with the schema applied, and a pool of up to 20 connections on it.
+pub async fn fresh_db() -> TestDb {
+    fresh_db_with(20).await
+}
+
+pub async fn fresh_db_with(max_connections: u32) -> TestDb {
+    let server = server();
+    let name = format!(
+        "trawl_t_{}_{}_{:06x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>() & 0xff_ffff
+    );
+    {
+        let _guard = CREATE_LOCK.lock().await;
+        let mut admin = PgConnection::connect(&server.admin_url)
+            .await
+            .expect("connect to the test server");
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+                server.template
+            )))
+            .await
+            .expect("create a test database");
+        let _ = admin.close().await;
+    }
+    if let Ok(mut created) = CREATED.lock() {
+        created.push(name.clone());
+    }
+    let url = with_database(&server.admin_url, &name);
+    let pool = db::connect_url(&url, max_connections, Duration::from_secs(30))
+        .await
+        .expect("connect to the test database");
+    TestDb { pool, url, name }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5/old?sslmode=disable", "new"),
+            "postgres://u@h:5/new?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:5", "new"), "postgres://u@h:5/new");
+    }
+}
