@@ -1,1 +1,92 @@
-//! placeholder
+//! The scheduler: Trawl's HTTP JSON API (submit, list, show, cancel, retry, pause and resume,
+//! stats) behind a bearer token, and the maintenance loops (lease rescue, retention, queue metrics)
+//! under a PostgreSQL advisory-lock leader.
+//!
+//! It must not make requests to Instagram, and it is not on the hot path of a crawl: workers lease
+//! straight from PostgreSQL, so a scheduler restart never stops crawling.
+
+pub mod api;
+pub mod maintenance;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use sqlx::postgres::PgConnectOptions;
+use tokio::net::TcpListener;
+use trawl_shared::config::Config;
+use trawl_shared::db::{self, DbError};
+use trawl_shared::queue::{Queue, QueueSettings};
+use trawl_shared::shutdown::Shutdown;
+
+use crate::api::ApiState;
+use crate::maintenance::Maintenance;
+use crate::metrics::SchedulerMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(
+        "scheduler.api_token is not set: the API must not run open. Set it in trawl.toml or \
+         TRAWL_SCHEDULER__API_TOKEN"
+    )]
+    NoToken,
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("HTTP server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves the API on `listener` and runs maintenance until `shutdown`; then stops accepting
+/// requests, finishes the ones in flight and gives up leadership.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), SchedulerError> {
+    let token = config
+        .scheduler
+        .api_token
+        .clone()
+        .ok_or(SchedulerError::NoToken)?;
+    let pool = db::connect(&config.database).await?;
+    db::check_schema(&pool).await?;
+    let connect_options: PgConnectOptions = config
+        .database
+        .url
+        .expose()
+        .parse()
+        .map_err(|source| DbError::BadUrl {
+            url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
+            source,
+        })?;
+    let queue = Queue::new(pool.clone(), QueueSettings::from(&config.queue));
+    let metrics = Arc::new(SchedulerMetrics::new()?);
+    let is_leader = Arc::new(AtomicBool::new(false));
+    let maintenance = Maintenance {
+        queue: queue.clone(),
+        connect_options,
+        interval: config.scheduler.maintenance_interval.0,
+        retention: config.scheduler.retention.0,
+        metrics: metrics.clone(),
+        is_leader: is_leader.clone(),
+    };
+    let maintenance = tokio::spawn(maintenance.run(shutdown.clone()));
+    let state = ApiState {
+        queue,
+        token,
+        max_batch: config.scheduler.max_batch,
+        max_body_bytes: config.scheduler.max_body_bytes,
+        default_max_attempts: config.queue.default_max_attempts,
+        metrics,
+        is_leader,
+    };
+    tracing::info!(address = %listener.local_addr()?, "scheduler listening");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown.wait())
+        .await;
+    let _ = maintenance.await;
+    pool.close().await;
+    served.map_err(SchedulerError::from)
+}

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pgcluster;
 pub mod queue;
 pub mod secret;
+pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -1,0 +1,574 @@
+//! The HTTP JSON API under `/v1` (bearer token), plus the open `/healthz`, `/readyz` and
+//! `/metrics`. Errors have one shape, from the API-design seed:
+//! `{"error": {"code": "...", "message": "...", "details": {...}}}`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use trawl_shared::domain::{JobKind, JobSpec, JobState, ValidationError};
+use trawl_shared::queue::{Job, ListFilter, Queue, QueueError, QueueStats, Submitted};
+use trawl_shared::secret::Secret;
+
+use crate::metrics::SchedulerMetrics;
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct ApiState {
+    pub queue: Queue,
+    pub token: Secret,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub default_max_attempts: i32,
+    pub metrics: Arc<SchedulerMetrics>,
+    pub is_leader: Arc<AtomicBool>,
+}
+
+/// Most jobs one list page returns.
+pub const MAX_PAGE: i64 = 1000;
+const DEFAULT_PAGE: i64 = 50;
+
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/jobs", post(submit_one).get(list_jobs))
+        .route("/jobs/batch", post(submit_batch))
+        .route("/jobs/{id}", get(show_job))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/jobs/{id}/retry", post(retry_job))
+        .route("/kinds/{kind}/pause", post(pause_kind))
+        .route("/kinds/{kind}/resume", post(resume_kind))
+        .route("/stats", get(stats))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "this method is not allowed on this route",
+            )
+        })
+        // The body limit is enforced in `JsonBody`, so an oversized body gets our error shape.
+        .layer(axum::extract::DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+/// An API error in the seed's shape.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message)
+    }
+
+    fn bad_param(field: &str, message: impl Into<String>) -> Self {
+        Self::bad_request(message).with_details(json!({ "field": field }))
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
+    }
+
+    fn validation(err: &ValidationError) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            err.to_string(),
+        )
+        .with_details(json!({ "field": err.field }))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(err: QueueError) -> Self {
+        match &err {
+            QueueError::NotFound { job_id } => {
+                ApiError::not_found(err.to_string()).with_details(json!({ "job_id": job_id }))
+            }
+            QueueError::WrongState { job_id, state, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+                    .with_details(json!({ "job_id": job_id, "state": state }))
+            }
+            QueueError::ActiveDuplicate { existing_id, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+                    .with_details(json!({ "existing_id": existing_id }))
+            }
+            QueueError::LeaseLost { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+            }
+            QueueError::Database(e) => {
+                tracing::error!(error = %e, "database error while serving a request");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "the database is not available; try again",
+                )
+            }
+        }
+    }
+}
+
+/// A JSON body parsed with field paths in its errors, under the configured size limit.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PAYLOAD_TOO_LARGE",
+                    "request body is larger than the server accepts (scheduler.max_body_bytes)",
+                )
+            } else {
+                ApiError::bad_request(format!("cannot read request body: {e}"))
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("request body is empty; expected JSON"));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid UTF-8: {e}")))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let inner = e.inner();
+        let path = e.path().to_string();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(format!("malformed JSON: {inner}"));
+        }
+        let field = if path == "." {
+            backticked(&inner.to_string()).unwrap_or_default()
+        } else {
+            path
+        };
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            if field.is_empty() {
+                inner.to_string()
+            } else {
+                format!("{field}: {inner}")
+            },
+        )
+        .with_details(json!({ "field": field }))
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The first `name` in a serde message such as "unknown field `x`, expected ...".
+fn backticked(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_owned())
+}
+
+async fn require_token(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing Authorization: Bearer <token> header",
+        )
+        .into_response();
+    };
+    let presented = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    match presented {
+        Some(token) if state.token.constant_time_eq(token) => next.run(request).await,
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "invalid bearer token",
+        )
+        .into_response(),
+    }
+}
+
+/// The answer to a single submission.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub created: bool,
+    pub job: Job,
+}
+
+async fn submit_one(
+    State(state): State<ApiState>,
+    JsonBody(spec): JsonBody<JobSpec>,
+) -> Result<Response, ApiError> {
+    let job = spec
+        .validate(state.default_max_attempts)
+        .map_err(|e| ApiError::validation(&e))?;
+    let submitted = state.queue.submit(&job).await?;
+    let stored = state
+        .queue
+        .get(submitted.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job vanished right after submission"))?;
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(SubmitResponse {
+            created: submitted.created,
+            job: stored,
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub jobs: Vec<JobSpec>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub results: Vec<Submitted>,
+}
+
+/// All or nothing: one invalid job rejects the batch (every problem listed by index) and nothing
+/// is written. The CLI's `--file` validates lines itself and sends only the good ones.
+async fn submit_batch(
+    State(state): State<ApiState>,
+    JsonBody(batch): JsonBody<BatchRequest>,
+) -> Result<Json<BatchResponse>, ApiError> {
+    if batch.jobs.is_empty() {
+        return Err(ApiError::bad_param("jobs", "jobs: the batch is empty"));
+    }
+    if batch.jobs.len() > state.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "jobs: {} jobs in one batch; at most {} allowed",
+                batch.jobs.len(),
+                state.max_batch
+            ),
+        ));
+    }
+    let mut valid = Vec::with_capacity(batch.jobs.len());
+    let mut errors = Vec::new();
+    for (index, spec) in batch.jobs.into_iter().enumerate() {
+        match spec.validate(state.default_max_attempts) {
+            Ok(job) => valid.push(job),
+            Err(e) => errors.push(json!({ "index": index, "field": e.field, "message": e.message })),
+        }
+    }
+    if !errors.is_empty() {
+        let first = errors[0].clone();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            format!(
+                "{} of the jobs are invalid (first: jobs[{}].{}: {}); nothing was submitted",
+                errors.len(),
+                first["index"],
+                first["field"].as_str().unwrap_or_default(),
+                first["message"].as_str().unwrap_or_default()
+            ),
+        )
+        .with_details(json!({ "errors": errors })));
+    }
+    let results = state.queue.submit_many(&valid).await?;
+    Ok(Json(BatchResponse { results }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    kind: Option<String>,
+    state: Option<String>,
+    count: Option<String>,
+    cursor: Option<String>,
+}
+
+/// One page of jobs with the seed's cursor fields.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListResponse {
+    pub jobs: Vec<Job>,
+    pub next_cursor: Option<String>,
+    pub has_more: bool,
+}
+
+async fn list_jobs(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<ListResponse>, ApiError> {
+    let params: ListParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+    let kind = match params.kind {
+        Some(k) => Some(
+            k.parse::<JobKind>()
+                .map_err(|e| ApiError::bad_param("kind", e.to_string()))?
+                .as_str()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let job_state = match params.state {
+        Some(s) => Some(
+            s.parse::<JobState>()
+                .map_err(|e| ApiError::bad_param("state", e))?,
+        ),
+        None => None,
+    };
+    let count = match params.count {
+        None => DEFAULT_PAGE,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "count",
+                    format!("count must be an integer from 1 to {MAX_PAGE}"),
+                )
+            })?,
+    };
+    let before_id = params.cursor.as_deref().map(decode_cursor).transpose()?;
+    let page = state
+        .queue
+        .list(&ListFilter {
+            kind,
+            state: job_state,
+            before_id,
+            count,
+        })
+        .await?;
+    let next_cursor = if page.has_more {
+        page.jobs.last().map(|j| encode_cursor(j.id))
+    } else {
+        None
+    };
+    Ok(Json(ListResponse {
+        jobs: page.jobs,
+        next_cursor,
+        has_more: page.has_more,
+    }))
+}
+
+/// Cursors are opaque to clients; today they carry the last id of the page.
+fn encode_cursor(id: i64) -> String {
+    format!("j{id}")
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
+    cursor
+        .strip_prefix('j')
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ApiError::bad_param(
+                "cursor",
+                "cursor is not one this server issued (use next_cursor from the previous page)",
+            )
+        })
+}
+
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| ApiError::bad_param("id", "job id must be a positive integer"))
+}
+
+async fn show_job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    let id = parse_id(&id)?;
+    state
+        .queue
+        .get(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| QueueError::NotFound { job_id: id }.into())
+}
+
+async fn cancel_job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.queue.cancel(parse_id(&id)?).await?))
+}
+
+async fn retry_job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(state.queue.retry(parse_id(&id)?).await?))
+}
+
+fn parse_kind(raw: &str) -> Result<JobKind, ApiError> {
+    raw.parse::<JobKind>()
+        .map_err(|e| ApiError::bad_param("kind", e.to_string()).with_status(StatusCode::NOT_FOUND))
+}
+
+impl ApiError {
+    fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        if status == StatusCode::NOT_FOUND {
+            self.code = "NOT_FOUND";
+        }
+        self
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KindResponse {
+    pub kind: String,
+    pub paused: bool,
+}
+
+async fn pause_kind(
+    State(state): State<ApiState>,
+    Path(kind): Path<String>,
+) -> Result<Json<KindResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    state.queue.pause_kind(kind).await?;
+    Ok(Json(KindResponse {
+        kind: kind.as_str().into(),
+        paused: true,
+    }))
+}
+
+async fn resume_kind(
+    State(state): State<ApiState>,
+    Path(kind): Path<String>,
+) -> Result<Json<KindResponse>, ApiError> {
+    let kind = parse_kind(&kind)?;
+    state.queue.resume_kind(kind).await?;
+    Ok(Json(KindResponse {
+        kind: kind.as_str().into(),
+        paused: false,
+    }))
+}
+
+async fn stats(State(state): State<ApiState>) -> Result<Json<QueueStats>, ApiError> {
+    Ok(Json(state.queue.stats().await?))
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    match sqlx::query("SELECT 1").execute(state.queue.pool()).await {
+        Ok(_) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            format!("database not reachable: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = state
+        .metrics
+        .render(state.is_leader.load(Ordering::Relaxed));
+    (
+        [(header::CONTENT_TYPE, trawl_shared::metrics::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        assert_eq!(decode_cursor(&encode_cursor(42)).unwrap(), 42);
+        for bad in ["", "42", "j", "j-1", "j0", "jabc", "x42"] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_field() {
+        let e = parse_json::<JobSpec>(br#"{"kind":"profile","target":"x","priority":"high"}"#)
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.starts_with("priority:"), "{}", e.message);
+        let e = parse_json::<JobSpec>(br#"{"kind":"profile"}"#).unwrap_err();
+        assert_eq!(e.details.unwrap()["field"], "target");
+        let e = parse_json::<JobSpec>(br#"{"kind":"profile",#"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = parse_json::<JobSpec>(b"{\"kind\":\"pro\xfffile\"}").unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+    }
+}
