@@ -1,1 +1,147 @@
-fn main() {}
+//! `trawl`: one binary for every role (scheduler, migrate, demo) and every client verb.
+
+mod cli;
+mod client;
+mod demo;
+mod jobs;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use trawl_shared::config::{Config, ConfigLoader, LogFormat};
+use trawl_shared::db;
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::client::{ApiClient, CliError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trawl: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trawl: {e}");
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let listen = match &cli.command {
+        Command::Scheduler { listen } => *listen,
+        _ => None,
+    };
+    let config = ConfigLoader::new(cli.config.clone())
+        .flag_opt("client.url", cli.url.clone())
+        .flag_opt("client.token", cli.token.clone())
+        .flag_opt("database.url", cli.database_url.clone())
+        .flag_opt("scheduler.listen", listen.map(|a| a.to_string()))
+        .load()
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    let server_role = matches!(
+        cli.command,
+        Command::Scheduler { .. } | Command::Migrate
+    );
+    init_tracing(&config, server_role);
+
+    match cli.command {
+        Command::Scheduler { .. } => run_scheduler(&config).await,
+        Command::Migrate => migrate(&config).await,
+        Command::Submit(args) => {
+            jobs::submit(&client(&config)?, args, config.queue.default_max_attempts).await
+        }
+        Command::Jobs(command) => jobs::jobs(&client(&config)?, command).await,
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Demo(args) => demo::run(args, &config).await,
+    }
+}
+
+fn client(config: &Config) -> Result<ApiClient, CliError> {
+    ApiClient::new(
+        &config.client.url,
+        config.client.token.as_ref().map(|t| t.expose().to_owned()),
+        config.client.timeout.0,
+    )
+}
+
+fn init_tracing(config: &Config, server_role: bool) {
+    // Client verbs print their own results; only warnings and errors go to the log.
+    let filter = if server_role {
+        config.log.filter.clone()
+    } else {
+        "warn".to_owned()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn run_scheduler(config: &Config) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(config.scheduler.listen)
+        .await
+        .map_err(|e| {
+            CliError::Failure(format!(
+                "cannot listen on {} (scheduler.listen): {e}",
+                config.scheduler.listen
+            ))
+        })?;
+    let (stop, signal) = trawl_shared::shutdown::channel();
+    tokio::spawn(async move {
+        trawl_shared::shutdown::os_signal().await;
+        tracing::info!("shutting down");
+        stop.trigger();
+    });
+    trawl_scheduler::run(config, listener, signal)
+        .await
+        .map_err(|e| match e {
+            trawl_scheduler::SchedulerError::NoToken => CliError::Config(e.to_string()),
+            trawl_scheduler::SchedulerError::Database(ref d) => match d {
+                db::DbError::Connect { .. } => CliError::Unreachable {
+                    url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
+                    reason: d.to_string(),
+                },
+                _ => CliError::Failure(e.to_string()),
+            },
+            other => CliError::Failure(other.to_string()),
+        })
+}
+
+async fn migrate(config: &Config) -> Result<(), CliError> {
+    let pool = db::connect(&config.database).await.map_err(|e| match e {
+        db::DbError::Connect { .. } => CliError::Unreachable {
+            url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
+            reason: e.to_string(),
+        },
+        other => CliError::Failure(other.to_string()),
+    })?;
+    db::migrate(&pool)
+        .await
+        .map_err(|e| CliError::Failure(e.to_string()))?;
+    db::check_schema(&pool)
+        .await
+        .map_err(|e| CliError::Failure(e.to_string()))?;
+    println!(
+        "database schema is at version {}",
+        db::required_schema_version()
+    );
+    pool.close().await;
+    Ok(())
+}
