@@ -1,0 +1,279 @@
+//! The `trawl` binary as a user runs it, against a real scheduler and PostgreSQL.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use trawl_shared::config::Config;
+use trawl_shared::duration::HumanDuration;
+use trawl_shared::secret::Secret;
+use trawl_shared::shutdown::{self, ShutdownTrigger};
+use trawl_shared::testing::{TestDb, fresh_db};
+
+const TOKEN: &str = "cli-test-token";
+
+struct Scheduler {
+    url: String,
+    db: TestDb,
+    stop: ShutdownTrigger,
+    task: tokio::task::JoinHandle<Result<(), trawl_scheduler::SchedulerError>>,
+    workdir: PathBuf,
+}
+
+impl Scheduler {
+    async fn start() -> Self {
+        let db = fresh_db().await;
+        let mut config = Config::default();
+        config.database.url = Secret::new(db.url.clone());
+        config.scheduler.api_token = Some(Secret::new(TOKEN));
+        config.scheduler.maintenance_interval = HumanDuration::from_millis(200);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, signal) = shutdown::channel();
+        let task = tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
+        let workdir = std::env::temp_dir().join(format!("trawl-cli-{}", rand_suffix()));
+        std::fs::create_dir_all(&workdir).unwrap();
+        Self {
+            url,
+            db,
+            stop,
+            task,
+            workdir,
+        }
+    }
+
+    /// Runs `trawl ARGS` with only this scheduler's URL and token in its environment.
+    async fn trawl(&self, args: &[&str]) -> Output {
+        self.trawl_env(args, &[("TRAWL_CLIENT__TOKEN", TOKEN)]).await
+    }
+
+    async fn trawl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TRAWL_CLIENT__URL", &self.url)
+            .current_dir(&self.workdir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db.pool).await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.stop.trigger();
+        self.task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&self.workdir);
+    }
+}
+
+fn rand_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_show_list_and_manage_jobs_from_the_command_line() {
+    let s = Scheduler::start().await;
+
+    let out = s.trawl(&["submit", "profile_posts", "natgeo", "--priority", "5", "--max-items", "100"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("created job"), "{}", stdout(&out));
+
+    let out = s.trawl(&["submit", "profile_posts", "@NatGeo"]).await;
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("already queued"), "{}", stdout(&out));
+    assert_eq!(s.count("SELECT count(*) FROM jobs").await, 1);
+
+    let out = s.trawl(&["submit", "profile", "someone", "--json"]).await;
+    assert_eq!(code(&out), 0);
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let id = answer["job"]["id"].as_i64().unwrap();
+
+    let out = s.trawl(&["jobs", "show", &id.to_string(), "--json"]).await;
+    let job: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(job["target"], "someone");
+
+    let out = s.trawl(&["jobs", "list", "--json"]).await;
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
+    let out = s.trawl(&["jobs", "list"]).await;
+    assert!(stdout(&out).contains("profile_posts") && stdout(&out).contains("someone"));
+
+    let out = s.trawl(&["jobs", "cancel", &id.to_string()]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("cancelled"));
+    let out = s.trawl(&["jobs", "cancel", &id.to_string()]).await;
+    assert_eq!(code(&out), 4, "cancelling twice is a conflict: {}", stderr(&out));
+    let out = s.trawl(&["jobs", "retry", &id.to_string()]).await;
+    assert_eq!(code(&out), 0);
+
+    let out = s.trawl(&["jobs", "pause", "profile"]).await;
+    assert_eq!(code(&out), 0);
+    let out = s.trawl(&["jobs", "stats", "--json"]).await;
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["paused_kinds"][0], "profile");
+    let out = s.trawl(&["jobs", "stats"]).await;
+    assert!(stdout(&out).contains("paused: profile"), "{}", stdout(&out));
+    s.trawl(&["jobs", "resume", "profile"]).await;
+
+    let out = s.trawl(&["jobs", "show", "999999"]).await;
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not exist"));
+
+    // Bad input is refused before anything is written, naming the field.
+    let before = s.count("SELECT count(*) FROM jobs").await;
+    for (args, needle) in [
+        (&["submit", "teleport", "x"][..], "kind"),
+        (&["submit", "profile", "two words"][..], "target"),
+        (&["submit", "profile", "x", "--max-attempts", "0"][..], "max_attempts"),
+        (&["submit", "profile", "x", "--run-at", "someday"][..], "--run-at"),
+    ] {
+        let out = s.trawl(args).await;
+        assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(s.count("SELECT count(*) FROM jobs").await, before);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jsonl_file_reports_bad_lines_and_submits_the_good_ones() {
+    let s = Scheduler::start().await;
+    let file = s.workdir.join("jobs.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "{\"kind\":\"profile\",\"target\":\"alice\"}\n",
+            "{\"kind\":\"profile\",\"target\":\"bob\"\n",
+            "\n",
+            "{\"kind\":\"teleport\",\"target\":\"carol\"}\n",
+            "{\"kind\":\"hashtag_posts\",\"target\":\"#cats\",\"priority\":3}\n",
+            "[1,2,3]\n",
+            "{\"kind\":\"profile\",\"target\":\"dave\",\"colour\":\"red\"}\n",
+            "{\"kind\":\"post\",\"target\":\"CxYz123\",\"recrawl_every\":\"1d\"}\n",
+        ),
+    )
+    .unwrap();
+    let out = s.trawl(&["submit", "--file", file.to_str().unwrap()]).await;
+    assert_eq!(code(&out), 7, "partly rejected: {}", stderr(&out));
+    let err = stderr(&out);
+    for line in [":2:", ":4:", ":6:", ":7:"] {
+        assert!(err.contains(line), "line {line} not reported: {err}");
+    }
+    assert!(err.contains("unknown job kind") && err.contains("colour"), "{err}");
+    assert!(stdout(&out).contains("submitted 3 jobs"), "{}", stdout(&out));
+    assert_eq!(s.count("SELECT count(*) FROM jobs").await, 3);
+    assert_eq!(
+        s.count("SELECT count(*) FROM jobs WHERE recrawl_every = interval '1 day'").await,
+        1
+    );
+
+    let all_bad = s.workdir.join("bad.jsonl");
+    std::fs::write(&all_bad, b"nope\n\xff\xfe\n").unwrap();
+    let out = s.trawl(&["submit", "--file", all_bad.to_str().unwrap(), "--json"]).await;
+    assert_eq!(code(&out), 2);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rejected"].as_array().unwrap().len(), 2);
+    assert!(report["rejected"][1]["error"].as_str().unwrap().contains("UTF-8"));
+
+    let out = s.trawl(&["submit", "--file", "/nonexistent.jsonl"]).await;
+    assert_eq!(code(&out), 2);
+    assert_eq!(s.count("SELECT count(*) FROM jobs").await, 3);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_reachability_and_config_errors_have_their_own_exit_codes() {
+    let s = Scheduler::start().await;
+    let out = s.trawl_env(&["jobs", "stats"], &[]).await;
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("TRAWL_CLIENT__TOKEN"), "{}", stderr(&out));
+    let out = s.trawl_env(&["jobs", "stats"], &[("TRAWL_CLIENT__TOKEN", "wrong")]).await;
+    assert_eq!(code(&out), 5);
+
+    let out = s
+        .trawl_env(
+            &["jobs", "stats", "--url", "http://127.0.0.1:9"],
+            &[("TRAWL_CLIENT__TOKEN", TOKEN)],
+        )
+        .await;
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach the scheduler"));
+
+    // Configuration: file < env < flag, secrets redacted, bad values named with their source.
+    std::fs::write(
+        s.workdir.join("trawl.toml"),
+        "[client]\nurl = \"http://from-file:1\"\ntoken = \"file-secret\"\n[queue]\nlease = \"90s\"\n",
+    )
+    .unwrap();
+    let out = s
+        .trawl_env(&["config", "show"], &[("TRAWL_QUEUE__LEASE", "3m")])
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(!shown.contains("file-secret"), "{shown}");
+    assert!(shown.contains("lease = \"3m\""), "env beats file: {shown}");
+    assert!(shown.contains(&s.url), "env beats file for client.url: {shown}");
+    let out = s.trawl_env(&["config", "show", "--url", "http://flag:2"], &[]).await;
+    assert!(stdout(&out).contains("http://flag:2"), "flag beats env");
+
+    let out = s.trawl_env(&["config", "show"], &[("TRAWL_QUEUE__LEASE", "soonish")]).await;
+    assert_eq!(code(&out), 8);
+    assert!(stderr(&out).contains("queue.lease"), "{}", stderr(&out));
+    assert!(stderr(&out).to_lowercase().contains("environment"), "{}", stderr(&out));
+    std::fs::write(s.workdir.join("trawl.toml"), "[queue]\nlease = [1]\n").unwrap();
+    let out = s.trawl_env(&["config", "show"], &[]).await;
+    assert_eq!(code(&out), 8);
+    assert!(stderr(&out).contains("queue.lease") && stderr(&out).contains("trawl.toml"), "{}", stderr(&out));
+    std::fs::remove_file(s.workdir.join("trawl.toml")).unwrap();
+
+    let out = s.trawl_env(&["jobs", "frobnicate"], &[]).await;
+    assert_eq!(code(&out), 2, "clap usage error");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_schema_on_an_empty_database() {
+    let db = fresh_db().await;
+    for sql in ["DROP TABLE jobs, paused_kinds, _sqlx_migrations", "DROP TYPE job_state"] {
+        sqlx::query(sql).execute(&db.pool).await.unwrap();
+    }
+    let url = db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_trawl"))
+            .args(["migrate", "--database-url", &url])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("schema is at version"));
+    trawl_shared::db::check_schema(&db.pool).await.unwrap();
+}
