@@ -125,7 +125,9 @@ impl ApiClient {
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
-                CliError::Failure(format!("the scheduler sent a response this CLI cannot read: {e}"))
+                CliError::Failure(format!(
+                    "the scheduler sent a response this CLI cannot read: {e}"
+                ))
             });
         }
         Err(api_error(status, &bytes, self.token.is_none()))

@@ -24,15 +24,34 @@ use crate::client::{ApiClient, CliError};
 use crate::jobs;
 
 const USERS: [&str; 12] = [
-    "natgeo", "nasa", "bbcnews", "unesco", "metmuseum", "britishmuseum", "nytimes", "wwf",
-    "esa", "cern", "louvremuseum", "smithsonian",
+    "natgeo",
+    "nasa",
+    "bbcnews",
+    "unesco",
+    "metmuseum",
+    "britishmuseum",
+    "nytimes",
+    "wwf",
+    "esa",
+    "cern",
+    "louvremuseum",
+    "smithsonian",
 ];
-const TAGS: [&str; 6] = ["archaeology", "astronomy", "birding", "streetart", "volcano", "fossils"];
+const TAGS: [&str; 6] = [
+    "archaeology",
+    "astronomy",
+    "birding",
+    "streetart",
+    "volcano",
+    "fossils",
+];
 
 pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
     println!("Trawl demo: a private PostgreSQL, the scheduler, sample jobs.\n");
 
-    println!("[1/5] starting a private PostgreSQL cluster (initdb + pg_ctl, thrown away at the end)");
+    println!(
+        "[1/5] starting a private PostgreSQL cluster (initdb + pg_ctl, thrown away at the end)"
+    );
     let cluster = tokio::task::spawn_blocking(|| PrivateCluster::start(Durability::Throwaway))
         .await
         .map_err(|e| CliError::Failure(format!("cluster setup panicked: {e}")))?
@@ -76,9 +95,10 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
         .map_err(|e| CliError::Failure(e.to_string()))?;
     let (stop, signal) = shutdown::channel();
     let scheduler_config = config.clone();
-    let scheduler = tokio::spawn(async move {
-        trawl_scheduler::run(&scheduler_config, listener, signal).await
-    });
+    let scheduler =
+        tokio::spawn(
+            async move { trawl_scheduler::run(&scheduler_config, listener, signal).await },
+        );
     let api_url = format!("http://{address}");
     println!("      API on {api_url}");
     let client = ApiClient::new(&api_url, Some(token.clone()), Duration::from_secs(10))?;
@@ -86,21 +106,29 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
 
     println!("[4/5] submitting {} sample jobs through the API", args.jobs);
     let specs = sample_jobs(args.jobs);
-    let answer: Value = client.post("/v1/jobs/batch", &json!({ "jobs": specs })).await?;
+    let answer: Value = client
+        .post("/v1/jobs/batch", &json!({ "jobs": specs }))
+        .await?;
     let created = answer["results"]
         .as_array()
         .map(|r| r.iter().filter(|s| s["created"] == true).count())
         .unwrap_or(0);
     println!("      {created} created");
     let again: Value = client
-        .post("/v1/jobs", &json!({"kind": "profile_posts", "target": "@NASA"}))
+        .post(
+            "/v1/jobs",
+            &json!({"kind": "profile_posts", "target": "@NASA"}),
+        )
         .await?;
     println!(
         "      submitting profile_posts @NASA again: created={} (dedup returns the active job {})",
         again["created"], again["job"]["id"]
     );
     match client
-        .post::<_, Value>("/v1/jobs", &json!({"kind": "profile", "target": "not a username"}))
+        .post::<_, Value>(
+            "/v1/jobs",
+            &json!({"kind": "profile", "target": "not a username"}),
+        )
         .await
     {
         Err(e) => println!("      a malformed job is refused: {e}"),
@@ -196,7 +224,11 @@ fn sample_jobs(n: usize) -> Vec<Value> {
                 _ => (&USERS[..], i / USERS.len()),
             };
             let name = names[i % names.len()];
-            let target = if round == 0 { name.to_owned() } else { format!("{name}{round}") };
+            let target = if round == 0 {
+                name.to_owned()
+            } else {
+                format!("{name}{round}")
+            };
             json!({ "kind": kind, "target": target, "priority": (i % 3) as i16 })
         })
         .collect()

@@ -17,12 +17,18 @@ use crate::client::{ApiClient, CliError};
 /// Jobs per batch request when submitting a file (well under the server's default limit).
 const FILE_CHUNK: usize = 1000;
 
-pub async fn submit(client: &ApiClient, args: SubmitArgs, default_attempts: i32) -> Result<(), CliError> {
+pub async fn submit(
+    client: &ApiClient,
+    args: SubmitArgs,
+    default_attempts: i32,
+) -> Result<(), CliError> {
     if let Some(file) = &args.file {
         return submit_file(client, file, args.json, default_attempts).await;
     }
     let (Some(kind), Some(target)) = (args.kind, args.target) else {
-        return Err(CliError::Usage("submit needs KIND and TARGET, or --file".into()));
+        return Err(CliError::Usage(
+            "submit needs KIND and TARGET, or --file".into(),
+        ));
     };
     let run_at = args.run_at.as_deref().map(parse_run_at).transpose()?;
     let recrawl_every = args
@@ -53,7 +59,10 @@ pub async fn submit(client: &ApiClient, args: SubmitArgs, default_attempts: i32)
     let job: Job = serde_json::from_value(answer["job"].clone())
         .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
     if answer["created"] == true {
-        println!("created job {} ({} {}), {}", job.id, job.kind, job.target, job.state);
+        println!(
+            "created job {} ({} {}), {}",
+            job.id, job.kind, job.target, job.state
+        );
     } else {
         println!(
             "job {} with key {} is already {}; not submitted again",
@@ -173,11 +182,15 @@ pub async fn jobs(client: &ApiClient, command: JobsCommand) -> Result<(), CliErr
             show_job(job, json)
         }
         JobsCommand::Cancel { id, json } => {
-            let job: Value = client.post(&format!("/v1/jobs/{id}/cancel"), &json!({})).await?;
+            let job: Value = client
+                .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+                .await?;
             show_job(job, json)
         }
         JobsCommand::Retry { id, json } => {
-            let job: Value = client.post(&format!("/v1/jobs/{id}/retry"), &json!({})).await?;
+            let job: Value = client
+                .post(&format!("/v1/jobs/{id}/retry"), &json!({}))
+                .await?;
             show_job(job, json)
         }
         JobsCommand::Pause { kind, json } => set_paused(client, &kind, "pause", json).await,
@@ -200,14 +213,27 @@ pub async fn jobs(client: &ApiClient, command: JobsCommand) -> Result<(), CliErr
             let interval: HumanDuration = interval
                 .parse()
                 .map_err(|e| CliError::Usage(format!("--interval: {e}")))?;
-            watch(client, interval.0.max(Duration::from_millis(100)), until_done).await
+            watch(
+                client,
+                interval.0.max(Duration::from_millis(100)),
+                until_done,
+            )
+            .await
         }
     }
 }
 
-async fn set_paused(client: &ApiClient, kind: &str, verb: &str, json_out: bool) -> Result<(), CliError> {
+async fn set_paused(
+    client: &ApiClient,
+    kind: &str,
+    verb: &str,
+    json_out: bool,
+) -> Result<(), CliError> {
     let answer: Value = client
-        .post(&format!("/v1/kinds/{}/{verb}", url_segment(kind)), &json!({}))
+        .post(
+            &format!("/v1/kinds/{}/{verb}", url_segment(kind)),
+            &json!({}),
+        )
         .await?;
     if json_out {
         print_json(&answer);
@@ -290,7 +316,10 @@ fn print_table(jobs: &[Job], header: bool) {
             j.attempt,
             j.max_attempts,
             j.run_at.format("%Y-%m-%d %H:%M:%S"),
-            j.last_error.as_deref().map(|e| truncate(e, 60)).unwrap_or_default()
+            j.last_error
+                .as_deref()
+                .map(|e| truncate(e, 60))
+                .unwrap_or_default()
         );
     }
 }
@@ -327,7 +356,9 @@ fn show_job(job: Value, json_out: bool) -> Result<(), CliError> {
     if let Some(owner) = &j.lease_owner {
         println!(
             "  leased by    {owner} until {}",
-            j.lease_expires_at.map(|t| t.to_string()).unwrap_or_default()
+            j.lease_expires_at
+                .map(|t| t.to_string())
+                .unwrap_or_default()
         );
     }
     if let Some(cp) = &j.checkpoint {
@@ -358,8 +389,8 @@ fn per_kind(stats: &QueueStats) -> BTreeMap<String, BTreeMap<JobState, i64>> {
 
 fn print_stats(stats: &QueueStats) {
     println!(
-        "{:<14} {:>8} {:>8} {:>10} {:>8} {:>10}  {}",
-        "KIND", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "OLDEST RUNNABLE"
+        "{:<14} {:>8} {:>8} {:>10} {:>8} {:>10}  OLDEST RUNNABLE",
+        "KIND", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"
     );
     for (kind, states) in per_kind(stats) {
         let get = |s| states.get(&s).copied().unwrap_or(0);
@@ -377,7 +408,9 @@ fn print_stats(stats: &QueueStats) {
             get(JobState::Completed),
             get(JobState::Failed),
             get(JobState::Cancelled),
-            oldest.map(|s| format!("{s:.0}s ago")).unwrap_or_else(|| "-".into())
+            oldest
+                .map(|s| format!("{s:.0}s ago"))
+                .unwrap_or_else(|| "-".into())
         );
     }
     if !stats.paused_kinds.is_empty() {
@@ -398,7 +431,11 @@ pub fn render_progress(stats: &QueueStats) -> String {
         } else {
             (done as usize * WIDTH) / total as usize
         };
-        let paused = if stats.paused_kinds.contains(&kind) { "  (paused)" } else { "" };
+        let paused = if stats.paused_kinds.contains(&kind) {
+            "  (paused)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
             "{kind:<14} [{}{}] {done:>6}/{total:<6} queued {:<5} running {:<4} failed {}{paused}\n",
             "█".repeat(filled),
@@ -422,7 +459,11 @@ pub fn has_active(stats: &QueueStats) -> bool {
         .any(|r| matches!(r.state, JobState::Queued | JobState::Running) && r.jobs > 0)
 }
 
-pub async fn watch(client: &ApiClient, interval: Duration, until_done: bool) -> Result<(), CliError> {
+pub async fn watch(
+    client: &ApiClient,
+    interval: Duration,
+    until_done: bool,
+) -> Result<(), CliError> {
     let tty = std::io::stdout().is_terminal();
     let mut previous_lines = 0;
     let mut previous_frame = String::new();
@@ -473,8 +514,18 @@ mod tests {
     fn progress_bars_show_finished_out_of_total() {
         let stats = QueueStats {
             rows: vec![
-                StatsRow { kind: "profile".into(), state: JobState::Completed, jobs: 3, oldest_runnable_age_seconds: None },
-                StatsRow { kind: "profile".into(), state: JobState::Queued, jobs: 3, oldest_runnable_age_seconds: Some(1.0) },
+                StatsRow {
+                    kind: "profile".into(),
+                    state: JobState::Completed,
+                    jobs: 3,
+                    oldest_runnable_age_seconds: None,
+                },
+                StatsRow {
+                    kind: "profile".into(),
+                    state: JobState::Queued,
+                    jobs: 3,
+                    oldest_runnable_age_seconds: Some(1.0),
+                },
             ],
             paused_kinds: vec![],
         };

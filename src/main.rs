@@ -47,10 +47,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         .flag_opt("scheduler.listen", listen.map(|a| a.to_string()))
         .load()
         .map_err(|e| CliError::Config(e.to_string()))?;
-    let server_role = matches!(
-        cli.command,
-        Command::Scheduler { .. } | Command::Migrate
-    );
+    let server_role = matches!(cli.command, Command::Scheduler { .. } | Command::Migrate);
     init_tracing(&config, server_role);
 
     match cli.command {

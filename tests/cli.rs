@@ -30,7 +30,8 @@ impl Scheduler {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, signal) = shutdown::channel();
-        let task = tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
+        let task =
+            tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
         let workdir = std::env::temp_dir().join(format!("trawl-cli-{}", rand_suffix()));
         std::fs::create_dir_all(&workdir).unwrap();
         Self {
@@ -44,7 +45,8 @@ impl Scheduler {
 
     /// Runs `trawl ARGS` with only this scheduler's URL and token in its environment.
     async fn trawl(&self, args: &[&str]) -> Output {
-        self.trawl_env(args, &[("TRAWL_CLIENT__TOKEN", TOKEN)]).await
+        self.trawl_env(args, &[("TRAWL_CLIENT__TOKEN", TOKEN)])
+            .await
     }
 
     async fn trawl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -57,11 +59,16 @@ impl Scheduler {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap()
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap()
     }
 
     async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.db.pool).await.unwrap()
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
     }
 
     async fn stop(self) {
@@ -98,7 +105,17 @@ fn code(o: &Output) -> i32 {
 async fn submit_show_list_and_manage_jobs_from_the_command_line() {
     let s = Scheduler::start().await;
 
-    let out = s.trawl(&["submit", "profile_posts", "natgeo", "--priority", "5", "--max-items", "100"]).await;
+    let out = s
+        .trawl(&[
+            "submit",
+            "profile_posts",
+            "natgeo",
+            "--priority",
+            "5",
+            "--max-items",
+            "100",
+        ])
+        .await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("created job"), "{}", stdout(&out));
 
@@ -126,7 +143,12 @@ async fn submit_show_list_and_manage_jobs_from_the_command_line() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("cancelled"));
     let out = s.trawl(&["jobs", "cancel", &id.to_string()]).await;
-    assert_eq!(code(&out), 4, "cancelling twice is a conflict: {}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        4,
+        "cancelling twice is a conflict: {}",
+        stderr(&out)
+    );
     let out = s.trawl(&["jobs", "retry", &id.to_string()]).await;
     assert_eq!(code(&out), 0);
 
@@ -148,8 +170,14 @@ async fn submit_show_list_and_manage_jobs_from_the_command_line() {
     for (args, needle) in [
         (&["submit", "teleport", "x"][..], "kind"),
         (&["submit", "profile", "two words"][..], "target"),
-        (&["submit", "profile", "x", "--max-attempts", "0"][..], "max_attempts"),
-        (&["submit", "profile", "x", "--run-at", "someday"][..], "--run-at"),
+        (
+            &["submit", "profile", "x", "--max-attempts", "0"][..],
+            "max_attempts",
+        ),
+        (
+            &["submit", "profile", "x", "--run-at", "someday"][..],
+            "--run-at",
+        ),
     ] {
         let out = s.trawl(args).await;
         assert_eq!(code(&out), 2, "{args:?}: {}", stderr(&out));
@@ -183,21 +211,36 @@ async fn a_jsonl_file_reports_bad_lines_and_submits_the_good_ones() {
     for line in [":2:", ":4:", ":6:", ":7:"] {
         assert!(err.contains(line), "line {line} not reported: {err}");
     }
-    assert!(err.contains("unknown job kind") && err.contains("colour"), "{err}");
-    assert!(stdout(&out).contains("submitted 3 jobs"), "{}", stdout(&out));
+    assert!(
+        err.contains("unknown job kind") && err.contains("colour"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("submitted 3 jobs"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(s.count("SELECT count(*) FROM jobs").await, 3);
     assert_eq!(
-        s.count("SELECT count(*) FROM jobs WHERE recrawl_every = interval '1 day'").await,
+        s.count("SELECT count(*) FROM jobs WHERE recrawl_every = interval '1 day'")
+            .await,
         1
     );
 
     let all_bad = s.workdir.join("bad.jsonl");
     std::fs::write(&all_bad, b"nope\n\xff\xfe\n").unwrap();
-    let out = s.trawl(&["submit", "--file", all_bad.to_str().unwrap(), "--json"]).await;
+    let out = s
+        .trawl(&["submit", "--file", all_bad.to_str().unwrap(), "--json"])
+        .await;
     assert_eq!(code(&out), 2);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["rejected"].as_array().unwrap().len(), 2);
-    assert!(report["rejected"][1]["error"].as_str().unwrap().contains("UTF-8"));
+    assert!(
+        report["rejected"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("UTF-8")
+    );
 
     let out = s.trawl(&["submit", "--file", "/nonexistent.jsonl"]).await;
     assert_eq!(code(&out), 2);
@@ -210,8 +253,14 @@ async fn auth_reachability_and_config_errors_have_their_own_exit_codes() {
     let s = Scheduler::start().await;
     let out = s.trawl_env(&["jobs", "stats"], &[]).await;
     assert_eq!(code(&out), 5, "{}", stderr(&out));
-    assert!(stderr(&out).contains("TRAWL_CLIENT__TOKEN"), "{}", stderr(&out));
-    let out = s.trawl_env(&["jobs", "stats"], &[("TRAWL_CLIENT__TOKEN", "wrong")]).await;
+    assert!(
+        stderr(&out).contains("TRAWL_CLIENT__TOKEN"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s
+        .trawl_env(&["jobs", "stats"], &[("TRAWL_CLIENT__TOKEN", "wrong")])
+        .await;
     assert_eq!(code(&out), 5);
 
     let out = s
@@ -236,18 +285,33 @@ async fn auth_reachability_and_config_errors_have_their_own_exit_codes() {
     let shown = stdout(&out);
     assert!(!shown.contains("file-secret"), "{shown}");
     assert!(shown.contains("lease = \"3m\""), "env beats file: {shown}");
-    assert!(shown.contains(&s.url), "env beats file for client.url: {shown}");
-    let out = s.trawl_env(&["config", "show", "--url", "http://flag:2"], &[]).await;
+    assert!(
+        shown.contains(&s.url),
+        "env beats file for client.url: {shown}"
+    );
+    let out = s
+        .trawl_env(&["config", "show", "--url", "http://flag:2"], &[])
+        .await;
     assert!(stdout(&out).contains("http://flag:2"), "flag beats env");
 
-    let out = s.trawl_env(&["config", "show"], &[("TRAWL_QUEUE__LEASE", "soonish")]).await;
+    let out = s
+        .trawl_env(&["config", "show"], &[("TRAWL_QUEUE__LEASE", "soonish")])
+        .await;
     assert_eq!(code(&out), 8);
     assert!(stderr(&out).contains("queue.lease"), "{}", stderr(&out));
-    assert!(stderr(&out).to_lowercase().contains("environment"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("environment"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::write(s.workdir.join("trawl.toml"), "[queue]\nlease = [1]\n").unwrap();
     let out = s.trawl_env(&["config", "show"], &[]).await;
     assert_eq!(code(&out), 8);
-    assert!(stderr(&out).contains("queue.lease") && stderr(&out).contains("trawl.toml"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("queue.lease") && stderr(&out).contains("trawl.toml"),
+        "{}",
+        stderr(&out)
+    );
     std::fs::remove_file(s.workdir.join("trawl.toml")).unwrap();
 
     let out = s.trawl_env(&["jobs", "frobnicate"], &[]).await;
@@ -258,7 +322,10 @@ async fn auth_reachability_and_config_errors_have_their_own_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_creates_the_schema_on_an_empty_database() {
     let db = fresh_db().await;
-    for sql in ["DROP TABLE jobs, paused_kinds, _sqlx_migrations", "DROP TYPE job_state"] {
+    for sql in [
+        "DROP TABLE jobs, paused_kinds, _sqlx_migrations",
+        "DROP TYPE job_state",
+    ] {
         sqlx::query(sql).execute(&db.pool).await.unwrap();
     }
     let url = db.url.clone();

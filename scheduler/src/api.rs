@@ -169,24 +169,28 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e: BytesRejection| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PAYLOAD_TOO_LARGE",
-                    "request body is larger than the server accepts (scheduler.max_body_bytes)",
-                )
-            } else {
-                ApiError::bad_request(format!("cannot read request body: {e}"))
-            }
-        })?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e: BytesRejection| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "PAYLOAD_TOO_LARGE",
+                        "request body is larger than the server accepts (scheduler.max_body_bytes)",
+                    )
+                } else {
+                    ApiError::bad_request(format!("cannot read request body: {e}"))
+                }
+            })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
-        return Err(ApiError::bad_request("request body is empty; expected JSON"));
+        return Err(ApiError::bad_request(
+            "request body is empty; expected JSON",
+        ));
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ApiError::bad_request(format!("request body is not valid UTF-8: {e}")))?;
@@ -242,7 +246,10 @@ async fn require_token(
     let presented = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     match presented {
         Some(token) if state.token.constant_time_eq(token) => next.run(request).await,
@@ -326,7 +333,9 @@ async fn submit_batch(
     for (index, spec) in batch.jobs.into_iter().enumerate() {
         match spec.validate(state.default_max_attempts) {
             Ok(job) => valid.push(job),
-            Err(e) => errors.push(json!({ "index": index, "field": e.field, "message": e.message })),
+            Err(e) => {
+                errors.push(json!({ "index": index, "field": e.field, "message": e.message }))
+            }
         }
     }
     if !errors.is_empty() {

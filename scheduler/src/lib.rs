@@ -52,15 +52,16 @@ pub async fn run(
         .ok_or(SchedulerError::NoToken)?;
     let pool = db::connect(&config.database).await?;
     db::check_schema(&pool).await?;
-    let connect_options: PgConnectOptions = config
-        .database
-        .url
-        .expose()
-        .parse()
-        .map_err(|source| DbError::BadUrl {
-            url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
-            source,
-        })?;
+    let connect_options: PgConnectOptions =
+        config
+            .database
+            .url
+            .expose()
+            .parse()
+            .map_err(|source| DbError::BadUrl {
+                url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
+                source,
+            })?;
     let queue = Queue::new(pool.clone(), QueueSettings::from(&config.queue));
     let metrics = Arc::new(SchedulerMetrics::new()?);
     let is_leader = Arc::new(AtomicBool::new(false));

@@ -2,7 +2,7 @@
 //! leader exports them (otherwise every scheduler replica would report the same jobs and sums in
 //! Grafana would multiply them).
 
-use prometheus::{IntCounter, IntGauge, IntGaugeVec, Gauge, GaugeVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use trawl_shared::domain::{JobKind, JobState};
 use trawl_shared::queue::QueueStats;
 

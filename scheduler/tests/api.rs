@@ -140,18 +140,66 @@ async fn malformed_bodies_get_an_error_naming_the_problem_and_write_nothing() {
         (b"{not json".to_vec(), StatusCode::BAD_REQUEST, ""),
         (b"".to_vec(), StatusCode::BAD_REQUEST, ""),
         (b"[1,2]".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, ""),
-        (b"{\"kind\":\"pro\xfffile\",\"target\":\"x\"}".to_vec(), StatusCode::BAD_REQUEST, ""),
-        (br#"{"kind":"teleport","target":"x"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "kind"),
-        (br#"{"kind":"profile","target":""}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "target"),
-        (br#"{"kind":"profile","target":"no spaces please"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "target"),
-        (br#"{"kind":"profile","target":"x\u0000y"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "target"),
-        (br#"{"kind":"profile"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "target"),
-        (br#"{"kind":"profile","target":"x","priority":"high"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "priority"),
-        (br#"{"kind":"profile","target":"x","priorty":1}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "priorty"),
-        (br#"{"kind":"profile","target":"x","max_attempts":0}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "max_attempts"),
-        (br#"{"kind":"profile","target":"x","recrawl_every":"often"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "recrawl_every"),
-        (br#"{"kind":"profile","target":"x","run_at":"tomorrow"}"#.to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "run_at"),
-        (br#"{"kind":"profile","target":"x"} trailing"#.to_vec(), StatusCode::BAD_REQUEST, ""),
+        (
+            b"{\"kind\":\"pro\xfffile\",\"target\":\"x\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            br#"{"kind":"teleport","target":"x"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kind",
+        ),
+        (
+            br#"{"kind":"profile","target":""}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target",
+        ),
+        (
+            br#"{"kind":"profile","target":"no spaces please"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target",
+        ),
+        (
+            br#"{"kind":"profile","target":"x\u0000y"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target",
+        ),
+        (
+            br#"{"kind":"profile"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target",
+        ),
+        (
+            br#"{"kind":"profile","target":"x","priority":"high"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority",
+        ),
+        (
+            br#"{"kind":"profile","target":"x","priorty":1}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priorty",
+        ),
+        (
+            br#"{"kind":"profile","target":"x","max_attempts":0}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_attempts",
+        ),
+        (
+            br#"{"kind":"profile","target":"x","recrawl_every":"often"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "recrawl_every",
+        ),
+        (
+            br#"{"kind":"profile","target":"x","run_at":"tomorrow"}"#.to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "run_at",
+        ),
+        (
+            br#"{"kind":"profile","target":"x"} trailing"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
     ];
     for (body, status, field) in cases {
         let shown = String::from_utf8_lossy(&body).into_owned();
@@ -191,7 +239,9 @@ async fn oversized_bodies_and_batches_are_refused() {
     let (status, body) = s.post_raw("/v1/jobs", huge.into_bytes()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "PAYLOAD_TOO_LARGE");
-    let jobs: Vec<Value> = (0..4).map(|i| json!({"kind": "profile", "target": format!("u{i}")})).collect();
+    let jobs: Vec<Value> = (0..4)
+        .map(|i| json!({"kind": "profile", "target": format!("u{i}")}))
+        .collect();
     let (status, _) = s.post("/v1/jobs/batch", json!({ "jobs": jobs })).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(s.job_count().await, 0);
@@ -202,21 +252,35 @@ async fn oversized_bodies_and_batches_are_refused() {
 async fn submit_dedups_lists_with_cursors_and_manages_jobs() {
     let s = Server::start().await;
     let (status, first) = s
-        .post("/v1/jobs", json!({"kind": "profile_posts", "target": "natgeo", "priority": 5}))
+        .post(
+            "/v1/jobs",
+            json!({"kind": "profile_posts", "target": "natgeo", "priority": 5}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(first["created"], true);
     let id = first["job"]["id"].as_i64().unwrap();
     assert_eq!(first["job"]["state"], "queued");
-    assert!(first["job"].get("lease_token").is_none(), "the lease token never leaves the server");
+    assert!(
+        first["job"].get("lease_token").is_none(),
+        "the lease token never leaves the server"
+    );
 
     let (status, again) = s
-        .post("/v1/jobs", json!({"kind": "profile_posts", "target": "NatGeo"}))
+        .post(
+            "/v1/jobs",
+            json!({"kind": "profile_posts", "target": "NatGeo"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((again["created"].as_bool(), again["job"]["id"].as_i64()), (Some(false), Some(id)));
+    assert_eq!(
+        (again["created"].as_bool(), again["job"]["id"].as_i64()),
+        (Some(false), Some(id))
+    );
 
-    let batch: Vec<Value> = (0..5).map(|i| json!({"kind": "followers", "target": format!("u{i}")})).collect();
+    let batch: Vec<Value> = (0..5)
+        .map(|i| json!({"kind": "followers", "target": format!("u{i}")}))
+        .collect();
     let (status, body) = s.post("/v1/jobs/batch", json!({ "jobs": batch })).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["results"].as_array().unwrap().len(), 5);
@@ -227,7 +291,13 @@ async fn submit_dedups_lists_with_cursors_and_manages_jobs() {
     loop {
         let (status, page) = s.get(&path).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()));
+        seen.extend(
+            page["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_i64().unwrap()),
+        );
         if page["has_more"] == false {
             assert!(page["next_cursor"].is_null());
             break;
@@ -258,15 +328,28 @@ async fn submit_dedups_lists_with_cursors_and_manages_jobs() {
 
     // Show, cancel, retry, and their refusals.
     let (status, shown) = s.get(&format!("/v1/jobs/{id}")).await;
-    assert_eq!((status, shown["target"].as_str()), (StatusCode::OK, Some("natgeo")));
+    assert_eq!(
+        (status, shown["target"].as_str()),
+        (StatusCode::OK, Some("natgeo"))
+    );
     assert_eq!(s.get("/v1/jobs/999999").await.0, StatusCode::NOT_FOUND);
     assert_eq!(s.get("/v1/jobs/abc").await.0, StatusCode::BAD_REQUEST);
     let (status, retried) = s.post(&format!("/v1/jobs/{id}/retry"), json!({})).await;
-    assert_eq!(status, StatusCode::CONFLICT, "a queued job cannot be retried: {retried}");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a queued job cannot be retried: {retried}"
+    );
     let (status, cancelled) = s.post(&format!("/v1/jobs/{id}/cancel"), json!({})).await;
-    assert_eq!((status, cancelled["state"].as_str()), (StatusCode::OK, Some("cancelled")));
+    assert_eq!(
+        (status, cancelled["state"].as_str()),
+        (StatusCode::OK, Some("cancelled"))
+    );
     let (status, retried) = s.post(&format!("/v1/jobs/{id}/retry"), json!({})).await;
-    assert_eq!((status, retried["state"].as_str()), (StatusCode::OK, Some("queued")));
+    assert_eq!(
+        (status, retried["state"].as_str()),
+        (StatusCode::OK, Some("queued"))
+    );
 
     // Pause and resume a kind, visible in stats.
     let (status, _) = s.post("/v1/kinds/followers/pause", json!({})).await;
@@ -280,7 +363,10 @@ async fn submit_dedups_lists_with_cursors_and_manages_jobs() {
         .find(|r| r["kind"] == "followers" && r["state"] == "queued")
         .unwrap();
     assert_eq!(queued_followers["jobs"], 5);
-    assert_eq!(s.post("/v1/kinds/teleport/pause", json!({})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.post("/v1/kinds/teleport/pause", json!({})).await.0,
+        StatusCode::NOT_FOUND
+    );
     s.post("/v1/kinds/followers/resume", json!({})).await;
     let (_, stats) = s.get("/v1/stats").await;
     assert_eq!(stats["paused_kinds"], json!([]));
@@ -293,8 +379,11 @@ async fn submit_dedups_lists_with_cursors_and_manages_jobs() {
 async fn the_leader_exports_queue_depth_and_rescues_expired_leases() {
     let s = Server::start_with(|c| c.queue.lease = HumanDuration::from_millis(200)).await;
     for i in 0..3 {
-        s.post("/v1/jobs", json!({"kind": "hashtag_posts", "target": format!("tag{i}")}))
-            .await;
+        s.post(
+            "/v1/jobs",
+            json!({"kind": "hashtag_posts", "target": format!("tag{i}")}),
+        )
+        .await;
     }
     // A worker leases one job and dies.
     let queue = trawl_shared::queue::Queue::new(
@@ -326,7 +415,10 @@ async fn the_leader_exports_queue_depth_and_rescues_expired_leases() {
     }
     assert!(rescued, "no rescue or depth seen in:\n{body}");
     assert!(body.contains("trawl_scheduler_leader 1"));
-    assert!(body.contains("trawl_queue_jobs{kind=\"post\",state=\"failed\"} 0"), "pre-registered");
+    assert!(
+        body.contains("trawl_queue_jobs{kind=\"post\",state=\"failed\"} 0"),
+        "pre-registered"
+    );
     assert!(body.contains("trawl_queue_oldest_runnable_age_seconds{kind=\"hashtag_posts\"}"));
     s.stop().await;
 }
@@ -344,7 +436,12 @@ async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
     let (stop, signal) = shutdown::channel();
     let second = tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let body = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(body.contains("trawl_scheduler_leader 0"), "{body}");
     assert!(!body.contains("trawl_queue_jobs"), "{body}");
 
@@ -353,7 +450,12 @@ async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
     let mut took_over = false;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let body = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        let body = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if body.contains("trawl_scheduler_leader 1") && body.contains("trawl_queue_jobs") {
             took_over = true;
             break;
@@ -367,18 +469,27 @@ async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
 #[tokio::test]
 async fn the_scheduler_refuses_an_old_schema_and_a_missing_token() {
     let db = fresh_db().await;
-    sqlx::query("DELETE FROM _sqlx_migrations").execute(&db.pool).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let mut config = Config::default();
     config.database.url = Secret::new(db.url.clone());
     config.scheduler.api_token = Some(Secret::new(TOKEN));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (_stop, signal) = shutdown::channel();
-    let err = trawl_scheduler::run(&config, listener, signal).await.unwrap_err().to_string();
+    let err = trawl_scheduler::run(&config, listener, signal)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("trawl migrate"), "{err}");
 
     config.scheduler.api_token = None;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (_stop, signal) = shutdown::channel();
-    let err = trawl_scheduler::run(&config, listener, signal).await.unwrap_err().to_string();
+    let err = trawl_scheduler::run(&config, listener, signal)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("api_token"), "{err}");
 }

@@ -20,7 +20,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "trawl.toml";
 /// Environment variable naming the configuration file.
 pub const CONFIG_FILE_ENV: &str = "TRAWL_CONFIG";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -150,18 +150,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            database: DatabaseConfig::default(),
-            scheduler: SchedulerConfig::default(),
-            queue: QueueConfig::default(),
-            client: ClientConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
-
 /// Why configuration could not be loaded. Each message names the key and the source.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -190,7 +178,10 @@ fn format_figment_error(err: &figment::Error) -> String {
             .as_ref()
             .map(describe_source)
             .unwrap_or_else(|| "unknown source".into());
-        lines.push(format!("invalid configuration at {key} (from {source}): {}", e.kind));
+        lines.push(format!(
+            "invalid configuration at {key} (from {source}): {}",
+            e.kind
+        ));
     }
     lines.join("\n")
 }
@@ -322,7 +313,10 @@ impl Config {
         if !(1..=crate::domain::MAX_ATTEMPTS_LIMIT).contains(&self.queue.default_max_attempts) {
             return fail(
                 "queue.default_max_attempts",
-                format!("must be between 1 and {}", crate::domain::MAX_ATTEMPTS_LIMIT),
+                format!(
+                    "must be between 1 and {}",
+                    crate::domain::MAX_ATTEMPTS_LIMIT
+                ),
             );
         }
         if self.scheduler.max_batch == 0 {
@@ -395,16 +389,29 @@ mod tests {
 
     #[test]
     fn later_layers_win() {
-        let f = file("[queue]\nlease = \"3m\"\npoll_interval = \"2s\"\n[scheduler]\nmax_batch = 50\n");
+        let f =
+            file("[queue]\nlease = \"3m\"\npoll_interval = \"2s\"\n[scheduler]\nmax_batch = 50\n");
         let cfg = ConfigLoader::new(Some(f.0.clone()))
             .without_env()
             .flag("queue.poll_interval", "750ms")
             .load()
             .unwrap();
-        assert_eq!(cfg.queue.lease.0, Duration::from_secs(180), "file beats default");
-        assert_eq!(cfg.queue.poll_interval.0, Duration::from_millis(750), "flag beats file");
+        assert_eq!(
+            cfg.queue.lease.0,
+            Duration::from_secs(180),
+            "file beats default"
+        );
+        assert_eq!(
+            cfg.queue.poll_interval.0,
+            Duration::from_millis(750),
+            "flag beats file"
+        );
         assert_eq!(cfg.scheduler.max_batch, 50);
-        assert_eq!(cfg.queue.retry_base, QueueConfig::default().retry_base, "default kept");
+        assert_eq!(
+            cfg.queue.retry_base,
+            QueueConfig::default().retry_base,
+            "default kept"
+        );
     }
 
     #[test]
@@ -439,7 +446,10 @@ mod tests {
             .load()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("queue.lease") && err.contains("invalid duration"), "{err}");
+        assert!(
+            err.contains("queue.lease") && err.contains("invalid duration"),
+            "{err}"
+        );
 
         let f = file("[database]\nmax_connections = 0\n");
         let err = ConfigLoader::new(Some(f.0.clone()))
@@ -463,6 +473,17 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_file_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../trawl.example.toml");
+        let cfg = ConfigLoader::new(Some(path.into()))
+            .without_env()
+            .load()
+            .unwrap();
+        assert_eq!(cfg.queue.lease.0, Duration::from_secs(120));
+        assert_eq!(cfg.scheduler.retention.0, Duration::from_secs(7 * 86_400));
+    }
+
+    #[test]
     fn a_missing_named_file_is_an_error() {
         let err = ConfigLoader::new(Some("/nonexistent/trawl.toml".into()))
             .without_env()
@@ -480,7 +501,10 @@ mod tests {
             .without_env()
             .load()
             .unwrap();
-        assert_eq!(cfg.scheduler.api_token.as_ref().unwrap().expose(), "tok-456");
+        assert_eq!(
+            cfg.scheduler.api_token.as_ref().unwrap().expose(),
+            "tok-456"
+        );
         let shown = cfg.to_redacted_toml();
         for secret in ["pw-123", "tok-456", "tok-789"] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");

@@ -108,7 +108,9 @@ impl FromStr for JobKind {
 
 /// Where a job is in its life. `running` can go back to `queued` (retry, snooze, release, rescue);
 /// the last three are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
 #[sqlx(type_name = "job_state", rename_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -337,7 +339,8 @@ pub fn validate_target(kind: JobKind, raw: &str) -> Result<String, ValidationErr
         TargetShape::Hashtag => {
             let tag = raw.strip_prefix('#').unwrap_or(raw);
             let count = tag.chars().count();
-            let ok = (1..=100).contains(&count) && tag.chars().all(|c| c.is_alphanumeric() || c == '_');
+            let ok =
+                (1..=100).contains(&count) && tag.chars().all(|c| c.is_alphanumeric() || c == '_');
             if !ok {
                 return Err(ValidationError::new(
                     "target",
@@ -378,12 +381,17 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
         }
         let err = "profiles".parse::<JobKind>().unwrap_err().to_string();
-        assert!(err.contains("\"profiles\"") && err.contains("profile_posts"), "{err}");
+        assert!(
+            err.contains("\"profiles\"") && err.contains("profile_posts"),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_spec_gets_defaults_and_a_dedup_key() {
-        let job = JobSpec::new("profile_posts", "@NatGeo").validate(5).unwrap();
+        let job = JobSpec::new("profile_posts", "@NatGeo")
+            .validate(5)
+            .unwrap();
         assert_eq!(job.kind, JobKind::ProfilePosts);
         assert_eq!(job.target, "natgeo");
         assert_eq!(job.unique_key, "profile_posts:natgeo");
@@ -437,7 +445,9 @@ mod tests {
 
     #[test]
     fn hashtags_accept_any_script() {
-        let job = JobSpec::new("hashtag_posts", "#Café_2026").validate(3).unwrap();
+        let job = JobSpec::new("hashtag_posts", "#Café_2026")
+            .validate(3)
+            .unwrap();
         assert_eq!(job.target, "café_2026");
     }
 }

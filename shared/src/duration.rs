@@ -14,7 +14,9 @@ pub struct HumanDuration(pub Duration);
 
 /// Why a duration string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: {reason} (expected e.g. \"30s\", \"5m\", \"1h30m\", \"7d\", \"250ms\")")]
+#[error(
+    "invalid duration {input:?}: {reason} (expected e.g. \"30s\", \"5m\", \"1h30m\", \"7d\", \"250ms\")"
+)]
 pub struct DurationParseError {
     input: String,
     reason: &'static str,
@@ -53,7 +55,9 @@ impl FromStr for HumanDuration {
             return Err(err("it is empty"));
         }
         if let Ok(secs) = s.parse::<f64>() {
-            return secs_to_duration(secs).map(Self).ok_or_else(|| err("out of range"));
+            return secs_to_duration(secs)
+                .map(Self)
+                .ok_or_else(|| err("out of range"));
         }
         let mut total = Duration::ZERO;
         let mut rest = s;

@@ -60,7 +60,9 @@ impl LeaderElector {
         };
         if self.leader {
             // The lock lives as long as the session; a round trip proves the session is alive.
-            let held: bool = sqlx::query_scalar("SELECT true").fetch_one(&mut *conn).await?;
+            let held: bool = sqlx::query_scalar("SELECT true")
+                .fetch_one(&mut *conn)
+                .await?;
             if held {
                 return Ok(true);
             }

@@ -141,9 +141,14 @@ impl PrivateCluster {
         let mut cmd = self.command("pg_ctl");
         run(
             "pg_ctl restart",
-            cmd.arg("-D")
-                .arg(self.data_dir())
-                .args(["-m", "immediate", "-w", "-t", "60", "restart"]),
+            cmd.arg("-D").arg(self.data_dir()).args([
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                "60",
+                "restart",
+            ]),
         )
     }
 
@@ -171,7 +176,10 @@ impl PrivateCluster {
             let tail: Vec<&str> = log.lines().rev().take(5).collect();
             ClusterError::Step {
                 step: "pg_ctl start",
-                detail: format!("{e}; server log: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | ")),
+                detail: format!(
+                    "{e}; server log: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ),
             }
         })
     }
@@ -235,7 +243,11 @@ fn run(step: &'static str, cmd: &mut Command) -> Result<(), ClusterError> {
 /// The folder holding `initdb`, `pg_ctl` and `postgres`: the newest `/usr/lib/postgresql/*/bin`,
 /// else the first such folder on `PATH`.
 pub fn find_bin_dir() -> Option<PathBuf> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     let mut versioned: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()

@@ -58,7 +58,9 @@ pub enum QueueError {
         state: JobState,
         action: &'static str,
     },
-    #[error("job {existing_id} with unique key {unique_key:?} is already active; cannot {action} job {job_id}")]
+    #[error(
+        "job {existing_id} with unique key {unique_key:?} is already active; cannot {action} job {job_id}"
+    )]
     ActiveDuplicate {
         job_id: i64,
         existing_id: i64,
@@ -249,7 +251,8 @@ impl Queue {
     /// Submits one job; see [`Queue::submit_many`].
     pub async fn submit(&self, job: &NewJob) -> Result<Submitted> {
         let mut out = self.submit_many(std::slice::from_ref(job)).await?;
-        out.pop().ok_or(QueueError::Database(sqlx::Error::RowNotFound))
+        out.pop()
+            .ok_or(QueueError::Database(sqlx::Error::RowNotFound))
     }
 
     /// Inserts jobs in one transaction. A job whose unique key belongs to an active (queued or
@@ -310,7 +313,12 @@ impl Queue {
                 "SELECT id, unique_key FROM jobs
                  WHERE unique_key = ANY($1) AND state IN ('queued', 'running')",
             )
-            .bind(pending.iter().map(|j| j.unique_key.as_str()).collect::<Vec<_>>())
+            .bind(
+                pending
+                    .iter()
+                    .map(|j| j.unique_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut *tx)
             .await?;
             for (id, key) in existing {
@@ -354,7 +362,11 @@ impl Queue {
                 SELECT id AS job_id FROM jobs
                 WHERE state = 'queued' AND run_at <= now()
                   AND ($3::text[] IS NULL OR kind = ANY($3))
-                  AND NOT EXISTS (SELECT 1 FROM paused_kinds p WHERE p.kind = jobs.kind)
+                  -- NOT IN (a hashed subplan), not NOT EXISTS: the planner estimates an anti-join
+                  -- against the tiny paused_kinds table at one row, and then prefers a full scan
+                  -- and sort of the queue to the ordered index scan (93 ms instead of 0.4 ms at
+                  -- 100k jobs). paused_kinds.kind is a primary key, so NOT IN has no NULL trap.
+                  AND kind NOT IN (SELECT kind FROM paused_kinds)
                 ORDER BY priority DESC, run_at, id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
@@ -586,7 +598,10 @@ impl Queue {
             }
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
                 drop(tx);
-                let job = self.get(job_id).await?.ok_or(QueueError::NotFound { job_id })?;
+                let job = self
+                    .get(job_id)
+                    .await?
+                    .ok_or(QueueError::NotFound { job_id })?;
                 let existing_id: Option<i64> = sqlx::query_scalar(
                     "SELECT id FROM jobs WHERE unique_key = $1 AND state IN ('queued', 'running')",
                 )
@@ -645,12 +660,14 @@ impl Queue {
     }
 
     pub async fn get(&self, job_id: i64) -> Result<Option<Job>> {
-        Ok(
-            sqlx::query_as(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = $1"))
-                .bind(job_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(job_id)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Jobs newest first, filtered by kind and state, after a cursor.

@@ -32,11 +32,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 static CREATE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 extern "C" fn cleanup_at_exit() {
-    if let Ok(mut cluster) = CLUSTER.lock() {
-        if let Some(mut c) = cluster.take() {
-            c.stop();
-            return;
-        }
+    if let Ok(mut cluster) = CLUSTER.lock()
+        && let Some(mut c) = cluster.take()
+    {
+        c.stop();
+        return;
     }
     // An external server: drop the databases this process created.
     let names: Vec<String> = CREATED.lock().map(|v| v.clone()).unwrap_or_default();
@@ -85,7 +85,8 @@ fn start_server() -> Result<Server, String> {
     let admin_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
-            let cluster = PrivateCluster::start(Durability::Throwaway).map_err(|e| e.to_string())?;
+            let cluster =
+                PrivateCluster::start(Durability::Throwaway).map_err(|e| e.to_string())?;
             let url = cluster.url("postgres");
             *CLUSTER.lock().map_err(|e| e.to_string())? = Some(cluster);
             url
@@ -105,7 +106,9 @@ fn start_server() -> Result<Server, String> {
             .await
             .map_err(|e| format!("connect {admin_url}: {e}"))?;
         admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{template}\"")))
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE \"{template}\""
+            )))
             .await
             .map_err(|e| e.to_string())?;
         let url = with_database(&admin_url, &template);
@@ -192,6 +195,9 @@ mod tests {
             with_database("postgres://u@h:5/old?sslmode=disable", "new"),
             "postgres://u@h:5/new?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://u@h:5", "new"), "postgres://u@h:5/new");
+        assert_eq!(
+            with_database("postgres://u@h:5", "new"),
+            "postgres://u@h:5/new"
+        );
     }
 }

@@ -37,7 +37,9 @@ async fn state_of(queue: &Queue, id: i64) -> JobState {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_leasers_drain_ten_thousand_jobs_each_exactly_once() {
     let (db, queue) = queue_with(settings()).await;
-    let jobs: Vec<NewJob> = (0..10_000).map(|i| job("profile", &format!("user_{i}"))).collect();
+    let jobs: Vec<NewJob> = (0..10_000)
+        .map(|i| job("profile", &format!("user_{i}")))
+        .collect();
     let submitted = queue.submit_many(&jobs).await.unwrap();
     assert!(submitted.iter().all(|s| s.created));
 
@@ -53,7 +55,10 @@ async fn sixteen_leasers_drain_ten_thousand_jobs_each_exactly_once() {
         let violations = violations.clone();
         tasks.push(tokio::spawn(async move {
             loop {
-                let batch = queue.lease(&format!("leaser-{leaser}"), 25, None).await.unwrap();
+                let batch = queue
+                    .lease(&format!("leaser-{leaser}"), 25, None)
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     break;
                 }
@@ -61,10 +66,10 @@ async fn sixteen_leasers_drain_ten_thousand_jobs_each_exactly_once() {
                     let mut held = held.lock().unwrap();
                     for j in &batch {
                         if let Some(other) = held.insert(j.lease.job_id, leaser) {
-                            violations
-                                .lock()
-                                .unwrap()
-                                .push(format!("job {} held by {other} and {leaser}", j.lease.job_id));
+                            violations.lock().unwrap().push(format!(
+                                "job {} held by {other} and {leaser}",
+                                j.lease.job_id
+                            ));
                         }
                     }
                 }
@@ -87,10 +92,16 @@ async fn sixteen_leasers_drain_ten_thousand_jobs_each_exactly_once() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(violations.lock().unwrap().is_empty(), "{:?}", violations.lock().unwrap());
-    let completions = completions.lock().unwrap();
-    assert_eq!(completions.len(), 10_000);
-    assert!(completions.values().all(|&n| n == 1));
+    assert!(
+        violations.lock().unwrap().is_empty(),
+        "{:?}",
+        violations.lock().unwrap()
+    );
+    {
+        let completions = completions.lock().unwrap();
+        assert_eq!(completions.len(), 10_000);
+        assert!(completions.values().all(|&n| n == 1));
+    }
     let (completed, attempts_ok): (i64, bool) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE state = 'completed'), bool_and(attempt = 1) FROM jobs",
     )
@@ -108,7 +119,11 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
         ..settings()
     })
     .await;
-    let id = queue.submit(&job("profile_posts", "natgeo")).await.unwrap().id;
+    let id = queue
+        .submit(&job("profile_posts", "natgeo"))
+        .await
+        .unwrap()
+        .id;
 
     let first = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
     assert_eq!(first.attempt, 1);
@@ -130,7 +145,11 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
 
     let second = queue.lease("worker-b", 1, None).await.unwrap().remove(0);
     assert_eq!(second.attempt, 2);
-    assert_eq!(second.checkpoint.as_ref(), Some(&progress), "resumes from the checkpoint");
+    assert_eq!(
+        second.checkpoint.as_ref(),
+        Some(&progress),
+        "resumes from the checkpoint"
+    );
 
     let stale = Checkpoint {
         cursor: Some("stale".into()),
@@ -141,16 +160,27 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
         Queue::checkpoint(queue.pool(), &first.lease, &stale).await,
         Err(QueueError::LeaseLost { .. })
     ));
-    assert!(matches!(queue.complete(&first.lease).await, Err(QueueError::LeaseLost { .. })));
-    assert!(matches!(queue.heartbeat(&first.lease).await, Err(QueueError::LeaseLost { .. })));
     assert!(matches!(
-        queue.fail(&first.lease, "late", Failure::Permanent, 1).await,
+        queue.complete(&first.lease).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.heartbeat(&first.lease).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue
+            .fail(&first.lease, "late", Failure::Permanent, 1)
+            .await,
         Err(QueueError::LeaseLost { .. })
     ));
     let row = queue.get(id).await.unwrap().unwrap();
     assert_eq!(row.state, JobState::Running);
     assert_eq!(row.lease_owner.as_deref(), Some("worker-b"));
-    assert_eq!(row.checkpoint, Some(serde_json::to_value(&progress).unwrap()));
+    assert_eq!(
+        row.checkpoint,
+        Some(serde_json::to_value(&progress).unwrap())
+    );
 
     queue.complete(&second.lease).await.unwrap();
     assert_eq!(state_of(&queue, id).await, JobState::Completed);
@@ -176,7 +206,11 @@ async fn a_heartbeat_keeps_a_lease_from_being_rescued() {
 #[tokio::test]
 async fn snooze_keeps_attempts_retry_uses_them_and_backs_off_until_failed() {
     let (db, queue) = queue_with(settings()).await;
-    let id = queue.submit(&job("followers", "somebody")).await.unwrap().id;
+    let id = queue
+        .submit(&job("followers", "somebody"))
+        .await
+        .unwrap()
+        .id;
 
     // Snooze twice: the attempt count does not move.
     for _ in 0..2 {
@@ -187,10 +221,15 @@ async fn snooze_keeps_attempts_retry_uses_them_and_backs_off_until_failed() {
     }
     // A snooze into the future hides the job until then.
     let j = queue.lease("w", 1, None).await.unwrap().remove(0);
-    let run_at = queue.snooze(&j.lease, Duration::from_secs(3600)).await.unwrap();
+    let run_at = queue
+        .snooze(&j.lease, Duration::from_secs(3600))
+        .await
+        .unwrap();
     assert!(queue.lease("w", 1, None).await.unwrap().is_empty());
-    let db_now: chrono::DateTime<chrono::Utc> =
-        sqlx::query_scalar("SELECT now()").fetch_one(&db.pool).await.unwrap();
+    let db_now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!((run_at - db_now).num_seconds() >= 3590);
     sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
         .bind(id)
@@ -204,21 +243,37 @@ async fn snooze_keeps_attempts_retry_uses_them_and_backs_off_until_failed() {
         let j = queue.lease("w", 1, None).await.unwrap().remove(0);
         assert_eq!(j.attempt, attempt);
         let outcome = queue
-            .fail(&j.lease, &format!("boom {attempt}"), Failure::Retryable, j.attempt)
+            .fail(
+                &j.lease,
+                &format!("boom {attempt}"),
+                Failure::Retryable,
+                j.attempt,
+            )
             .await
             .unwrap();
         if attempt < 3 {
             let FailOutcome::RetryAt(at) = outcome else {
                 panic!("attempt {attempt} should retry, got {outcome:?}");
             };
-            let now: chrono::DateTime<chrono::Utc> =
-                sqlx::query_scalar("SELECT now()").fetch_one(&db.pool).await.unwrap();
+            let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
             let delay = (at - now).num_milliseconds() as f64 / 1000.0;
             let nominal = 10.0 * 2f64.powi(attempt - 1);
-            assert!(delay >= nominal * 0.7 && delay <= nominal * 1.3, "delay {delay}");
-            assert!(delay > previous_delay, "backoff grows: {delay} after {previous_delay}");
+            assert!(
+                delay >= nominal * 0.7 && delay <= nominal * 1.3,
+                "delay {delay}"
+            );
+            assert!(
+                delay > previous_delay,
+                "backoff grows: {delay} after {previous_delay}"
+            );
             previous_delay = delay;
-            assert!(queue.lease("w", 1, None).await.unwrap().is_empty(), "backing off");
+            assert!(
+                queue.lease("w", 1, None).await.unwrap().is_empty(),
+                "backing off"
+            );
             sqlx::query("UPDATE jobs SET run_at = now() WHERE id = $1")
                 .bind(id)
                 .execute(&db.pool)
@@ -239,7 +294,10 @@ async fn snooze_keeps_attempts_retry_uses_them_and_backs_off_until_failed() {
     assert_eq!((retried.state, retried.attempt), (JobState::Queued, 0));
     assert!(matches!(
         queue.retry(id).await,
-        Err(QueueError::WrongState { state: JobState::Queued, .. })
+        Err(QueueError::WrongState {
+            state: JobState::Queued,
+            ..
+        })
     ));
 }
 
@@ -249,13 +307,21 @@ async fn a_permanent_failure_fails_at_once() {
     let id = queue.submit(&job("profile", "ghost")).await.unwrap().id;
     let j = queue.lease("w", 1, None).await.unwrap().remove(0);
     let outcome = queue
-        .fail(&j.lease, "404: profile does not exist", Failure::Permanent, j.attempt)
+        .fail(
+            &j.lease,
+            "404: profile does not exist",
+            Failure::Permanent,
+            j.attempt,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, FailOutcome::Failed);
     let row = queue.get(id).await.unwrap().unwrap();
     assert_eq!((row.state, row.attempt), (JobState::Failed, 1));
-    assert_eq!(row.last_error.as_deref(), Some("404: profile does not exist"));
+    assert_eq!(
+        row.last_error.as_deref(),
+        Some("404: profile does not exist")
+    );
 }
 
 #[tokio::test]
@@ -264,7 +330,10 @@ async fn the_same_unique_key_while_active_returns_the_existing_job() {
     let first = queue.submit(&job("profile_posts", "natgeo")).await.unwrap();
     assert!(first.created);
     // Same target in other case: same key after normalisation.
-    let again = queue.submit(&job("profile_posts", "@NatGeo")).await.unwrap();
+    let again = queue
+        .submit(&job("profile_posts", "@NatGeo"))
+        .await
+        .unwrap();
     assert_eq!((again.id, again.created), (first.id, false));
 
     // Still deduplicated while running; a batch with repeats inside it creates one job.
@@ -280,7 +349,10 @@ async fn the_same_unique_key_while_active_returns_the_existing_job() {
     assert_eq!((batch[0].id, batch[0].created), (first.id, false));
     assert!(batch[1].created);
     assert_eq!((batch[2].id, batch[2].created), (batch[1].id, false));
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&db.pool).await.unwrap();
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(total, 2);
 
     // Once finished, the key is free for a new crawl.
@@ -319,7 +391,10 @@ async fn an_idle_leaser_is_woken_by_notify_not_by_polling() {
                 if let Some(j) = jobs.into_iter().next() {
                     return (Instant::now(), j);
                 }
-                assert!(waiter.wait().await, "woken by the poll timeout, not by a notification");
+                assert!(
+                    waiter.wait().await,
+                    "woken by the poll timeout, not by a notification"
+                );
             }
         })
     };
@@ -362,7 +437,10 @@ async fn an_undecodable_row_fails_that_job_and_leasing_goes_on() {
     .unwrap();
 
     let leased = queue.lease("w", 10, None).await.unwrap();
-    assert_eq!(leased.iter().map(|j| j.lease.job_id).collect::<Vec<_>>(), vec![good]);
+    assert_eq!(
+        leased.iter().map(|j| j.lease.job_id).collect::<Vec<_>>(),
+        vec![good]
+    );
     for (id, needle) in [
         (bad_kind, "unknown job kind \"teleport\""),
         (bad_options, "max_items"),
@@ -383,7 +461,14 @@ async fn priority_run_at_kinds_and_pauses_decide_what_is_leased() {
     let (_db, queue) = queue_with(settings()).await;
     let low = queue.submit(&job("profile", "low")).await.unwrap().id;
     let high = queue
-        .submit(&JobSpec { priority: Some(50), ..JobSpec::new("profile", "high") }.validate(3).unwrap())
+        .submit(
+            &JobSpec {
+                priority: Some(50),
+                ..JobSpec::new("profile", "high")
+            }
+            .validate(3)
+            .unwrap(),
+        )
         .await
         .unwrap()
         .id;
@@ -400,19 +485,41 @@ async fn priority_run_at_kinds_and_pauses_decide_what_is_leased() {
         .await
         .unwrap()
         .id;
-    let tag = queue.submit(&job("hashtag_posts", "cats")).await.unwrap().id;
+    let tag = queue
+        .submit(&job("hashtag_posts", "cats"))
+        .await
+        .unwrap()
+        .id;
 
     queue.pause_kind(JobKind::Profile).await.unwrap();
     let only_tag = queue.lease("w", 10, None).await.unwrap();
-    assert_eq!(only_tag.iter().map(|j| j.lease.job_id).collect::<Vec<_>>(), vec![tag]);
-    assert_eq!(queue.paused_kinds().await.unwrap(), vec!["profile".to_owned()]);
+    assert_eq!(
+        only_tag.iter().map(|j| j.lease.job_id).collect::<Vec<_>>(),
+        vec![tag]
+    );
+    assert_eq!(
+        queue.paused_kinds().await.unwrap(),
+        vec!["profile".to_owned()]
+    );
     queue.resume_kind(JobKind::Profile).await.unwrap();
 
-    assert!(queue.lease("w", 1, Some(&[JobKind::Post])).await.unwrap().is_empty());
-    let first = queue.lease("w", 1, Some(&[JobKind::Profile])).await.unwrap();
+    assert!(
+        queue
+            .lease("w", 1, Some(&[JobKind::Post]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = queue
+        .lease("w", 1, Some(&[JobKind::Profile]))
+        .await
+        .unwrap();
     assert_eq!(first[0].lease.job_id, high);
     let second = queue.lease("w", 5, None).await.unwrap();
-    assert_eq!(second.iter().map(|j| j.lease.job_id).collect::<Vec<_>>(), vec![low]);
+    assert_eq!(
+        second.iter().map(|j| j.lease.job_id).collect::<Vec<_>>(),
+        vec![low]
+    );
     assert_eq!(state_of(&queue, later).await, JobState::Queued);
 }
 
@@ -423,12 +530,21 @@ async fn cancel_stops_a_running_job_and_fences_its_worker() {
     let j = queue.lease("w", 1, None).await.unwrap().remove(0);
     let cancelled = queue.cancel(id).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
-    assert!(matches!(queue.complete(&j.lease).await, Err(QueueError::LeaseLost { .. })));
+    assert!(matches!(
+        queue.complete(&j.lease).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
     assert!(matches!(
         queue.cancel(id).await,
-        Err(QueueError::WrongState { state: JobState::Cancelled, .. })
+        Err(QueueError::WrongState {
+            state: JobState::Cancelled,
+            ..
+        })
     ));
-    assert!(matches!(queue.cancel(999_999).await, Err(QueueError::NotFound { .. })));
+    assert!(matches!(
+        queue.cancel(999_999).await,
+        Err(QueueError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -451,7 +567,11 @@ async fn a_recurring_job_schedules_its_next_crawl_when_it_finishes() {
     .await
     .unwrap();
     assert_eq!(next.1, JobState::Queued);
-    assert!((3590.0..=3600.0).contains(&next.2), "next run in {}s", next.2);
+    assert!(
+        (3590.0..=3600.0).contains(&next.2),
+        "next run in {}s",
+        next.2
+    );
     assert_eq!(next.3, 3600.0);
 }
 
@@ -484,13 +604,25 @@ async fn finished_jobs_are_pruned_after_retention_and_active_ones_kept() {
     let j = queue.lease("w", 2, None).await.unwrap();
     let lease = j.iter().find(|j| j.lease.job_id == done).unwrap().lease;
     queue.complete(&lease).await.unwrap();
-    assert_eq!(queue.prune_finished(Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(
+        queue
+            .prune_finished(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
     sqlx::query("UPDATE jobs SET finished_at = now() - interval '2 hours' WHERE id = $1")
         .bind(done)
         .execute(&db.pool)
         .await
         .unwrap();
-    assert_eq!(queue.prune_finished(Duration::from_secs(3600)).await.unwrap(), 1);
+    assert_eq!(
+        queue
+            .prune_finished(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(queue.get(done).await.unwrap().is_none());
     assert!(queue.get(active).await.unwrap().is_some());
 }
@@ -508,7 +640,10 @@ async fn a_process_refuses_a_schema_older_than_itself() {
     let err = db::check_schema(&db.pool).await.unwrap_err().to_string();
     assert!(err.contains("trawl migrate"), "{err}");
 
-    sqlx::query("DROP TABLE _sqlx_migrations").execute(&db.pool).await.unwrap();
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let err = db::check_schema(&db.pool).await.unwrap_err().to_string();
     assert!(err.contains("no Trawl schema"), "{err}");
 }
@@ -518,7 +653,13 @@ async fn list_pages_newest_first_with_filters() {
     let (_db, queue) = queue_with(settings()).await;
     let ids: Vec<i64> = {
         let jobs: Vec<NewJob> = (0..7).map(|i| job("profile", &format!("p{i}"))).collect();
-        queue.submit_many(&jobs).await.unwrap().into_iter().map(|s| s.id).collect()
+        queue
+            .submit_many(&jobs)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
     };
     queue.submit(&job("post", "ABC123")).await.unwrap();
     let mut seen = Vec::new();

@@ -1,1 +1,514 @@
-fn main() {}
+//! `bench-queue`: how fast Trawl's queue drains, how lease latency behaves as the backlog grows,
+//! and how quickly NOTIFY wakes an idle leaser. Every figure is measured on a fresh database of a
+//! private, durable PostgreSQL cluster (fsync and synchronous_commit on) unless `--database-url`
+//! names a server.
+//!
+//! Run: `cargo run --release -p trawl-bench-queue -- --write bench/RESULTS.md`
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use trawl_shared::db;
+use trawl_shared::domain::{JobKind, JobOptions, NewJob};
+use trawl_shared::pgcluster::{Durability, PrivateCluster};
+use trawl_shared::queue::{Queue, QueueSettings};
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark Trawl's PostgreSQL job queue")]
+struct Args {
+    /// Jobs in each burn-down.
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Concurrent leasers, one burn-down each.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    workers: Vec<usize>,
+    /// Jobs leased (and then completed) per statement.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Backlog sizes at which lease latency is measured.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    depths: Vec<usize>,
+    /// Lease+complete cycles timed at each depth.
+    #[arg(long, default_value_t = 300)]
+    samples: usize,
+    /// Use this server instead of a private cluster (a fresh database is created per run).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Write the report into this Markdown file (replacing the previous queue report).
+    #[arg(long)]
+    write: Option<PathBuf>,
+}
+
+struct Server {
+    admin_url: String,
+}
+
+impl Server {
+    async fn fresh(&self, name: &str, pool_size: u32) -> Result<PgPool> {
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await?;
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await?;
+        admin.close().await?;
+        let url = with_database(&self.admin_url, name);
+        let pool = db::connect_url(&url, pool_size, Duration::from_secs(30)).await?;
+        db::migrate(&pool).await?;
+        Ok(pool)
+    }
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    if query.is_empty() {
+        format!("{base}/{db}")
+    } else {
+        format!("{base}/{db}?{query}")
+    }
+}
+
+fn jobs(n: usize, offset: usize) -> Vec<NewJob> {
+    (offset..offset + n)
+        .map(|i| NewJob {
+            kind: JobKind::Profile,
+            target: format!("user{i}"),
+            priority: 0,
+            run_at: None,
+            max_attempts: 3,
+            unique_key: format!("bench:{i}"),
+            recrawl_every: None,
+            options: JobOptions::default(),
+        })
+        .collect()
+}
+
+fn settings() -> QueueSettings {
+    QueueSettings {
+        lease: Duration::from_secs(300),
+        poll_interval: Duration::from_secs(1),
+        ..QueueSettings::default()
+    }
+}
+
+/// Inserts `n` jobs in submissions of 5,000; returns jobs per second.
+async fn enqueue(queue: &Queue, n: usize) -> Result<f64> {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let chunk = (n - done).min(5000);
+        queue.submit_many(&jobs(chunk, done)).await?;
+        done += chunk;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+struct Drain {
+    workers: usize,
+    enqueue_rate: f64,
+    drain_rate: f64,
+    first_90_rate: f64,
+    last_10_rate: f64,
+    lease_p50: Duration,
+    lease_p99: Duration,
+}
+
+async fn burn_down(server: &Server, workers: usize, n: usize, batch: usize) -> Result<Drain> {
+    let pool = server
+        .fresh(&format!("bench_drain_{workers}"), workers as u32 + 2)
+        .await?;
+    let queue = Queue::new(pool.clone(), settings());
+    let enqueue_rate = enqueue(&queue, n).await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(&pool).await?;
+
+    let completed = Arc::new(AtomicU64::new(0));
+    let ninety = (n as u64 * 9) / 10;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let queue = queue.clone();
+        let completed = completed.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut reached_ninety: Option<Instant> = None;
+            loop {
+                let t0 = Instant::now();
+                let leased = queue.lease(&format!("bench-{w}"), batch, None).await?;
+                latencies.push(t0.elapsed());
+                if leased.is_empty() {
+                    break;
+                }
+                let leases: Vec<_> = leased.iter().map(|j| j.lease).collect();
+                let done = queue.complete_many(&leases).await?.len() as u64;
+                let total = completed.fetch_add(done, Ordering::Relaxed) + done;
+                if total >= ninety && reached_ninety.is_none() {
+                    reached_ninety = Some(Instant::now());
+                }
+            }
+            anyhow::Ok((latencies, reached_ninety))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut ninety_at: Option<Instant> = None;
+    for t in tasks {
+        let (l, r) = t.await??;
+        latencies.extend(l);
+        if let Some(r) = r {
+            ninety_at = Some(ninety_at.map_or(r, |n| n.min(r)));
+        }
+    }
+    let elapsed = start.elapsed();
+    let end = start + elapsed;
+    let total = completed.load(Ordering::Relaxed);
+    anyhow::ensure!(total == n as u64, "drained {total} of {n} jobs");
+    let ninety_at = ninety_at.context("never reached 90%")?;
+    let first_90 = ninety_at.duration_since(start).as_secs_f64();
+    let last_10 = end.duration_since(ninety_at).as_secs_f64().max(1e-6);
+    latencies.sort();
+    pool.close().await;
+    Ok(Drain {
+        workers,
+        enqueue_rate,
+        drain_rate: n as f64 / elapsed.as_secs_f64(),
+        first_90_rate: ninety as f64 / first_90,
+        last_10_rate: (n as u64 - ninety) as f64 / last_10,
+        lease_p50: percentile(&latencies, 0.5),
+        lease_p99: percentile(&latencies, 0.99),
+    })
+}
+
+struct DepthLatency {
+    depth: usize,
+    single_p50: Duration,
+    single_p99: Duration,
+    batch_p50: Duration,
+    batch_p99: Duration,
+}
+
+async fn latency_at_depth(
+    server: &Server,
+    depth: usize,
+    samples: usize,
+    batch: usize,
+) -> Result<DepthLatency> {
+    let pool = server.fresh(&format!("bench_depth_{depth}"), 4).await?;
+    let queue = Queue::new(pool.clone(), settings());
+    enqueue(&queue, depth).await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(&pool).await?;
+    let mut single = Vec::with_capacity(samples);
+    let mut batched = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let t0 = Instant::now();
+        let one = queue.lease("depth", 1, None).await?;
+        single.push(t0.elapsed());
+        let t1 = Instant::now();
+        let many = queue.lease("depth", batch, None).await?;
+        batched.push(t1.elapsed());
+        let leases: Vec<_> = one.iter().chain(many.iter()).map(|j| j.lease).collect();
+        queue.complete_many(&leases).await?;
+        // Keep the backlog at its depth.
+        queue
+            .submit_many(&jobs(leases.len(), depth + single.len() * (batch + 1)))
+            .await?;
+    }
+    single.sort();
+    batched.sort();
+    pool.close().await;
+    Ok(DepthLatency {
+        depth,
+        single_p50: percentile(&single, 0.5),
+        single_p99: percentile(&single, 0.99),
+        batch_p50: percentile(&batched, 0.5),
+        batch_p99: percentile(&batched, 0.99),
+    })
+}
+
+/// Time from a submission committing to an idle leaser holding the job, woken by NOTIFY.
+async fn wake_latency(server: &Server, rounds: usize) -> Result<(Duration, Duration)> {
+    let pool = server.fresh("bench_wake", 4).await?;
+    let queue = Queue::new(
+        pool.clone(),
+        QueueSettings {
+            poll_interval: Duration::from_secs(30),
+            ..settings()
+        },
+    );
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let mut waiter = queue.waiter().await?;
+        let leaser = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                loop {
+                    let jobs = queue.lease("idle", 1, None).await?;
+                    if let Some(j) = jobs.into_iter().next() {
+                        queue.complete(&j.lease).await?;
+                        return anyhow::Ok(Instant::now());
+                    }
+                    waiter.wait().await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let submitted = Instant::now();
+        queue.submit_many(&jobs(1, round)).await?;
+        let leased_at = tokio::time::timeout(Duration::from_secs(10), leaser).await???;
+        samples.push(leased_at.duration_since(submitted));
+    }
+    samples.sort();
+    pool.close().await;
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
+async fn pgbench(cluster: Option<&PrivateCluster>, server: &Server) -> Result<Option<f64>> {
+    let Some(cluster) = cluster else {
+        return Ok(None);
+    };
+    let mut admin = PgConnection::connect(&server.admin_url).await?;
+    admin
+        .execute("DROP DATABASE IF EXISTS bench_pgbench WITH (FORCE)")
+        .await?;
+    admin.execute("CREATE DATABASE bench_pgbench").await?;
+    admin.close().await?;
+    let port = cluster.port().to_string();
+    let base = ["-h", "127.0.0.1", "-p", &port, "-U", "postgres"];
+    let init = cluster
+        .command("pgbench")
+        .args(base)
+        .args(["-i", "-s", "10", "-q", "bench_pgbench"])
+        .output()?;
+    anyhow::ensure!(
+        init.status.success(),
+        "pgbench -i failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let run = cluster
+        .command("pgbench")
+        .args(base)
+        .args(["-N", "-c", "8", "-j", "2", "-T", "15", "bench_pgbench"])
+        .output()?;
+    let text = String::from_utf8_lossy(&run.stdout);
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| l.trim_start_matches("tps = ").split_whitespace().next())
+        .and_then(|v| v.parse().ok()))
+}
+
+async fn machine_report(server: &Server) -> Result<String> {
+    let mut conn = PgConnection::connect(&server.admin_url).await?;
+    let version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&mut conn)
+        .await?;
+    let mut settings = Vec::new();
+    for name in [
+        "shared_buffers",
+        "synchronous_commit",
+        "fsync",
+        "max_connections",
+    ] {
+        let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(&mut conn)
+            .await?;
+        settings.push(format!("{name}={v}"));
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    Ok(format!(
+        "- Machine: {cores} cores ({cpu}), {mem_gib:.0} GiB RAM; PostgreSQL on the same machine\n\
+         - PostgreSQL: {}\n- Settings: {}\n",
+        version.split(" on ").next().unwrap_or(&version),
+        settings.join(", ")
+    ))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let cluster = match &args.database_url {
+        Some(_) => None,
+        None => {
+            eprintln!("starting a private durable PostgreSQL cluster…");
+            Some(
+                tokio::task::spawn_blocking(|| PrivateCluster::start(Durability::Durable))
+                    .await??,
+            )
+        }
+    };
+    let admin_url = match (&args.database_url, &cluster) {
+        (Some(url), _) => url.clone(),
+        (None, Some(c)) => c.url("postgres"),
+        (None, None) => unreachable!("a cluster is started when no URL is given"),
+    };
+    let server = Server { admin_url };
+
+    let mut report = String::new();
+    writeln!(report, "## Queue (`bench/queue`)\n")?;
+    writeln!(
+        report,
+        "Command: `cargo run --release -p trawl-bench-queue -- --jobs {} --workers {} --batch {} --depths {} --write bench/RESULTS.md`  ",
+        args.jobs,
+        args.workers
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        args.batch,
+        args.depths
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+    )?;
+    writeln!(
+        report,
+        "Run: {}\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    )?;
+    report.push_str(&machine_report(&server).await?);
+
+    eprintln!("pgbench -N ceiling…");
+    let ceiling = pgbench(cluster.as_ref(), &server).await?;
+    if let Some(tps) = ceiling {
+        writeln!(
+            report,
+            "- Ceiling: `pgbench -N -c8 -j2 -T15`, scale 10, same server: {tps:.0} tps"
+        )?;
+    }
+
+    writeln!(
+        report,
+        "\n### Burn-down of {} no-op jobs (lease {} per statement, complete per batch)\n",
+        args.jobs, args.batch
+    )?;
+    writeln!(
+        report,
+        "| leasers | enqueue jobs/s | drain jobs/s | first 90% jobs/s | last 10% jobs/s | lease p50 ms | lease p99 ms |"
+    )?;
+    writeln!(report, "|---:|---:|---:|---:|---:|---:|---:|")?;
+    for &w in &args.workers {
+        eprintln!("burn-down with {w} leasers…");
+        let d = burn_down(&server, w, args.jobs, args.batch).await?;
+        writeln!(
+            report,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            d.workers,
+            d.enqueue_rate,
+            d.drain_rate,
+            d.first_90_rate,
+            d.last_10_rate,
+            ms(d.lease_p50),
+            ms(d.lease_p99)
+        )?;
+        eprintln!("  {:.0} jobs/s", d.drain_rate);
+    }
+
+    writeln!(
+        report,
+        "\n### Lease latency against backlog depth ({} samples each; the backlog is topped up after each sample)\n",
+        args.samples
+    )?;
+    writeln!(
+        report,
+        "| queued jobs | lease 1: p50 ms | p99 ms | lease {}: p50 ms | p99 ms |",
+        args.batch
+    )?;
+    writeln!(report, "|---:|---:|---:|---:|---:|")?;
+    for &depth in &args.depths {
+        eprintln!("lease latency at {depth} queued…");
+        let l = latency_at_depth(&server, depth, args.samples, args.batch).await?;
+        writeln!(
+            report,
+            "| {} | {} | {} | {} | {} |",
+            l.depth,
+            ms(l.single_p50),
+            ms(l.single_p99),
+            ms(l.batch_p50),
+            ms(l.batch_p99)
+        )?;
+    }
+
+    eprintln!("NOTIFY wake-up latency…");
+    let (p50, p99) = wake_latency(&server, 100).await?;
+    writeln!(
+        report,
+        "\n### Wake-up\n\nAn idle leaser (poll interval 30 s, so only NOTIFY can wake it) holds a newly submitted job after p50 {} ms, p99 {} ms (100 rounds).",
+        ms(p50),
+        ms(p99)
+    )?;
+
+    println!("{report}");
+    if let Some(path) = args.write {
+        write_section(&path, &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    drop(cluster);
+    Ok(())
+}
+
+const BEGIN: &str = "<!-- bench-queue:begin -->";
+const END: &str = "<!-- bench-queue:end -->";
+
+/// Replaces the queue section of the results file, keeping every other benchmark's section.
+fn write_section(path: &PathBuf, report: &str) -> Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n".into());
+    let section = format!("{BEGIN}\n{report}\n{END}");
+    let updated = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(b), Some(e)) if e > b => {
+            format!(
+                "{}{}{}",
+                &existing[..b],
+                section,
+                &existing[e + END.len()..]
+            )
+        }
+        _ => format!("{}\n{}\n", existing.trim_end(), section),
+    };
+    std::fs::write(path, updated)?;
+    Ok(())
+}
