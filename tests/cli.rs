@@ -4,10 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use trawl_shared::config::Config;
-use trawl_shared::duration::HumanDuration;
-use trawl_shared::secret::Secret;
-use trawl_shared::shutdown::{self, ShutdownTrigger};
+use trawl_scheduler::testing::{self, RunningScheduler};
 use trawl_shared::testing::{TestDb, fresh_db};
 
 const TOKEN: &str = "cli-test-token";
@@ -15,30 +12,20 @@ const TOKEN: &str = "cli-test-token";
 struct Scheduler {
     url: String,
     db: TestDb,
-    stop: ShutdownTrigger,
-    task: tokio::task::JoinHandle<Result<(), trawl_scheduler::SchedulerError>>,
+    running: RunningScheduler,
     workdir: PathBuf,
 }
 
 impl Scheduler {
     async fn start() -> Self {
         let db = fresh_db().await;
-        let mut config = Config::default();
-        config.database.url = Secret::new(db.url.clone());
-        config.scheduler.api_token = Some(Secret::new(TOKEN));
-        config.scheduler.maintenance_interval = HumanDuration::from_millis(200);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, signal) = shutdown::channel();
-        let task =
-            tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
+        let running = testing::spawn(testing::config(&db.url, TOKEN)).await;
         let workdir = std::env::temp_dir().join(format!("trawl-cli-{}", rand_suffix()));
         std::fs::create_dir_all(&workdir).unwrap();
         Self {
-            url,
+            url: running.url(),
             db,
-            stop,
-            task,
+            running,
             workdir,
         }
     }
@@ -72,8 +59,7 @@ impl Scheduler {
     }
 
     async fn stop(self) {
-        self.stop.trigger();
-        self.task.await.unwrap().unwrap();
+        self.running.stop().await.unwrap();
         let _ = std::fs::remove_dir_all(&self.workdir);
     }
 }
@@ -322,10 +308,7 @@ async fn auth_reachability_and_config_errors_have_their_own_exit_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_creates_the_schema_on_an_empty_database() {
     let db = fresh_db().await;
-    for sql in [
-        "DROP TABLE jobs, paused_kinds, _sqlx_migrations",
-        "DROP TYPE job_state",
-    ] {
+    for sql in ["DROP SCHEMA public CASCADE", "CREATE SCHEMA public"] {
         sqlx::query(sql).execute(&db.pool).await.unwrap();
     }
     let url = db.url.clone();

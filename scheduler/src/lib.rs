@@ -91,3 +91,54 @@ pub async fn run(
     pool.close().await;
     served.map_err(SchedulerError::from)
 }
+
+/// Test support: a scheduler on a free loopback port, stopped on demand.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::net::SocketAddr;
+
+    use trawl_shared::config::Config;
+    use trawl_shared::duration::HumanDuration;
+    use trawl_shared::secret::Secret;
+    use trawl_shared::shutdown::{self, ShutdownTrigger};
+
+    use crate::SchedulerError;
+
+    /// A configuration for a test scheduler on `database_url` with `token`, maintenance every 100 ms.
+    pub fn config(database_url: &str, token: &str) -> Config {
+        let mut config = Config::default();
+        config.database.url = Secret::new(database_url);
+        config.scheduler.api_token = Some(Secret::new(token));
+        config.scheduler.maintenance_interval = HumanDuration::from_millis(100);
+        config
+    }
+
+    pub struct RunningScheduler {
+        pub addr: SocketAddr,
+        stop: ShutdownTrigger,
+        task: tokio::task::JoinHandle<Result<(), SchedulerError>>,
+    }
+
+    impl RunningScheduler {
+        pub fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        /// Triggers shutdown and returns how the scheduler ended.
+        pub async fn stop(self) -> Result<(), SchedulerError> {
+            self.stop.trigger();
+            self.task.await.expect("scheduler task panicked")
+        }
+    }
+
+    /// Starts [`crate::run`] on 127.0.0.1:0.
+    pub async fn spawn(config: Config) -> RunningScheduler {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, signal) = shutdown::channel();
+        let task = tokio::spawn(async move { crate::run(&config, listener, signal).await });
+        RunningScheduler { addr, stop, task }
+    }
+}

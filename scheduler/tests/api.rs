@@ -1,14 +1,13 @@
 //! The scheduler's HTTP API over real HTTP against a real PostgreSQL.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use trawl_scheduler::testing::{self, RunningScheduler};
 use trawl_shared::config::Config;
 use trawl_shared::duration::HumanDuration;
-use trawl_shared::secret::Secret;
-use trawl_shared::shutdown::{self, ShutdownTrigger};
+use trawl_shared::shutdown;
 use trawl_shared::testing::{TestDb, fresh_db};
 
 const TOKEN: &str = "test-token-123";
@@ -17,8 +16,7 @@ struct Server {
     base: String,
     http: reqwest::Client,
     db: TestDb,
-    stop: ShutdownTrigger,
-    task: tokio::task::JoinHandle<Result<(), trawl_scheduler::SchedulerError>>,
+    running: RunningScheduler,
 }
 
 impl Server {
@@ -28,22 +26,14 @@ impl Server {
 
     async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let db = fresh_db().await;
-        let mut config = Config::default();
-        config.database.url = Secret::new(db.url.clone());
-        config.scheduler.api_token = Some(Secret::new(TOKEN));
-        config.scheduler.maintenance_interval = HumanDuration::from_millis(100);
+        let mut config = testing::config(&db.url, TOKEN);
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let (stop, signal) = shutdown::channel();
-        let task =
-            tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
+        let running = testing::spawn(config).await;
         Self {
-            base: format!("http://{addr}"),
+            base: running.url(),
             http: reqwest::Client::new(),
             db,
-            stop,
-            task,
+            running,
         }
     }
 
@@ -95,8 +85,7 @@ impl Server {
     }
 
     async fn stop(self) {
-        self.stop.trigger();
-        self.task.await.unwrap().unwrap();
+        self.running.stop().await.unwrap();
     }
 }
 
@@ -427,14 +416,8 @@ async fn the_leader_exports_queue_depth_and_rescues_expired_leases() {
 async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
     let first = Server::start().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut config = Config::default();
-    config.database.url = Secret::new(first.db.url.clone());
-    config.scheduler.api_token = Some(Secret::new(TOKEN));
-    config.scheduler.maintenance_interval = HumanDuration::from_millis(100);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, signal) = shutdown::channel();
-    let second = tokio::spawn(async move { trawl_scheduler::run(&config, listener, signal).await });
+    let second = testing::spawn(testing::config(&first.db.url, TOKEN)).await;
+    let addr = second.addr;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let body = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -462,8 +445,7 @@ async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
         }
     }
     assert!(took_over);
-    stop.trigger();
-    second.await.unwrap().unwrap();
+    second.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -473,9 +455,7 @@ async fn the_scheduler_refuses_an_old_schema_and_a_missing_token() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let mut config = Config::default();
-    config.database.url = Secret::new(db.url.clone());
-    config.scheduler.api_token = Some(Secret::new(TOKEN));
+    let mut config = testing::config(&db.url, TOKEN);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (_stop, signal) = shutdown::channel();
     let err = trawl_scheduler::run(&config, listener, signal)

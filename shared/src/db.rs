@@ -132,3 +132,37 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), DbError> {
     }
     Ok(())
 }
+
+/// `url` with its database name replaced by `db`.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn replaces_the_database_name() {
+        assert_eq!(
+            with_database("postgres://u@h:5/old?sslmode=disable", "new"),
+            "postgres://u@h:5/new?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5", "new"),
+            "postgres://u@h:5/new"
+        );
+    }
+}

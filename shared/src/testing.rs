@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
-use crate::db;
+use crate::db::{self, with_database};
 use crate::pgcluster::{Durability, PrivateCluster};
 
 /// A database of its own for one test.
@@ -125,23 +125,6 @@ fn start_server() -> Result<Server, String> {
     })
 }
 
-/// `url` with its database name replaced by `db`.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{db}?{q}"),
-        None => format!("{base}/{db}"),
-    }
-}
-
 /// The admin URL of the test server (a database any test may connect to for server-wide
 /// statements), starting the private cluster if needed.
 pub fn admin_url() -> String {
@@ -183,21 +166,4 @@ pub async fn fresh_db_with(max_connections: u32) -> TestDb {
         .await
         .expect("connect to the test database");
     TestDb { pool, url, name }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn replaces_the_database_name() {
-        assert_eq!(
-            with_database("postgres://u@h:5/old?sslmode=disable", "new"),
-            "postgres://u@h:5/new?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://u@h:5", "new"),
-            "postgres://u@h:5/new"
-        );
-    }
 }

@@ -61,24 +61,10 @@ impl Server {
             .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .await?;
         admin.close().await?;
-        let url = with_database(&self.admin_url, name);
+        let url = db::with_database(&self.admin_url, name);
         let pool = db::connect_url(&url, pool_size, Duration::from_secs(30)).await?;
         db::migrate(&pool).await?;
         Ok(pool)
-    }
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    if query.is_empty() {
-        format!("{base}/{db}")
-    } else {
-        format!("{base}/{db}?{query}")
     }
 }
 
