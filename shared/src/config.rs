@@ -28,6 +28,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub client: ClientConfig,
     pub log: LogConfig,
+    pub limiter: LimiterConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,6 +80,83 @@ pub struct ClientConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Secret>,
     pub timeout: HumanDuration,
+}
+
+/// The rate limiter's windows (design §5, reference §2). The defaults reproduce Instaloader, plus a
+/// latency margin on the all-GraphQL window (ADR 0002); `LimiterConfig::instaloader()` is exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimiterConfig {
+    /// Multiplies every window, margin and the history (0.01 turns 11 minutes into 6.6 s).
+    pub time_scale: f64,
+    /// Grants per query type in `per_type_window` (every type but `other`).
+    pub per_type_cap: u32,
+    /// Grants of `other` in `per_type_window`.
+    pub other_cap: u32,
+    pub per_type_window: HumanDuration,
+    pub per_type_margin: HumanDuration,
+    /// Grants of all GraphQL types together in `graphql_window`.
+    pub graphql_cap: u32,
+    pub graphql_window: HumanDuration,
+    pub graphql_margin: HumanDuration,
+    /// Grants of `iphone` in `iphone_window`.
+    pub iphone_cap: u32,
+    pub iphone_window: HumanDuration,
+    pub iphone_margin: HumanDuration,
+    /// Grants older than this are forgotten.
+    pub history: HumanDuration,
+    /// Which windows apply to an egress group (the IP a set of accounts leaves from).
+    pub egress: EgressWindows,
+    /// Local pacing: burst of the per-type `governor` limiter.
+    pub pacing_burst: u32,
+    /// Local pacing: period between requests of one type; default (window + margin) / cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing_period: Option<HumanDuration>,
+    /// Local pacing: up to this much random delay on each request.
+    pub pacing_jitter: HumanDuration,
+}
+
+/// Windows applied to an egress scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EgressWindows {
+    /// The account windows, counted across every account of the group (anonymous crawling).
+    SameAsAccount,
+    /// None: only accounts are limited.
+    None,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        Self {
+            graphql_margin: HumanDuration::from_secs(3),
+            ..Self::instaloader()
+        }
+    }
+}
+
+impl LimiterConfig {
+    /// Instaloader's arithmetic to the millisecond (reference §2), with no added margin.
+    pub fn instaloader() -> Self {
+        Self {
+            time_scale: 1.0,
+            per_type_cap: 200,
+            other_cap: 75,
+            per_type_window: HumanDuration::from_secs(660),
+            per_type_margin: HumanDuration::from_secs(6),
+            graphql_cap: 275,
+            graphql_window: HumanDuration::from_secs(600),
+            graphql_margin: HumanDuration::from_secs(0),
+            iphone_cap: 199,
+            iphone_window: HumanDuration::from_secs(1800),
+            iphone_margin: HumanDuration::from_secs(18),
+            history: HumanDuration::from_secs(3600),
+            egress: EgressWindows::SameAsAccount,
+            pacing_burst: 1,
+            pacing_period: None,
+            pacing_jitter: HumanDuration::from_millis(500),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -329,6 +407,39 @@ impl Config {
             return fail(
                 "scheduler.maintenance_interval",
                 "must be at least 10ms".into(),
+            );
+        }
+        let l = &self.limiter;
+        if !(l.time_scale.is_finite() && l.time_scale > 0.0 && l.time_scale <= 100.0) {
+            return fail(
+                "limiter.time_scale",
+                "must be above 0 and at most 100".into(),
+            );
+        }
+        for (key, cap) in [
+            ("limiter.per_type_cap", l.per_type_cap),
+            ("limiter.other_cap", l.other_cap),
+            ("limiter.graphql_cap", l.graphql_cap),
+            ("limiter.iphone_cap", l.iphone_cap),
+            ("limiter.pacing_burst", l.pacing_burst),
+        ] {
+            if cap == 0 {
+                return fail(key, "must be at least 1".into());
+            }
+        }
+        for (key, window) in [
+            ("limiter.per_type_window", l.per_type_window),
+            ("limiter.graphql_window", l.graphql_window),
+            ("limiter.iphone_window", l.iphone_window),
+        ] {
+            if window.0.is_zero() {
+                return fail(key, "must be longer than 0".into());
+            }
+        }
+        if l.history.0 < l.iphone_window.0.max(l.per_type_window.0) {
+            return fail(
+                "limiter.history",
+                "must be at least as long as the longest window".into(),
             );
         }
         if matches!(&self.scheduler.api_token, Some(t) if t.is_empty()) {

@@ -12,6 +12,7 @@ pub mod db;
 pub mod domain;
 pub mod duration;
 pub mod leader;
+pub mod limiter;
 pub mod metrics;
 pub mod pgcluster;
 pub mod queue;
