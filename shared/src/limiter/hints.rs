@@ -126,7 +126,7 @@ mod tests {
         let hints = ServerHints::parse(headers, Some(&serde_json::json!({"reset_at": 5})), now);
         assert_eq!(hints.block_until(now, false), None);
         let hints = ServerHints::parse(
-            |n| (n == "retry-after").then(|| "Wed, 08 Jan 2026 10:01:00 GMT".into()),
+            |n| (n == "retry-after").then(|| "Thu, 08 Jan 2026 10:01:00 GMT".into()),
             None,
             now,
         );
