@@ -54,6 +54,18 @@ pub enum Command {
     /// Inspect and manage jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Rate-limit usage: per query type, used/cap in each window, the next free slot, penalties,
+    /// and the request counts of the last 10/11/20/22/30/60 minutes.
+    Limits {
+        /// One account (default: every account and egress group active in the last hour).
+        #[arg(long, conflicts_with = "egress")]
+        account: Option<String>,
+        /// One egress group.
+        #[arg(long)]
+        egress: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),

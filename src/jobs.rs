@@ -245,7 +245,7 @@ async fn set_paused(
 }
 
 /// Percent-encodes everything but unreserved characters, so a hostile argument stays one segment.
-fn url_segment(s: &str) -> String {
+pub fn url_segment(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

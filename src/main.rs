@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod demo;
 mod jobs;
+mod limits;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             jobs::submit(&client(&config)?, args, config.queue.default_max_attempts).await
         }
         Command::Jobs(command) => jobs::jobs(&client(&config)?, command).await,
+        Command::Limits {
+            account,
+            egress,
+            json,
+        } => limits::show(&client(&config)?, account, egress, json).await,
         Command::Config(ConfigCommand::Show) => {
             print!("{}", config.to_redacted_toml());
             Ok(())

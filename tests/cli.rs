@@ -327,3 +327,74 @@ async fn migrate_creates_the_schema_on_an_empty_database() {
     assert!(stdout(&out).contains("schema is at version"));
     trawl_shared::db::check_schema(&db.pool).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_shows_the_ledger_per_key_with_penalties() {
+    use trawl_shared::config::LimiterConfig;
+    use trawl_shared::limiter::{Decision, Ledger, Profile, QueryType, Request};
+
+    let s = Scheduler::start().await;
+    let ledger = Ledger::new(
+        s.db.pool.clone(),
+        Profile::from_config(&LimiterConfig::default()),
+    );
+    let request = |q: QueryType| Request {
+        query_type: q,
+        account: "researcher1".into(),
+        egress: Some("ip-a".into()),
+    };
+    for _ in 0..75 {
+        let d = ledger
+            .try_acquire(&request(QueryType::Other), None)
+            .await
+            .unwrap();
+        assert!(matches!(d, Decision::Granted { .. }));
+    }
+    for _ in 0..3 {
+        ledger
+            .try_acquire(&request(QueryType::QueryHash("abc".into())), None)
+            .await
+            .unwrap();
+    }
+
+    let out = s
+        .trawl(&["limits", "--account", "researcher1", "--json"])
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let usage: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys = usage[0]["keys"].as_array().unwrap();
+    let other = keys.iter().find(|k| k["query_type"] == "other").unwrap();
+    assert_eq!(
+        (other["used"].as_u64(), other["cap"].as_u64()),
+        (Some(75), Some(75))
+    );
+    assert_eq!(usage[0]["graphql_used"], 3);
+    assert!(usage[0]["penalty_until"].is_null());
+
+    ledger
+        .record_429(&request(QueryType::QueryHash("abc".into())), None)
+        .await
+        .unwrap();
+    let out = s.trawl(&["limits", "--account", "researcher1"]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("account:researcher1  PENALTY until"),
+        "{text}"
+    );
+    assert!(text.contains("75/75") && text.contains("qh:abc"), "{text}");
+
+    // Without a scope: every active account and egress group.
+    let out = s.trawl(&["limits", "--json"]).await;
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["scope"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["account:researcher1", "egress:ip-a"]);
+
+    let out = s.trawl(&["limits", "--account", &"x".repeat(500)]).await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    s.stop().await;
+}

@@ -17,6 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use trawl_shared::domain::{JobKind, JobSpec, JobState, ValidationError};
+use trawl_shared::limiter::ledger::ScopeUsage;
+use trawl_shared::limiter::{Ledger, Scope};
 use trawl_shared::queue::{Job, ListFilter, Queue, QueueError, QueueStats, Submitted};
 use trawl_shared::secret::Secret;
 
@@ -32,6 +34,7 @@ pub struct ApiState {
     pub default_max_attempts: i32,
     pub metrics: Arc<SchedulerMetrics>,
     pub is_leader: Arc<AtomicBool>,
+    pub ledger: Ledger,
 }
 
 /// Most jobs one list page returns.
@@ -48,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/kinds/{kind}/pause", post(pause_kind))
         .route("/kinds/{kind}/resume", post(resume_kind))
         .route("/stats", get(stats))
+        .route("/limits", get(limits))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)
@@ -530,6 +534,73 @@ async fn resume_kind(
 
 async fn stats(State(state): State<ApiState>) -> Result<Json<QueueStats>, ApiError> {
     Ok(Json(state.queue.stats().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsParams {
+    account: Option<String>,
+    egress: Option<String>,
+}
+
+/// Most characters in an account or egress name given to `/v1/limits`.
+const MAX_SCOPE_NAME: usize = 100;
+
+/// Ledger usage of one account or egress group, or of every scope active in the last hour.
+async fn limits(
+    State(state): State<ApiState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<ScopeUsage>>, ApiError> {
+    let params: LimitsParams = serde_urlencoded::from_str(query.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+    let scopes = match (params.account, params.egress) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_param(
+                "account",
+                "give either account or egress, not both",
+            ));
+        }
+        (Some(name), None) => vec![Scope::Account(check_scope_name("account", name)?)],
+        (None, Some(name)) => vec![Scope::Egress(check_scope_name("egress", name)?)],
+        (None, None) => state
+            .ledger
+            .active_scopes()
+            .await
+            .map_err(ledger_unavailable)?,
+    };
+    let mut out = Vec::with_capacity(scopes.len());
+    for scope in &scopes {
+        out.push(
+            state
+                .ledger
+                .usage(scope, None)
+                .await
+                .map_err(ledger_unavailable)?,
+        );
+    }
+    Ok(Json(out))
+}
+
+fn check_scope_name(field: &str, name: String) -> Result<String, ApiError> {
+    if name.is_empty()
+        || name.chars().count() > MAX_SCOPE_NAME
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::bad_param(
+            field,
+            format!("{field} must be 1 to {MAX_SCOPE_NAME} printable characters"),
+        ));
+    }
+    Ok(name)
+}
+
+fn ledger_unavailable(e: trawl_shared::limiter::LedgerError) -> ApiError {
+    tracing::error!(error = %e, "ledger query failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "the database is not available; try again",
+    )
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {

@@ -16,6 +16,7 @@ use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use trawl_shared::config::Config;
 use trawl_shared::db::{self, DbError};
+use trawl_shared::limiter::{Ledger, Profile};
 use trawl_shared::queue::{Queue, QueueSettings};
 use trawl_shared::shutdown::Shutdown;
 
@@ -65,8 +66,10 @@ pub async fn run(
     let queue = Queue::new(pool.clone(), QueueSettings::from(&config.queue));
     let metrics = Arc::new(SchedulerMetrics::new()?);
     let is_leader = Arc::new(AtomicBool::new(false));
+    let ledger = Ledger::new(pool.clone(), Profile::from_config(&config.limiter));
     let maintenance = Maintenance {
         queue: queue.clone(),
+        ledger: ledger.clone(),
         connect_options,
         interval: config.scheduler.maintenance_interval.0,
         retention: config.scheduler.retention.0,
@@ -82,6 +85,7 @@ pub async fn run(
         default_max_attempts: config.queue.default_max_attempts,
         metrics,
         is_leader,
+        ledger,
     };
     tracing::info!(address = %listener.local_addr()?, "scheduler listening");
     let served = axum::serve(listener, api::router(state))

@@ -1,5 +1,5 @@
 //! Singleton maintenance under the advisory-lock leader: rescue expired leases, prune finished
-//! jobs past retention, refresh queue metrics. Any number of schedulers may run; one does this.
+//! jobs past retention, forget rate-limit grants older than the history, refresh queue metrics. Any number of schedulers may run; one does this.
 //! Recurring jobs need no service here: completing one queues its successor in the same
 //! transaction.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sqlx::postgres::PgConnectOptions;
 use trawl_shared::leader::{LeaderElector, MAINTENANCE_LOCK_KEY};
+use trawl_shared::limiter::Ledger;
 use trawl_shared::queue::Queue;
 use trawl_shared::shutdown::Shutdown;
 
@@ -16,6 +17,7 @@ use crate::metrics::SchedulerMetrics;
 
 pub struct Maintenance {
     pub queue: Queue,
+    pub ledger: Ledger,
     pub connect_options: PgConnectOptions,
     pub interval: Duration,
     pub retention: Duration,
@@ -65,6 +67,9 @@ impl Maintenance {
         match self.queue.prune_finished(self.retention).await {
             Ok(n) => self.metrics.pruned_jobs.inc_by(n),
             Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
+        }
+        if let Err(e) = self.ledger.prune().await {
+            tracing::warn!(error = %e, "pruning the rate-limit ledger failed");
         }
         match self.queue.stats().await {
             Ok(stats) => self.metrics.set_queue(&stats),

@@ -544,3 +544,79 @@ async fn under_saturation_the_grant_rate_reaches_99_percent_of_the_cap() {
         "gap {shortest} shorter than the window"
     );
 }
+
+#[tokio::test]
+async fn the_limiter_sleeps_a_denial_once_and_counts_everything_by_class() {
+    use trawl_shared::duration::HumanDuration;
+    use trawl_shared::limiter::metrics::LimiterMetrics;
+    use trawl_shared::limiter::{Limiter, ServerHints};
+
+    let db = fresh_db().await;
+    let config = LimiterConfig {
+        time_scale: 0.002, // per-type window 1.32 s + 12 ms margin
+        per_type_cap: 5,
+        pacing_period: Some(HumanDuration::from_millis(1)),
+        pacing_jitter: HumanDuration::from_millis(0),
+        ..LimiterConfig::instaloader()
+    };
+    let metrics = Arc::new(LimiterMetrics::new().unwrap());
+    let limiter = Limiter::new(db.pool.clone(), &config, metrics.clone());
+    let request = req("paced", QueryType::QueryHash("secret-hash-value".into()));
+    for _ in 0..5 {
+        limiter.acquire(&request).await.unwrap();
+    }
+    let graphql = ["graphql"];
+    assert_eq!(
+        metrics.window_utilisation.with_label_values(&graphql).get(),
+        1.0,
+        "5 of 5"
+    );
+    let sixth = limiter.acquire(&request).await.unwrap();
+    assert!(
+        sixth.waited >= Duration::from_millis(1200),
+        "{:?}",
+        sixth.waited
+    );
+    assert_eq!(
+        metrics.denials.with_label_values(&graphql).get(),
+        1,
+        "slept once, not polled"
+    );
+    assert_eq!(metrics.grants.with_label_values(&graphql).get(), 6);
+
+    // A 429 whose server hint asks for longer than the ledger's penalty: the hint wins.
+    let now = Utc::now();
+    let hints = ServerHints {
+        reset_at: Some(now + chrono::Duration::seconds(3600)),
+        ..ServerHints::default()
+    };
+    let until = limiter.on_429(&request, &hints).await.unwrap();
+    assert!(until >= now + chrono::Duration::seconds(3599), "{until}");
+    match limiter
+        .ledger()
+        .try_acquire(&req("paced", QueryType::Other), None)
+        .await
+        .unwrap()
+    {
+        Decision::Wait { wait, .. } => assert!(wait > Duration::from_secs(3500)),
+        other => panic!("expected the hinted block, got {other:?}"),
+    }
+    assert_eq!(metrics.responses_429.with_label_values(&graphql).get(), 1);
+
+    // Labels come from the closed class set only: no account, no hash value.
+    let text = trawl_shared::metrics::render(&[&metrics.registry]);
+    assert!(
+        !text.contains("secret-hash-value") && !text.contains("paced"),
+        "{text}"
+    );
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('{'))
+    {
+        let labels = &line[line.find('{').unwrap() + 1..line.find('}').unwrap()];
+        for pair in labels.split(',') {
+            let key = pair.split('=').next().unwrap();
+            assert!(key == "class" || key == "le", "unexpected label in {line}");
+        }
+    }
+}

@@ -219,6 +219,31 @@ impl Ledger {
         Ok(grants)
     }
 
+    /// Every scope with a grant or a running penalty in the history.
+    pub async fn active_scopes(&self) -> Result<Vec<Scope>, LedgerError> {
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT scope FROM limiter_grants
+              WHERE granted_at > clock_timestamp() - $1::interval
+             UNION
+             SELECT scope FROM limiter_penalties WHERE until > clock_timestamp()
+             ORDER BY 1 LIMIT 1000",
+        )
+        .bind(interval(self.profile.history))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| {
+                if let Some(a) = k.strip_prefix("account:") {
+                    Some(Scope::Account(a.to_owned()))
+                } else {
+                    k.strip_prefix("egress:")
+                        .map(|e| Scope::Egress(e.to_owned()))
+                }
+            })
+            .collect())
+    }
+
     /// Usage of every key of `scope` at `at` (database clock when `None`).
     pub async fn usage(
         &self,
