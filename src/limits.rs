@@ -46,7 +46,7 @@ fn when(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// One scope: per key used/cap, next free slot, and Instaloader's table of recent counts.
 pub fn render(scope: &ScopeUsage) -> String {
-    let mut out = format!("{}", scope.scope);
+    let mut out = scope.scope.clone();
     match scope.penalty_until {
         Some(p) => out.push_str(&format!("  PENALTY until {p} ({})\n", when(p, scope.at))),
         None => out.push('\n'),
