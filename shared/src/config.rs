@@ -129,7 +129,7 @@ pub enum EgressWindows {
 impl Default for LimiterConfig {
     fn default() -> Self {
         Self {
-            graphql_margin: HumanDuration::from_secs(3),
+            graphql_margin: HumanDuration::from_secs(5),
             ..Self::instaloader()
         }
     }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
-use trawl_shared::db;
+use sqlx::{Connection, Executor, PgConnection};
+use trawl_bench_common::{Server, machine_report, ms, percentile, write_section};
 use trawl_shared::domain::{JobKind, JobOptions, NewJob};
-use trawl_shared::pgcluster::{Durability, PrivateCluster};
+use trawl_shared::pgcluster::PrivateCluster;
 use trawl_shared::queue::{Queue, QueueSettings};
 
 #[derive(Debug, Parser)]
@@ -43,29 +43,6 @@ struct Args {
     /// Write the report into this Markdown file (replacing the previous queue report).
     #[arg(long)]
     write: Option<PathBuf>,
-}
-
-struct Server {
-    admin_url: String,
-}
-
-impl Server {
-    async fn fresh(&self, name: &str, pool_size: u32) -> Result<PgPool> {
-        let mut admin = PgConnection::connect(&self.admin_url).await?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .await?;
-        admin
-            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .await?;
-        admin.close().await?;
-        let url = db::with_database(&self.admin_url, name);
-        let pool = db::connect_url(&url, pool_size, Duration::from_secs(30)).await?;
-        db::migrate(&pool).await?;
-        Ok(pool)
-    }
 }
 
 fn jobs(n: usize, offset: usize) -> Vec<NewJob> {
@@ -101,18 +78,6 @@ async fn enqueue(queue: &Queue, n: usize) -> Result<f64> {
         done += chunk;
     }
     Ok(n as f64 / start.elapsed().as_secs_f64())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
 struct Drain {
@@ -307,71 +272,10 @@ async fn pgbench(cluster: Option<&PrivateCluster>, server: &Server) -> Result<Op
         .and_then(|v| v.parse().ok()))
 }
 
-async fn machine_report(server: &Server) -> Result<String> {
-    let mut conn = PgConnection::connect(&server.admin_url).await?;
-    let version: String = sqlx::query_scalar("SELECT version()")
-        .fetch_one(&mut conn)
-        .await?;
-    let mut settings = Vec::new();
-    for name in [
-        "shared_buffers",
-        "synchronous_commit",
-        "fsync",
-        "max_connections",
-    ] {
-        let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SHOW {name}")))
-            .fetch_one(&mut conn)
-            .await?;
-        settings.push(format!("{name}={v}"));
-    }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0 / 1024.0)
-        .unwrap_or(0.0);
-    Ok(format!(
-        "- Machine: {cores} cores ({cpu}), {mem_gib:.0} GiB RAM; PostgreSQL on the same machine\n\
-         - PostgreSQL: {}\n- Settings: {}\n",
-        version.split(" on ").next().unwrap_or(&version),
-        settings.join(", ")
-    ))
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let cluster = match &args.database_url {
-        Some(_) => None,
-        None => {
-            eprintln!("starting a private durable PostgreSQL cluster…");
-            Some(
-                tokio::task::spawn_blocking(|| PrivateCluster::start(Durability::Durable))
-                    .await??,
-            )
-        }
-    };
-    let admin_url = match (&args.database_url, &cluster) {
-        (Some(url), _) => url.clone(),
-        (None, Some(c)) => c.url("postgres"),
-        (None, None) => unreachable!("a cluster is started when no URL is given"),
-    };
-    let server = Server { admin_url };
+    let server = Server::start(args.database_url.clone()).await?;
 
     let mut report = String::new();
     writeln!(report, "## Queue (`bench/queue`)\n")?;
@@ -396,10 +300,10 @@ async fn main() -> Result<()> {
         "Run: {}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     )?;
-    report.push_str(&machine_report(&server).await?);
+    report.push_str(&machine_report(&server.admin_url).await?);
 
     eprintln!("pgbench -N ceiling…");
-    let ceiling = pgbench(cluster.as_ref(), &server).await?;
+    let ceiling = pgbench(server.cluster(), &server).await?;
     if let Some(tps) = ceiling {
         writeln!(
             report,
@@ -470,31 +374,8 @@ async fn main() -> Result<()> {
 
     println!("{report}");
     if let Some(path) = args.write {
-        write_section(&path, &report)?;
+        write_section(&path, "queue", &report)?;
         eprintln!("wrote {}", path.display());
     }
-    drop(cluster);
-    Ok(())
-}
-
-const BEGIN: &str = "<!-- bench-queue:begin -->";
-const END: &str = "<!-- bench-queue:end -->";
-
-/// Replaces the queue section of the results file, keeping every other benchmark's section.
-fn write_section(path: &PathBuf, report: &str) -> Result<()> {
-    let existing = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmark results\n".into());
-    let section = format!("{BEGIN}\n{report}\n{END}");
-    let updated = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            format!(
-                "{}{}{}",
-                &existing[..b],
-                section,
-                &existing[e + END.len()..]
-            )
-        }
-        _ => format!("{}\n{}\n", existing.trim_end(), section),
-    };
-    std::fs::write(path, updated)?;
     Ok(())
 }
