@@ -412,6 +412,15 @@ async fn the_leader_exports_queue_depth_and_rescues_expired_leases() {
     s.stop().await;
 }
 
+async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
     let first = Server::start().await;
@@ -419,12 +428,7 @@ async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
     let second = testing::spawn(testing::config(&first.db.url, TOKEN)).await;
     let addr = second.addr;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let body = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = metrics_text(addr).await;
     assert!(body.contains("trawl_scheduler_leader 0"), "{body}");
     assert!(!body.contains("trawl_queue_jobs"), "{body}");
 
@@ -433,12 +437,7 @@ async fn a_second_scheduler_stands_by_and_exports_no_queue_depth() {
     let mut took_over = false;
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let body = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = metrics_text(addr).await;
         if body.contains("trawl_scheduler_leader 1") && body.contains("trawl_queue_jobs") {
             took_over = true;
             break;

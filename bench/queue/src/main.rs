@@ -15,6 +15,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use sqlx::{Connection, Executor, PgConnection};
 use trawl_bench_common::{Server, machine_report, ms, percentile, write_section};
+
+#[cfg(feature = "apalis")]
+mod drain;
+#[cfg(feature = "apalis")]
+mod peer;
 use trawl_shared::domain::{JobKind, JobOptions, NewJob};
 use trawl_shared::pgcluster::PrivateCluster;
 use trawl_shared::queue::{Queue, QueueSettings};
@@ -43,6 +48,15 @@ struct Args {
     /// Write the report into this Markdown file (replacing the previous queue report).
     #[arg(long)]
     write: Option<PathBuf>,
+    /// Run Trawl's queue and apalis-postgres side by side instead (needs `--features apalis`).
+    #[arg(long)]
+    peer: bool,
+    /// Backlog sizes of the side-by-side run.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    peer_jobs: Vec<usize>,
+    /// Longest a drain may take in the side-by-side run before it is stopped and reported as capped.
+    #[arg(long, default_value_t = 45)]
+    cap_seconds: u64,
 }
 
 fn jobs(n: usize, offset: usize) -> Vec<NewJob> {
@@ -276,6 +290,9 @@ async fn pgbench(cluster: Option<&PrivateCluster>, server: &Server) -> Result<Op
 async fn main() -> Result<()> {
     let args = Args::parse();
     let server = Server::start(args.database_url.clone()).await?;
+    if args.peer {
+        return side_by_side(&args, &server).await;
+    }
 
     let mut report = String::new();
     writeln!(report, "## Queue (`bench/queue`)\n")?;
@@ -375,6 +392,158 @@ async fn main() -> Result<()> {
     println!("{report}");
     if let Some(path) = args.write {
         write_section(&path, "queue", &report)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "apalis"))]
+async fn side_by_side(_args: &Args, _server: &Server) -> Result<()> {
+    anyhow::bail!(
+        "the peer is not compiled in: run `cargo run --release -p trawl-bench-queue --features apalis -- --peer`"
+    )
+}
+
+/// Trawl's queue and apalis-postgres, same workload, same server, one after the other.
+#[cfg(feature = "apalis")]
+async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
+    use drain::DrainFigures;
+    use peer::Settings;
+
+    let cap = Duration::from_secs(args.cap_seconds);
+    let mut report = String::new();
+    writeln!(
+        report,
+        "## Queue: Trawl and apalis-postgres side by side (`bench/queue --peer`)\n"
+    )?;
+    writeln!(
+        report,
+        "Command: `cargo run --release -p trawl-bench-queue --features apalis -- --peer --peer-jobs {} --workers {} --batch {} --cap-seconds {} --write bench/RESULTS.md`  ",
+        args.peer_jobs
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        args.workers
+            .iter()
+            .map(|w| w.to_string())
+            .collect::<Vec<_>>()
+            .join(","),
+        args.batch,
+        args.cap_seconds
+    )?;
+    writeln!(
+        report,
+        "Run: {}\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    )?;
+    report.push_str(&machine_report(&server.admin_url).await?);
+    writeln!(
+        report,
+        "- Versions: trawl {}, apalis 1.0.0, apalis-postgres 1.0.0 (its own migrations)",
+        env!("CARGO_PKG_VERSION")
+    )?;
+    eprintln!("pgbench -N ceiling…");
+    if let Some(tps) = pgbench(server.cluster(), server).await? {
+        writeln!(
+            report,
+            "- Ceiling: `pgbench -N -c8 -j2 -T15`, scale 10, same server: {tps:.0} single-row transactions/s"
+        )?;
+    }
+    writeln!(
+        report,
+        "\nEach run: N no-op jobs enqueued in bulk on a fresh database, then drained by W concurrent \
+         workers; a drain stopped at {} s is marked *capped*. Lease wait: from a job becoming \
+         runnable (or the drain starting, if later) to its lease, from the database's timestamps \
+         (for a capped drain, of the jobs leased before the cap). Trawl leases {} jobs per statement and completes them in one statement.\n",
+        args.cap_seconds, args.batch
+    )?;
+    writeln!(
+        report,
+        "| N | W | queue | enqueue jobs/s | drain jobs/s | lease wait p50 s | p99 s | first 10% jobs/s | last 10% jobs/s |"
+    )?;
+    writeln!(report, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")?;
+    let row = |n: usize, w: usize, label: &str, f: &DrainFigures| {
+        format!(
+            "| {n} | {w} | {label} | {:.0} | {:.0}{} | {:.2} | {:.2} | {} | {} |\n",
+            f.enqueue_rate,
+            f.drain_rate,
+            if f.hit_cap {
+                format!(" (capped: {} of {n})", f.finished)
+            } else {
+                String::new()
+            },
+            f.lease_wait_p50,
+            f.lease_wait_p99,
+            f.first_10_rate
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            f.last_10_rate
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or_else(|| "-".into())
+        )
+    };
+    let mut ratios = String::new();
+    for &n in &args.peer_jobs {
+        for &w in &args.workers {
+            eprintln!("N={n} W={w}: trawl…");
+            let pool = server
+                .fresh(&format!("bench_peer_trawl_{n}_{w}"), w as u32 + 2)
+                .await?;
+            let queue = Queue::new(pool.clone(), settings());
+            let ours = drain::trawl(&pool, &queue, n, w, args.batch, cap).await?;
+            pool.close().await;
+            report.push_str(&row(n, w, "Trawl", &ours));
+            for peer_settings in [Settings::Defaults, Settings::Tuned] {
+                eprintln!("N={n} W={w}: {}…", peer_settings.label());
+                let name = format!(
+                    "bench_peer_apalis_{}_{n}_{w}",
+                    if peer_settings == Settings::Defaults {
+                        "defaults"
+                    } else {
+                        "tuned"
+                    }
+                );
+                let pool = server.fresh(&name, w as u32 + 4).await?;
+                let theirs = peer::run(&pool, peer_settings, n, w, cap).await?;
+                pool.close().await;
+                report.push_str(&row(n, w, peer_settings.label(), &theirs));
+                let ratio = |a: f64, b: f64| {
+                    if b > 0.0 {
+                        format!("{:.1}×", a / b)
+                    } else {
+                        "-".into()
+                    }
+                };
+                ratios.push_str(&format!(
+                    "| {n} | {w} | {} | {} | {} | {} | {} |\n",
+                    peer_settings.label(),
+                    ratio(ours.enqueue_rate, theirs.enqueue_rate),
+                    ratio(ours.drain_rate, theirs.drain_rate),
+                    ratio(theirs.lease_wait_p50, ours.lease_wait_p50),
+                    match (ours.last_10_rate, theirs.last_10_rate) {
+                        (Some(a), Some(b)) => ratio(a, b),
+                        (Some(_), None) => "peer capped".into(),
+                        _ => "-".into(),
+                    }
+                ));
+            }
+        }
+    }
+    writeln!(report, "\n### Trawl ÷ apalis-postgres (same run)\n")?;
+    writeln!(
+        report,
+        "Higher is better for Trawl; the lease-wait column is apalis ÷ Trawl (how many times longer a job waits with apalis).\n"
+    )?;
+    writeln!(
+        report,
+        "| N | W | peer | enqueue | drain | lease wait p50 | last 10% |"
+    )?;
+    writeln!(report, "|---:|---:|---|---:|---:|---:|---:|")?;
+    report.push_str(&ratios);
+    println!("{report}");
+    if let Some(path) = &args.write {
+        write_section(path, "queue-peer", &report)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

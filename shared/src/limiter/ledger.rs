@@ -99,6 +99,14 @@ impl Ledger {
         &self.profile
     }
 
+    fn scope_keys(&self, request: &Request) -> Vec<String> {
+        self.profile
+            .scopes(request)
+            .iter()
+            .map(Scope::key)
+            .collect()
+    }
+
     /// Grants one permit or says exactly how long to wait. `at` fakes the clock (tests only).
     pub async fn try_acquire(
         &self,
@@ -106,12 +114,7 @@ impl Ledger {
         at: Option<DateTime<Utc>>,
     ) -> Result<Decision, LedgerError> {
         let q = &request.query_type;
-        let scopes: Vec<String> = self
-            .profile
-            .scopes(request)
-            .iter()
-            .map(Scope::key)
-            .collect();
+        let scopes = self.scope_keys(request);
         let type_window = self.profile.type_window(q);
         let (granted, at, wait_seconds, type_used): (bool, DateTime<Utc>, f64, i64) =
             sqlx::query_as(
@@ -159,12 +162,7 @@ impl Ledger {
         } else {
             self.profile.type_window(q)
         };
-        let scopes: Vec<String> = self
-            .profile
-            .scopes(request)
-            .iter()
-            .map(Scope::key)
-            .collect();
+        let scopes = self.scope_keys(request);
         Ok(
             sqlx::query_scalar("SELECT trawl_limiter_penalise($1, $2, $3, $4, $5, $6)")
                 .bind(&scopes)
@@ -185,12 +183,7 @@ impl Ledger {
         request: &Request,
         until: DateTime<Utc>,
     ) -> Result<(), LedgerError> {
-        let scopes: Vec<String> = self
-            .profile
-            .scopes(request)
-            .iter()
-            .map(Scope::key)
-            .collect();
+        let scopes = self.scope_keys(request);
         sqlx::query(
             "INSERT INTO limiter_penalties (scope, source, until)
              SELECT s, 'server', $2 FROM unnest($1::text[]) AS s
