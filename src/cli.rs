@@ -71,6 +71,45 @@ pub enum Command {
     Config(ConfigCommand),
     /// Start a private PostgreSQL and a scheduler, submit sample jobs and show them being worked.
     Demo(DemoArgs),
+    /// Run the Instagram simulator (tests, demos and benchmarks without the internet).
+    Sim(SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    #[command(subcommand)]
+    pub command: Option<SimCommand>,
+    /// Seed of the data set: the same seed serves byte-identical data.
+    #[arg(long, default_value_t = 1, global = true)]
+    pub seed: u64,
+    /// Users in the data set.
+    #[arg(long, default_value_t = 1000, global = true)]
+    pub users: u32,
+    /// Address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Multiplies every server-side window (0.01: 11 minutes become 6.6 s).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// A login account, NAME:PASSWORD (repeatable).
+    #[arg(long = "account", value_name = "NAME:PASSWORD")]
+    pub accounts: Vec<String>,
+    /// Also generate N login accounts; their passwords are printed at start.
+    #[arg(long = "accounts", default_value_t = 0)]
+    pub generate_accounts: usize,
+    /// Take the client IP from X-Forwarded-For (to stand in for several IPs in tests).
+    #[arg(long)]
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Print the generated usernames with their post and follower counts.
+    Users {
+        /// How many to print.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod client;
 mod demo;
 mod jobs;
 mod limits;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args, &config).await,
+        Command::Sim(args) => sim::run(args).await,
     }
 }
 

@@ -1,0 +1,375 @@
+//! The deterministic data set. Everything is a pure function of the seed: users are generated at
+//! load (with their follow graph), while posts and comments are computed on demand from
+//! (seed, user, index), so 100,000 users with millions of posts fit in tens of megabytes.
+
+/// splitmix64 over the inputs: the one source of randomness, so the same seed gives the same bytes.
+pub fn mix(seed: u64, a: u64, b: u64, c: u64) -> u64 {
+    let mut z = seed
+        ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+const SYLLABLES: [&str; 24] = [
+    "ka", "lo", "mi", "ra", "ne", "to", "vi", "sa", "du", "pe", "zo", "li", "ba", "fe", "gu", "ho",
+    "ju", "ki", "mo", "nu", "qi", "ru", "so", "ty",
+];
+const FIRST: [&str; 16] = [
+    "Ada", "Bruno", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas", "Kaya",
+    "Luca", "Mina", "Nils", "Olga", "Priya",
+];
+const LAST: [&str; 16] = [
+    "Almeida", "Berg", "Castro", "Dubois", "Eriksen", "Fischer", "Garcia", "Hansen", "Ivanova",
+    "Jensen", "Kowalski", "Larsen", "Moreau", "Nakamura", "Okafor", "Petrov",
+];
+pub const TAGS: [&str; 20] = [
+    "archaeology",
+    "astronomy",
+    "birding",
+    "streetart",
+    "volcano",
+    "fossils",
+    "glacier",
+    "coral",
+    "desert",
+    "harbour",
+    "lighthouse",
+    "mosaic",
+    "nebula",
+    "orchid",
+    "pottery",
+    "quarry",
+    "reef",
+    "savanna",
+    "tundra",
+    "wetland",
+];
+const WORDS: [&str; 20] = [
+    "morning", "light", "over", "the", "old", "harbour", "field", "notes", "from", "a", "long",
+    "walk", "quiet", "river", "after", "rain", "found", "this", "near", "home",
+];
+const PLACES: [&str; 8] = [
+    "Lisbon",
+    "Reykjavik",
+    "Kyoto",
+    "Nairobi",
+    "Valparaiso",
+    "Tromso",
+    "Hobart",
+    "Marrakesh",
+];
+
+/// Posts are dated backwards from this instant (2026-01-01T00:00:00Z), so data never depends on
+/// the wall clock.
+pub const EPOCH: i64 = 1_767_225_600;
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub index: u32,
+    pub id: u64,
+    pub username: String,
+    pub full_name: String,
+    pub biography: String,
+    pub is_private: bool,
+    pub is_verified: bool,
+    pub post_count: u32,
+    /// Indexes of the users this one follows, sorted.
+    pub following: Vec<u32>,
+    /// Indexes of the users following this one, sorted.
+    pub followers: Vec<u32>,
+}
+
+impl User {
+    pub fn profile_pic_url(&self) -> String {
+        format!(
+            "https://scontent.sim.instagram.test/v/t51/{}_profile.jpg",
+            self.id
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostType {
+    Image,
+    Sidecar(u8),
+    Video,
+}
+
+#[derive(Debug, Clone)]
+pub struct Post {
+    pub owner: u32,
+    /// 0 is the newest post of its owner.
+    pub index: u32,
+    pub id: u64,
+    pub shortcode: String,
+    pub kind: PostType,
+    pub caption: String,
+    pub taken_at: i64,
+    pub likes: u64,
+    pub comment_count: u32,
+    pub location: Option<&'static str>,
+    pub tagged: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Comment {
+    pub id: u64,
+    pub owner: u32,
+    pub text: String,
+    pub created_at: i64,
+    pub likes: u64,
+}
+
+/// Sizes of a generated data set.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub users: u32,
+    /// Most posts a user has (counts are spread from 0 to this).
+    pub max_posts: u32,
+    /// Most accounts a user follows.
+    pub max_following: u32,
+    /// Most comments on a post.
+    pub max_comments: u32,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            users: 1000,
+            max_posts: 60,
+            max_following: 80,
+            max_comments: 40,
+        }
+    }
+}
+
+pub struct DataSet {
+    pub seed: u64,
+    pub sizes: Sizes,
+    pub users: Vec<User>,
+    by_name: std::collections::HashMap<String, u32>,
+}
+
+const SHORTCODE_ALPHABET: &[u8; 64] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn shortcode(mut id: u64) -> String {
+    let mut out = Vec::new();
+    while id > 0 {
+        out.push(SHORTCODE_ALPHABET[(id % 64) as usize]);
+        id /= 64;
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn shortcode_to_id(code: &str) -> Option<u64> {
+    let mut id: u64 = 0;
+    for b in code.bytes() {
+        let v = SHORTCODE_ALPHABET.iter().position(|&c| c == b)? as u64;
+        id = id.checked_mul(64)?.checked_add(v)?;
+    }
+    Some(id)
+}
+
+impl DataSet {
+    pub fn generate(seed: u64, sizes: Sizes) -> Self {
+        let n = sizes.users.max(2);
+        let mut users: Vec<User> = (0..n)
+            .map(|i| {
+                let r = |k: u64| mix(seed, 1, u64::from(i), k);
+                let a = SYLLABLES[(r(1) % 24) as usize];
+                let b = SYLLABLES[(r(2) % 24) as usize];
+                let c = SYLLABLES[(r(3) % 24) as usize];
+                let sep = if r(4) % 3 == 0 { "_" } else { "" };
+                let first = FIRST[(r(5) % 16) as usize];
+                let last = LAST[(r(6) % 16) as usize];
+                // Heavy-tailed: most users post a little, a few post a lot.
+                let posts =
+                    ((r(7) % 1000) as f64 / 1000.0).powi(2) * f64::from(sizes.max_posts + 1);
+                User {
+                    index: i,
+                    id: 1_000_000 + u64::from(i) * 7919 % 1_000_003 + u64::from(i) * 1_000_003,
+                    username: format!("{a}{b}{sep}{c}{i}"),
+                    full_name: format!("{first} {last}"),
+                    biography: format!(
+                        "{} {} {} · {}",
+                        WORDS[(r(8) % 20) as usize],
+                        WORDS[(r(9) % 20) as usize],
+                        WORDS[(r(10) % 20) as usize],
+                        PLACES[(r(11) % 8) as usize]
+                    ),
+                    is_private: r(12) % 10 == 0,
+                    is_verified: r(13) % 50 == 0,
+                    post_count: (posts as u32).min(sizes.max_posts),
+                    following: Vec::new(),
+                    followers: Vec::new(),
+                }
+            })
+            .collect();
+        for i in 0..n {
+            let count = mix(seed, 2, u64::from(i), 0) % u64::from(sizes.max_following + 1);
+            let mut following: Vec<u32> = (0..count)
+                .map(|j| (mix(seed, 3, u64::from(i), j) % u64::from(n)) as u32)
+                .filter(|&v| v != i)
+                .collect();
+            following.sort_unstable();
+            following.dedup();
+            users[i as usize].following = following;
+        }
+        for i in 0..n {
+            let following = std::mem::take(&mut users[i as usize].following);
+            for &v in &following {
+                users[v as usize].followers.push(i);
+            }
+            users[i as usize].following = following;
+        }
+        let by_name = users
+            .iter()
+            .map(|u| (u.username.clone(), u.index))
+            .collect();
+        Self {
+            seed,
+            sizes,
+            users,
+            by_name,
+        }
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Option<&User> {
+        self.by_name.get(name).map(|&i| &self.users[i as usize])
+    }
+
+    pub fn user_by_id(&self, id: u64) -> Option<&User> {
+        // Ids are generated from indexes; a scan is fine for lookups by id, which clients do once
+        // per crawl (they page by id afterwards, through this same function).
+        let guess = (id.saturating_sub(1_000_000) / 1_000_003) as usize;
+        self.users
+            .get(guess)
+            .filter(|u| u.id == id)
+            .or_else(|| self.users.iter().find(|u| u.id == id))
+    }
+
+    fn post_id(owner: u32, index: u32) -> u64 {
+        ((u64::from(owner) + 1) << 20) | u64::from(index)
+    }
+
+    /// Post `index` (0 = newest) of user `owner`.
+    pub fn post(&self, owner: u32, index: u32) -> Option<Post> {
+        let user = self.users.get(owner as usize)?;
+        if index >= user.post_count {
+            return None;
+        }
+        let r = |k: u64| mix(self.seed, 4, Self::post_id(owner, index), k);
+        let kind = match r(1) % 10 {
+            0..=6 => PostType::Image,
+            7 | 8 => PostType::Sidecar(2 + (r(2) % 4) as u8),
+            _ => PostType::Video,
+        };
+        let n = self.users.len() as u64;
+        let tag_a = TAGS[(r(3) % 20) as usize];
+        let tag_b = TAGS[(r(4) % 20) as usize];
+        let mention = &self.users[(r(5) % n) as usize].username;
+        let caption = format!(
+            "{} {} {} #{tag_a} #{tag_b} with @{mention}",
+            WORDS[(r(6) % 20) as usize],
+            WORDS[(r(7) % 20) as usize],
+            WORDS[(r(8) % 20) as usize]
+        );
+        let tagged = (0..r(9) % 3)
+            .map(|k| (mix(self.seed, 5, Self::post_id(owner, index), k) % n) as u32)
+            .collect();
+        let id = Self::post_id(owner, index);
+        Some(Post {
+            owner,
+            index,
+            id,
+            shortcode: shortcode(id),
+            kind,
+            caption,
+            // Newest first, about one post every day and a half.
+            taken_at: EPOCH - i64::from(index) * 129_600 - (r(10) % 3600) as i64,
+            likes: r(11) % 5000,
+            comment_count: (r(12) % u64::from(self.sizes.max_comments + 1)) as u32,
+            location: (r(13) % 3 == 0).then(|| PLACES[(r(14) % 8) as usize]),
+            tagged,
+        })
+    }
+
+    pub fn post_by_shortcode(&self, code: &str) -> Option<Post> {
+        let id = shortcode_to_id(code)?;
+        let owner = u32::try_from((id >> 20).checked_sub(1)?).ok()?;
+        let index = (id & 0xF_FFFF) as u32;
+        self.post(owner, index).filter(|p| p.shortcode == code)
+    }
+
+    /// Comment `index` (0 = oldest) of `post`.
+    pub fn comment(&self, post: &Post, index: u32) -> Option<Comment> {
+        if index >= post.comment_count {
+            return None;
+        }
+        let r = |k: u64| mix(self.seed, 6, post.id, u64::from(index) * 16 + k);
+        let n = self.users.len() as u64;
+        Some(Comment {
+            id: post.id * 1000 + u64::from(index),
+            owner: (r(1) % n) as u32,
+            text: format!(
+                "{} {} {}",
+                WORDS[(r(2) % 20) as usize],
+                WORDS[(r(3) % 20) as usize],
+                WORDS[(r(4) % 20) as usize]
+            ),
+            created_at: post.taken_at + 60 * (i64::from(index) + 1) + (r(5) % 50) as i64,
+            likes: r(6) % 200,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_data_and_another_seed_does_not() {
+        let a = DataSet::generate(7, Sizes::default());
+        let b = DataSet::generate(7, Sizes::default());
+        let c = DataSet::generate(8, Sizes::default());
+        assert_eq!(a.users[10].username, b.users[10].username);
+        assert_eq!(a.users[10].followers, b.users[10].followers);
+        assert_ne!(
+            a.users.iter().map(|u| &u.username).collect::<Vec<_>>(),
+            c.users.iter().map(|u| &u.username).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn usernames_are_unique_and_the_follow_graph_is_consistent() {
+        let d = DataSet::generate(1, Sizes::default());
+        let mut names: Vec<_> = d.users.iter().map(|u| &u.username).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), d.users.len());
+        for u in &d.users {
+            for &v in &u.following {
+                assert!(d.users[v as usize].followers.contains(&u.index));
+            }
+        }
+    }
+
+    #[test]
+    fn posts_round_trip_through_their_shortcodes() {
+        let d = DataSet::generate(3, Sizes::default());
+        let u = d.users.iter().find(|u| u.post_count > 3).unwrap();
+        let p = d.post(u.index, 2).unwrap();
+        let again = d.post_by_shortcode(&p.shortcode).unwrap();
+        assert_eq!((again.owner, again.index, again.id), (u.index, 2, p.id));
+        assert!(d.post_by_shortcode("nonexistent").is_none());
+        assert!(d.post(u.index, u.post_count).is_none());
+        let newer = d.post(u.index, 1).unwrap();
+        assert!(newer.taken_at > p.taken_at, "index 0 is the newest");
+    }
+}

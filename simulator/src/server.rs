@@ -1,0 +1,583 @@
+//! The HTTP server: Instagram's web endpoints in Instagram's shapes, the login flow, server-side
+//! windows, and the admin routes (`/__sim/…`) that tests use.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::audit::{self, Entry};
+use crate::data::{DataSet, Post, PostType, User};
+use crate::windows::{Limits, QueryType, Windows};
+
+/// The query hashes this simulator serves (Instaloader's well-known values).
+pub mod hashes {
+    pub const PROFILE_POSTS: &str = "003056d32c2554def87228bc3fd9668a";
+    pub const COMMENTS: &str = "97b41c52301f77ce508f55e66d17620e";
+    pub const FOLLOWERS: &str = "37479f2b8209594dde7facb0d904896a";
+    pub const FOLLOWEES: &str = "58712303d941c6855d4e888c5f0cd22f";
+}
+
+/// Largest `first` a GraphQL page may ask for; more gets 400 so that clients shrink it.
+pub const MAX_PAGE: u64 = 50;
+
+pub struct Sim {
+    pub data: DataSet,
+    windows: Mutex<Windows>,
+    audit: Mutex<Vec<Entry>>,
+    /// sessionid → account name.
+    sessions: Mutex<HashMap<String, String>>,
+    /// Login accounts: name → password.
+    accounts: HashMap<String, String>,
+    started: Instant,
+    counter: AtomicU64,
+    /// Take the client IP from `X-Forwarded-For` (tests that stand in for several IPs).
+    trust_forwarded_for: bool,
+}
+
+pub struct SimConfig {
+    pub data: DataSet,
+    pub accounts: Vec<(String, String)>,
+    pub time_scale: f64,
+    pub trust_forwarded_for: bool,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Arc<Self> {
+        Arc::new(Self {
+            data: config.data,
+            windows: Mutex::new(Windows::new(Limits::instagram(config.time_scale))),
+            audit: Mutex::new(Vec::new()),
+            sessions: Mutex::new(HashMap::new()),
+            accounts: config.accounts.into_iter().collect(),
+            started: Instant::now(),
+            counter: AtomicU64::new(1),
+            trust_forwarded_for: config.trust_forwarded_for,
+        })
+    }
+
+    fn token(&self, prefix: &str) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{prefix}{:016x}",
+            crate::data::mix(
+                self.data.seed,
+                99,
+                n,
+                self.started.elapsed().as_nanos() as u64
+            )
+        )
+    }
+}
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/api/v1/web/accounts/login/ajax/", post(login))
+        .route("/api/v1/users/web_profile_info/", get(web_profile_info))
+        .route("/graphql/query/", get(graphql_get))
+        .route("/graphql/query", get(graphql_get))
+        .route("/__sim/audit.jsonl", get(audit_dump))
+        .route("/__sim/oracle", get(oracle))
+        .fallback(not_found)
+        .with_state(sim)
+}
+
+/// Who is asking: the logged-in account (from `sessionid`) or only an IP.
+struct Caller {
+    account: Option<String>,
+    ip: String,
+    cookies: HashMap<String, String>,
+}
+
+fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
+    let cookies = cookies(headers);
+    let account = cookies.get("sessionid").and_then(|s| {
+        sim.sessions
+            .lock()
+            .ok()
+            .and_then(|sessions| sessions.get(s).cloned())
+    });
+    let forwarded = sim
+        .trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .flatten();
+    Caller {
+        account,
+        ip: forwarded.unwrap_or_else(|| peer.ip().to_string()),
+        cookies,
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    let text = body.to_string();
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/json; charset=utf-8".to_owned(),
+            ),
+            (header::CONTENT_LENGTH, text.len().to_string()),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn fail(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "message": message, "status": "fail" }))
+}
+
+fn too_many() -> Response {
+    fail(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Please wait a few minutes before you try again.",
+    )
+}
+
+fn login_redirect() -> Response {
+    (
+        StatusCode::FOUND,
+        [(
+            header::LOCATION,
+            "https://www.instagram.com/accounts/login/",
+        )],
+    )
+        .into_response()
+}
+
+/// Counts the request in its windows, runs `serve` if it is within them, and logs it.
+fn handle(sim: &Sim, caller: &Caller, q: QueryType, serve: impl FnOnce() -> Response) -> Response {
+    let now = Instant::now();
+    let scope = match &caller.account {
+        Some(a) => format!("account:{a}"),
+        None => format!("ip:{}", caller.ip),
+    };
+    let admitted = sim
+        .windows
+        .lock()
+        .map(|mut w| w.admit(&scope, &q, now))
+        .unwrap_or(false);
+    let response = if admitted { serve() } else { too_many() };
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if let Ok(mut log) = sim.audit.lock() {
+        log.push(Entry::new(
+            now.duration_since(sim.started).as_secs_f64(),
+            caller.account.clone(),
+            caller.ip.clone(),
+            &q,
+            response.status().as_u16(),
+            bytes,
+        ));
+    }
+    response
+}
+
+async fn home(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    handle(&sim, &c, QueryType::Other, || {
+        let csrf = sim.token("");
+        let mut r = (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            "<!DOCTYPE html><html><head><title>Instagram</title></head><body></body></html>",
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("csrftoken={csrf}; Path=/; Secure")) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+        r
+    })
+}
+
+async fn login(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    handle(&sim, &c, QueryType::Other, || {
+        let csrf_header = headers.get("x-csrftoken").and_then(|v| v.to_str().ok());
+        match (csrf_header, c.cookies.get("csrftoken")) {
+            (Some(h), Some(cookie)) if h == cookie => {}
+            _ => return fail(StatusCode::FORBIDDEN, "CSRF token missing or incorrect"),
+        }
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        let Some(username) = form.get("username") else {
+            return fail(StatusCode::BAD_REQUEST, "username missing");
+        };
+        // Instagram's web client sends `enc_password` = "#PWD_INSTAGRAM_BROWSER:0:<time>:<pw>".
+        let password = form
+            .get("enc_password")
+            .and_then(|p| p.splitn(4, ':').nth(3))
+            .or_else(|| form.get("password").map(String::as_str));
+        let Some(expected) = sim.accounts.get(username) else {
+            return json_response(
+                StatusCode::OK,
+                &json!({"authenticated": false, "user": false, "status": "ok"}),
+            );
+        };
+        if password != Some(expected.as_str()) {
+            return json_response(
+                StatusCode::OK,
+                &json!({"authenticated": false, "user": true, "status": "ok"}),
+            );
+        }
+        let session = sim.token("");
+        if let Ok(mut sessions) = sim.sessions.lock() {
+            sessions.insert(session.clone(), username.clone());
+        }
+        let user_id =
+            9_000_000_000u64 + crate::data::mix(0, 7, username.len() as u64, 0) % 1_000_000;
+        let mut r = json_response(
+            StatusCode::OK,
+            &json!({"authenticated": true, "user": true, "userId": user_id.to_string(),
+                    "oneTapPrompt": false, "status": "ok"}),
+        );
+        for cookie in [
+            format!("sessionid={session}; Path=/; HttpOnly; Secure"),
+            format!("ds_user_id={user_id}; Path=/; Secure"),
+            format!("mid={}; Path=/; Secure", sim.token("Z")),
+            format!("ig_did={}; Path=/; HttpOnly; Secure", sim.token("D")),
+            format!("rur=\"NAO\\054{user_id}\\0541790000000:01f7\"; Path=/; HttpOnly; Secure"),
+            format!("csrftoken={}; Path=/; Secure", sim.token("")),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+        r
+    })
+}
+
+fn query_params(raw: Option<String>) -> HashMap<String, String> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default()
+}
+
+fn user_summary(u: &User, data: &DataSet) -> Value {
+    let _ = data;
+    json!({
+        "id": u.id.to_string(),
+        "username": u.username,
+        "full_name": u.full_name,
+        "profile_pic_url": u.profile_pic_url(),
+        "is_private": u.is_private,
+        "is_verified": u.is_verified,
+    })
+}
+
+fn post_node(p: &Post, data: &DataSet) -> Value {
+    let owner = &data.users[p.owner as usize];
+    let display = format!("https://scontent.sim.instagram.test/v/t51/{}_n.jpg", p.id);
+    let mut node = json!({
+        "__typename": match p.kind { PostType::Image => "GraphImage", PostType::Sidecar(_) => "GraphSidecar", PostType::Video => "GraphVideo" },
+        "id": p.id.to_string(),
+        "shortcode": p.shortcode,
+        "display_url": display,
+        "is_video": p.kind == PostType::Video,
+        "taken_at_timestamp": p.taken_at,
+        "edge_media_to_caption": {"edges": [{"node": {"text": p.caption}}]},
+        "edge_media_to_comment": {"count": p.comment_count},
+        "edge_media_preview_like": {"count": p.likes},
+        "edge_liked_by": {"count": p.likes},
+        "comments_disabled": false,
+        "owner": {"id": owner.id.to_string(), "username": owner.username},
+        "location": p.location.map(|name| json!({"id": format!("{}", name.len() * 1000 + 7), "name": name, "has_public_page": true})),
+        "edge_media_to_tagged_user": {"edges": p.tagged.iter().map(|&t| json!({"node": {"user": {"username": data.users[t as usize].username, "id": data.users[t as usize].id.to_string()}}})).collect::<Vec<_>>()},
+    });
+    match p.kind {
+        PostType::Sidecar(n) => {
+            node["edge_sidecar_to_children"] = json!({"edges": (0..n).map(|k| json!({"node": {
+                "__typename": "GraphImage", "id": format!("{}{k}", p.id),
+                "display_url": format!("https://scontent.sim.instagram.test/v/t51/{}_{k}_n.jpg", p.id),
+                "is_video": false}})).collect::<Vec<_>>()});
+        }
+        PostType::Video => {
+            node["video_url"] = json!(format!(
+                "https://scontent.sim.instagram.test/v/t50/{}_n.mp4",
+                p.id
+            ));
+            node["video_view_count"] = json!(p.likes * 7);
+        }
+        PostType::Image => {}
+    }
+    node
+}
+
+fn encode_cursor(tag: &str, owner: u64, next: u64) -> String {
+    let raw = format!("{tag}:{owner}:{next}");
+    raw.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(cursor: &str, tag: &str, owner: u64) -> Option<u64> {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 200 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    let mut parts = text.split(':');
+    (parts.next()? == tag && parts.next()?.parse::<u64>().ok()? == owner)
+        .then(|| parts.next()?.parse().ok())
+        .flatten()
+}
+
+/// One page of `total` items starting at `after`: (start, end, page_info).
+fn page(total: u64, start: u64, first: u64, tag: &str, owner: u64) -> (u64, u64, Value) {
+    let end = (start + first).min(total);
+    let has_next = end < total;
+    let info = json!({
+        "has_next_page": has_next,
+        "end_cursor": if has_next { Value::String(encode_cursor(tag, owner, end)) } else { Value::Null },
+    });
+    (start, end, info)
+}
+
+async fn web_profile_info(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    let params = query_params(raw);
+    handle(&sim, &c, QueryType::Other, || {
+        let Some(u) = params
+            .get("username")
+            .and_then(|n| sim.data.user_by_name(n))
+        else {
+            return fail(StatusCode::NOT_FOUND, "User not found");
+        };
+        let visible = !u.is_private;
+        let (_, end, info) = page(
+            u64::from(u.post_count),
+            0,
+            if visible { 12 } else { 0 },
+            "posts",
+            u.id,
+        );
+        let edges: Vec<Value> = (0..end as u32)
+            .filter_map(|i| sim.data.post(u.index, i))
+            .map(|p| json!({"node": post_node(&p, &sim.data)}))
+            .collect();
+        let mut user = user_summary(u, &sim.data);
+        user["biography"] = json!(u.biography);
+        user["profile_pic_url_hd"] = json!(u.profile_pic_url());
+        user["edge_followed_by"] = json!({"count": u.followers.len()});
+        user["edge_follow"] = json!({"count": u.following.len()});
+        user["followed_by_viewer"] = json!(false);
+        user["edge_owner_to_timeline_media"] = json!({
+            "count": u.post_count,
+            "page_info": if visible { info } else { json!({"has_next_page": false, "end_cursor": null}) },
+            "edges": edges,
+        });
+        json_response(
+            StatusCode::OK,
+            &json!({"data": {"user": user}, "status": "ok"}),
+        )
+    })
+}
+
+async fn graphql_get(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    let params = query_params(raw);
+    let Some(hash) = params.get("query_hash").cloned() else {
+        return handle(&sim, &c, QueryType::Other, || {
+            fail(StatusCode::BAD_REQUEST, "query_hash missing")
+        });
+    };
+    let logged_in = c.account.is_some();
+    handle(&sim, &c, QueryType::QueryHash(hash.clone()), || {
+        let vars: Value = match params.get("variables").map(|v| serde_json::from_str(v)) {
+            Some(Ok(v @ Value::Object(_))) => v,
+            _ => return fail(StatusCode::BAD_REQUEST, "variables must be a JSON object"),
+        };
+        let first = vars["first"].as_u64().unwrap_or(12);
+        if first > MAX_PAGE {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                &format!("first must be at most {MAX_PAGE}"),
+            );
+        }
+        let after = vars["after"].as_str();
+        let id_of = |v: &Value| -> Option<u64> {
+            v.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| v.as_u64())
+        };
+        let cursor_start = |tag: &str, owner: u64| -> Option<u64> {
+            match after {
+                None | Some("") => Some(0),
+                Some(cur) => decode_cursor(cur, tag, owner),
+            }
+        };
+        match hash.as_str() {
+            hashes::PROFILE_POSTS => {
+                let Some(u) = id_of(&vars["id"]).and_then(|id| sim.data.user_by_id(id)) else {
+                    return json_response(
+                        StatusCode::OK,
+                        &json!({"data": {"user": null}, "status": "ok"}),
+                    );
+                };
+                if u.is_private {
+                    return fail(StatusCode::FORBIDDEN, "Not authorized to view user");
+                }
+                let Some(start) = cursor_start("posts", u.id) else {
+                    return fail(StatusCode::BAD_REQUEST, "invalid cursor");
+                };
+                let (s, e, info) = page(u64::from(u.post_count), start, first, "posts", u.id);
+                let edges: Vec<Value> = (s as u32..e as u32)
+                    .filter_map(|i| sim.data.post(u.index, i))
+                    .map(|p| json!({"node": post_node(&p, &sim.data)}))
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    &json!({"data": {"user": {"edge_owner_to_timeline_media": {
+                    "count": u.post_count, "page_info": info, "edges": edges}}}, "status": "ok"}),
+                )
+            }
+            hashes::COMMENTS => {
+                let Some(p) = vars["shortcode"]
+                    .as_str()
+                    .and_then(|c| sim.data.post_by_shortcode(c))
+                else {
+                    return json_response(
+                        StatusCode::OK,
+                        &json!({"data": {"shortcode_media": null}, "status": "ok"}),
+                    );
+                };
+                if sim.data.users[p.owner as usize].is_private {
+                    return fail(StatusCode::FORBIDDEN, "Not authorized to view user");
+                }
+                let Some(start) = cursor_start("comments", p.id) else {
+                    return fail(StatusCode::BAD_REQUEST, "invalid cursor");
+                };
+                let (s, e, info) = page(u64::from(p.comment_count), start, first, "comments", p.id);
+                let edges: Vec<Value> = (s as u32..e as u32)
+                    .filter_map(|i| sim.data.comment(&p, i))
+                    .map(|cm| {
+                        let owner = &sim.data.users[cm.owner as usize];
+                        json!({"node": {"id": cm.id.to_string(), "text": cm.text, "created_at": cm.created_at,
+                            "owner": {"id": owner.id.to_string(), "username": owner.username, "profile_pic_url": owner.profile_pic_url()},
+                            "edge_liked_by": {"count": cm.likes}}})
+                    })
+                    .collect();
+                json_response(
+                    StatusCode::OK,
+                    &json!({"data": {"shortcode_media": {"edge_media_to_comment": {
+                    "count": p.comment_count, "page_info": info, "edges": edges}}}, "status": "ok"}),
+                )
+            }
+            hashes::FOLLOWERS | hashes::FOLLOWEES => {
+                if !logged_in {
+                    return login_redirect();
+                }
+                let Some(u) = id_of(&vars["id"]).and_then(|id| sim.data.user_by_id(id)) else {
+                    return json_response(
+                        StatusCode::OK,
+                        &json!({"data": {"user": null}, "status": "ok"}),
+                    );
+                };
+                if u.is_private {
+                    return fail(StatusCode::FORBIDDEN, "Not authorized to view user");
+                }
+                let (list, edge, tag) = if hash == hashes::FOLLOWERS {
+                    (&u.followers, "edge_followed_by", "followers")
+                } else {
+                    (&u.following, "edge_follow", "followees")
+                };
+                let Some(start) = cursor_start(tag, u.id) else {
+                    return fail(StatusCode::BAD_REQUEST, "invalid cursor");
+                };
+                let (s, e, info) = page(list.len() as u64, start, first, tag, u.id);
+                let edges: Vec<Value> = list[s as usize..e as usize]
+                    .iter()
+                    .map(|&i| json!({"node": user_summary(&sim.data.users[i as usize], &sim.data)}))
+                    .collect();
+                let mut user = json!({});
+                user[edge] = json!({"count": list.len(), "page_info": info, "edges": edges});
+                json_response(
+                    StatusCode::OK,
+                    &json!({"data": {"user": user}, "status": "ok"}),
+                )
+            }
+            _ => fail(StatusCode::BAD_REQUEST, "unknown query_hash"),
+        }
+    })
+}
+
+async fn audit_dump(State(sim): State<Arc<Sim>>) -> Response {
+    let log = sim.audit.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut out = String::new();
+    for e in &log {
+        if let Ok(line) = serde_json::to_string(e) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
+}
+
+async fn oracle(State(sim): State<Arc<Sim>>) -> Response {
+    let log = sim.audit.lock().map(|l| l.clone()).unwrap_or_default();
+    let limits = sim
+        .windows
+        .lock()
+        .map(|w| w.limits())
+        .unwrap_or(Limits::instagram(1.0));
+    let report = audit::oracle(&log, &limits);
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(report).unwrap_or(Value::Null),
+    )
+}
+
+async fn not_found() -> Response {
+    fail(StatusCode::NOT_FOUND, "Page not found")
+}

@@ -1,0 +1,116 @@
+//! Server-side sliding windows, the simulator's own implementation (it shares no code with
+//! Trawl's limiter): every request a key receives is counted; a request that finds a window
+//! already holding its cap gets Instagram's 429.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// What a request counts against, as the server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueryType {
+    QueryHash(String),
+    DocId(String),
+    Iphone,
+    Other,
+}
+
+impl QueryType {
+    pub fn label(&self) -> String {
+        match self {
+            QueryType::QueryHash(h) => format!("qh:{h}"),
+            QueryType::DocId(d) => format!("doc:{d}"),
+            QueryType::Iphone => "iphone".into(),
+            QueryType::Other => "other".into(),
+        }
+    }
+
+    pub fn is_graphql(&self) -> bool {
+        matches!(self, QueryType::QueryHash(_) | QueryType::DocId(_))
+    }
+}
+
+/// One window: at most `cap` requests in any half-open interval of `length`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub cap: usize,
+    pub length: Duration,
+}
+
+/// The reference's defaults, scaled.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub per_type: Window,
+    pub other: Window,
+    pub graphql: Window,
+    pub iphone: Window,
+}
+
+impl Limits {
+    pub fn instagram(time_scale: f64) -> Self {
+        let w = |cap, secs: f64| Window {
+            cap,
+            length: Duration::from_secs_f64(secs * time_scale),
+        };
+        Self {
+            per_type: w(200, 660.0),
+            other: w(75, 660.0),
+            graphql: w(275, 600.0),
+            iphone: w(199, 1800.0),
+        }
+    }
+}
+
+/// The windows of every (scope, key) the server has seen.
+pub struct Windows {
+    limits: Limits,
+    /// (scope, window name) → arrival times, oldest first.
+    seen: HashMap<(String, String), VecDeque<Instant>>,
+}
+
+impl Windows {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            seen: HashMap::new(),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Counts a request of `q` by `scope` arriving `now`; returns whether it is within every
+    /// window (it is counted either way: the server saw it).
+    pub fn admit(&mut self, scope: &str, q: &QueryType, now: Instant) -> bool {
+        let mut keys: Vec<(String, Window)> = Vec::with_capacity(2);
+        let per_type = if *q == QueryType::Other {
+            self.limits.other
+        } else {
+            self.limits.per_type
+        };
+        keys.push((q.label(), per_type));
+        if q.is_graphql() {
+            keys.push(("graphql".into(), self.limits.graphql));
+        }
+        if *q == QueryType::Iphone {
+            keys.push(("iphone-30m".into(), self.limits.iphone));
+        }
+        let mut ok = true;
+        for (name, window) in keys {
+            let times = self.seen.entry((scope.to_owned(), name)).or_default();
+            while times
+                .front()
+                .is_some_and(|&t| now.duration_since(t) >= window.length)
+            {
+                times.pop_front();
+            }
+            if times.len() >= window.cap {
+                ok = false;
+            }
+            times.push_back(now);
+        }
+        ok
+    }
+}

@@ -1,0 +1,79 @@
+//! `trawl sim`: runs the Instagram simulator, or prints the users of its data set.
+
+use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
+
+use crate::cli::{SimArgs, SimCommand};
+use crate::client::CliError;
+
+/// Parses `NAME:PASSWORD`.
+fn account(spec: &str) -> Result<(String, String), CliError> {
+    match spec.split_once(':') {
+        Some((name, password)) if !name.is_empty() && !password.is_empty() => {
+            Ok((name.to_owned(), password.to_owned()))
+        }
+        _ => Err(CliError::Usage(format!(
+            "--account {spec:?}: expected NAME:PASSWORD"
+        ))),
+    }
+}
+
+pub async fn run(args: SimArgs) -> Result<(), CliError> {
+    if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
+        return Err(CliError::Usage("--time-scale must be above 0".into()));
+    }
+    let sizes = Sizes {
+        users: args.users.max(2),
+        ..Sizes::default()
+    };
+    let started = std::time::Instant::now();
+    let data = DataSet::generate(args.seed, sizes);
+    if let Some(SimCommand::Users { count }) = args.command {
+        println!(
+            "{:<24} {:>6} {:>9} {:>9}  PRIVATE",
+            "USERNAME", "POSTS", "FOLLOWERS", "FOLLOWING"
+        );
+        for u in data.users.iter().take(count) {
+            println!(
+                "{:<24} {:>6} {:>9} {:>9}  {}",
+                u.username,
+                u.post_count,
+                u.followers.len(),
+                u.following.len(),
+                if u.is_private { "yes" } else { "no" }
+            );
+        }
+        return Ok(());
+    }
+    let mut accounts = args
+        .accounts
+        .iter()
+        .map(|a| account(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    for k in 0..args.generate_accounts {
+        let password = format!(
+            "{:016x}",
+            trawl_simulator::data::mix(args.seed, 77, k as u64, 0)
+        );
+        println!("account sim_account{k} password {password}");
+        accounts.push((format!("sim_account{k}"), password));
+    }
+    eprintln!(
+        "generated {} users (seed {}) in {:.2?}",
+        data.users.len(),
+        args.seed,
+        started.elapsed()
+    );
+    let sim = Sim::new(SimConfig {
+        data,
+        accounts,
+        time_scale: args.time_scale,
+        trust_forwarded_for: args.trust_forwarded_for,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Failure(format!("cannot listen on {}: {e}", args.listen)))?;
+    eprintln!("simulator listening on http://{}", args.listen);
+    trawl_simulator::run(listener, sim, trawl_shared::shutdown::os_signal())
+        .await
+        .map_err(|e| CliError::Failure(format!("simulator failed: {e}")))
+}
