@@ -100,6 +100,18 @@ pub struct SimArgs {
     /// Take the client IP from X-Forwarded-For (to stand in for several IPs in tests).
     #[arg(long)]
     pub trust_forwarded_for: bool,
+    /// Fault: up to this much added latency per request (more faults: POST /__sim/faults).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Fault: share of requests answered with a 5xx.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fault: share answered with invalid JSON.
+    #[arg(long, default_value_t = 0.0)]
+    pub invalid_json_rate: f64,
+    /// Fault: share whose connection is dropped mid-response.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_rate: f64,
 }
 
 #[derive(Debug, Subcommand)]

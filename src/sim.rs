@@ -63,8 +63,17 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         args.seed,
         started.elapsed()
     );
+    let faults = trawl_simulator::faults::Faults {
+        latency_ms: args.latency_ms,
+        error_rate: args.error_rate,
+        invalid_json_rate: args.invalid_json_rate,
+        drop_rate: args.drop_rate,
+        ..Default::default()
+    };
+    faults.validate().map_err(CliError::Usage)?;
     let sim = Sim::new(SimConfig {
         data,
+        faults,
         accounts,
         time_scale: args.time_scale,
         trust_forwarded_for: args.trust_forwarded_for,

@@ -14,6 +14,7 @@
 
 pub mod audit;
 pub mod data;
+pub mod faults;
 pub mod server;
 pub mod windows;
 

@@ -17,10 +17,13 @@ use tokio::time::Instant;
 
 use crate::audit::{self, Entry};
 use crate::data::{DataSet, Post, PostType, User};
+use crate::faults::{Fault, Faults};
 use crate::windows::{Limits, QueryType, Windows};
 
 /// The query hashes this simulator serves (Instaloader's well-known values).
 pub mod hashes {
+    /// `doc_id` of the mobile-style GraphQL query for a profile's posts (POST /graphql/query).
+    pub const DOC_PROFILE_POSTS: &str = "17991233890457762";
     pub const PROFILE_POSTS: &str = "003056d32c2554def87228bc3fd9668a";
     pub const COMMENTS: &str = "97b41c52301f77ce508f55e66d17620e";
     pub const FOLLOWERS: &str = "37479f2b8209594dde7facb0d904896a";
@@ -40,12 +43,14 @@ pub struct Sim {
     accounts: HashMap<String, String>,
     started: Instant,
     counter: AtomicU64,
+    faults: Mutex<Faults>,
     /// Take the client IP from `X-Forwarded-For` (tests that stand in for several IPs).
     trust_forwarded_for: bool,
 }
 
 pub struct SimConfig {
     pub data: DataSet,
+    pub faults: Faults,
     pub accounts: Vec<(String, String)>,
     pub time_scale: f64,
     pub trust_forwarded_for: bool,
@@ -61,8 +66,17 @@ impl Sim {
             accounts: config.accounts.into_iter().collect(),
             started: Instant::now(),
             counter: AtomicU64::new(1),
+            faults: Mutex::new(config.faults),
             trust_forwarded_for: config.trust_forwarded_for,
         })
+    }
+
+    /// The numeric id of a login account (its `ds_user_id`).
+    pub fn account_user_id(&self, name: &str) -> u64 {
+        let h = name.bytes().fold(0u64, |acc, b| {
+            crate::data::mix(self.data.seed, 7, acc, u64::from(b))
+        });
+        9_000_000_000 + h % 1_000_000_000
     }
 
     fn token(&self, prefix: &str) -> String {
@@ -85,9 +99,12 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/api/v1/web/accounts/login/ajax/", post(login))
         .route("/api/v1/users/web_profile_info/", get(web_profile_info))
         .route("/graphql/query/", get(graphql_get))
-        .route("/graphql/query", get(graphql_get))
+        .route("/graphql/query", get(graphql_get).post(graphql_post))
+        .route("/mobile/api/v1/users/{id}/info/", get(mobile_user_info))
+        .route("/mobile/api/v1/feed/reels_media/", get(mobile_reels_media))
         .route("/__sim/audit.jsonl", get(audit_dump))
         .route("/__sim/oracle", get(oracle))
+        .route("/__sim/faults", get(get_faults).post(set_faults))
         .fallback(not_found)
         .with_state(sim)
 }
@@ -114,11 +131,20 @@ fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
 
 fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
     let cookies = cookies(headers);
+    let logged_out = sim
+        .faults
+        .lock()
+        .map(|f| f.logout.clone())
+        .unwrap_or_default();
     let account = cookies.get("sessionid").and_then(|s| {
-        sim.sessions
-            .lock()
-            .ok()
-            .and_then(|sessions| sessions.get(s).cloned())
+        let mut sessions = sim.sessions.lock().ok()?;
+        let account = sessions.get(s).cloned()?;
+        if logged_out.contains(&account) {
+            // A forced logout ends the session for good, as an expired one would.
+            sessions.remove(s);
+            return None;
+        }
+        Some(account)
     });
     let forwarded = sim
         .trust_forwarded_for
@@ -175,8 +201,14 @@ fn login_redirect() -> Response {
         .into_response()
 }
 
-/// Counts the request in its windows, runs `serve` if it is within them, and logs it.
-fn handle(sim: &Sim, caller: &Caller, q: QueryType, serve: impl FnOnce() -> Response) -> Response {
+/// Counts the request in its windows, applies any fault, runs `serve` if it is within its windows,
+/// and logs it.
+async fn handle(
+    sim: &Sim,
+    caller: &Caller,
+    q: QueryType,
+    serve: impl FnOnce() -> Response,
+) -> Response {
     let now = Instant::now();
     let scope = match &caller.account {
         Some(a) => format!("account:{a}"),
@@ -187,7 +219,52 @@ fn handle(sim: &Sim, caller: &Caller, q: QueryType, serve: impl FnOnce() -> Resp
         .lock()
         .map(|mut w| w.admit(&scope, &q, now))
         .unwrap_or(false);
-    let response = if admitted { serve() } else { too_many() };
+    let faults = sim.faults.lock().map(|f| f.clone()).unwrap_or_default();
+    let n = sim.counter.fetch_add(1, Ordering::Relaxed);
+    let roll = |k: u64| (crate::data::mix(sim.data.seed, 1000 + k, n, 0) % 1_000_000) as f64 / 1e6;
+    let (latency, fault) = faults.draw(roll);
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let checkpoint = caller
+        .account
+        .as_ref()
+        .is_some_and(|a| faults.checkpoint.contains(a));
+    let response = if !admitted {
+        too_many()
+    } else if checkpoint {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": "checkpoint_required", "checkpoint_url": "/challenge/",
+                    "lock": false, "status": "fail"}),
+        )
+    } else {
+        match fault {
+            Some(Fault::ServerError(code)) => fail(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "Oops, an error occurred.",
+            ),
+            Some(Fault::InvalidJson) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                "{\"data\": {\"user\": {\"edge_owner",
+            )
+                .into_response(),
+            Some(Fault::Drop) => {
+                // A body that fails after the headers: the connection is cut mid-response.
+                let broken = futures_util::stream::once(async {
+                    Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
+                });
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_LENGTH, "1000")],
+                    axum::body::Body::from_stream(broken),
+                )
+                    .into_response()
+            }
+            None => serve(),
+        }
+    };
     let bytes = response
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -226,6 +303,7 @@ async fn home(
         }
         r
     })
+    .await
 }
 
 async fn login(
@@ -266,8 +344,7 @@ async fn login(
         if let Ok(mut sessions) = sim.sessions.lock() {
             sessions.insert(session.clone(), username.clone());
         }
-        let user_id =
-            9_000_000_000u64 + crate::data::mix(0, 7, username.len() as u64, 0) % 1_000_000;
+        let user_id = sim.account_user_id(username);
         let mut r = json_response(
             StatusCode::OK,
             &json!({"authenticated": true, "user": true, "userId": user_id.to_string(),
@@ -287,14 +364,14 @@ async fn login(
         }
         r
     })
+    .await
 }
 
 fn query_params(raw: Option<String>) -> HashMap<String, String> {
     serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default()
 }
 
-fn user_summary(u: &User, data: &DataSet) -> Value {
-    let _ = data;
+fn user_summary(u: &User) -> Value {
     json!({
         "id": u.id.to_string(),
         "username": u.username,
@@ -401,7 +478,7 @@ async fn web_profile_info(
             .filter_map(|i| sim.data.post(u.index, i))
             .map(|p| json!({"node": post_node(&p, &sim.data)}))
             .collect();
-        let mut user = user_summary(u, &sim.data);
+        let mut user = user_summary(u);
         user["biography"] = json!(u.biography);
         user["profile_pic_url_hd"] = json!(u.profile_pic_url());
         user["edge_followed_by"] = json!({"count": u.followers.len()});
@@ -417,6 +494,7 @@ async fn web_profile_info(
             &json!({"data": {"user": user}, "status": "ok"}),
         )
     })
+    .await
 }
 
 async fn graphql_get(
@@ -430,7 +508,8 @@ async fn graphql_get(
     let Some(hash) = params.get("query_hash").cloned() else {
         return handle(&sim, &c, QueryType::Other, || {
             fail(StatusCode::BAD_REQUEST, "query_hash missing")
-        });
+        })
+        .await;
     };
     let logged_in = c.account.is_some();
     handle(&sim, &c, QueryType::QueryHash(hash.clone()), || {
@@ -458,30 +537,7 @@ async fn graphql_get(
             }
         };
         match hash.as_str() {
-            hashes::PROFILE_POSTS => {
-                let Some(u) = id_of(&vars["id"]).and_then(|id| sim.data.user_by_id(id)) else {
-                    return json_response(
-                        StatusCode::OK,
-                        &json!({"data": {"user": null}, "status": "ok"}),
-                    );
-                };
-                if u.is_private {
-                    return fail(StatusCode::FORBIDDEN, "Not authorized to view user");
-                }
-                let Some(start) = cursor_start("posts", u.id) else {
-                    return fail(StatusCode::BAD_REQUEST, "invalid cursor");
-                };
-                let (s, e, info) = page(u64::from(u.post_count), start, first, "posts", u.id);
-                let edges: Vec<Value> = (s as u32..e as u32)
-                    .filter_map(|i| sim.data.post(u.index, i))
-                    .map(|p| json!({"node": post_node(&p, &sim.data)}))
-                    .collect();
-                json_response(
-                    StatusCode::OK,
-                    &json!({"data": {"user": {"edge_owner_to_timeline_media": {
-                    "count": u.post_count, "page_info": info, "edges": edges}}}, "status": "ok"}),
-                )
-            }
+            hashes::PROFILE_POSTS => profile_posts_page(&sim, &vars, first, after),
             hashes::COMMENTS => {
                 let Some(p) = vars["shortcode"]
                     .as_str()
@@ -538,7 +594,7 @@ async fn graphql_get(
                 let (s, e, info) = page(list.len() as u64, start, first, tag, u.id);
                 let edges: Vec<Value> = list[s as usize..e as usize]
                     .iter()
-                    .map(|&i| json!({"node": user_summary(&sim.data.users[i as usize], &sim.data)}))
+                    .map(|&i| json!({"node": user_summary(&sim.data.users[i as usize])}))
                     .collect();
                 let mut user = json!({});
                 user[edge] = json!({"count": list.len(), "page_info": info, "edges": edges});
@@ -550,6 +606,198 @@ async fn graphql_get(
             _ => fail(StatusCode::BAD_REQUEST, "unknown query_hash"),
         }
     })
+    .await
+}
+
+fn id_of(v: &Value) -> Option<u64> {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| v.as_u64())
+}
+
+/// A profile's posts, for both the `query_hash` and the `doc_id` query.
+fn profile_posts_page(sim: &Sim, vars: &Value, first: u64, after: Option<&str>) -> Response {
+    let cursor_start = |tag: &str, owner: u64| -> Option<u64> {
+        match after {
+            None | Some("") => Some(0),
+            Some(cur) => decode_cursor(cur, tag, owner),
+        }
+    };
+    let Some(u) = id_of(&vars["id"]).and_then(|id| sim.data.user_by_id(id)) else {
+        return json_response(
+            StatusCode::OK,
+            &json!({"data": {"user": null}, "status": "ok"}),
+        );
+    };
+    if u.is_private {
+        return fail(StatusCode::FORBIDDEN, "Not authorized to view user");
+    }
+    let Some(start) = cursor_start("posts", u.id) else {
+        return fail(StatusCode::BAD_REQUEST, "invalid cursor");
+    };
+    let (s, e, info) = page(u64::from(u.post_count), start, first, "posts", u.id);
+    let edges: Vec<Value> = (s as u32..e as u32)
+        .filter_map(|i| sim.data.post(u.index, i))
+        .map(|p| json!({"node": post_node(&p, &sim.data)}))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"data": {"user": {"edge_owner_to_timeline_media": {
+        "count": u.post_count, "page_info": info, "edges": edges}}}, "status": "ok"}),
+    )
+}
+
+async fn graphql_post(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let Some(doc_id) = form.get("doc_id").cloned() else {
+        return handle(&sim, &c, QueryType::Other, || {
+            fail(StatusCode::BAD_REQUEST, "doc_id missing")
+        })
+        .await;
+    };
+    handle(&sim, &c, QueryType::DocId(doc_id.clone()), || {
+        let vars: Value = match form.get("variables").map(|v| serde_json::from_str(v)) {
+            Some(Ok(v @ Value::Object(_))) => v,
+            _ => return fail(StatusCode::BAD_REQUEST, "variables must be a JSON object"),
+        };
+        let first = vars["first"].as_u64().unwrap_or(12);
+        if first > MAX_PAGE {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                &format!("first must be at most {MAX_PAGE}"),
+            );
+        }
+        match doc_id.as_str() {
+            hashes::DOC_PROFILE_POSTS => {
+                profile_posts_page(&sim, &vars, first, vars["after"].as_str())
+            }
+            _ => fail(StatusCode::BAD_REQUEST, "unknown doc_id"),
+        }
+    })
+    .await
+}
+
+/// The iPad app's id, which every mobile request must carry.
+pub const MOBILE_APP_ID: &str = "124024574287414";
+
+/// Checks what Instagram's mobile API checks: the app id, a logged-in session, and the headers the
+/// app derives from its cookies. `Ok` carries the account.
+fn mobile_guard(sim: &Sim, c: &Caller, headers: &HeaderMap) -> Result<String, Box<Response>> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("x-ig-app-id") != Some(MOBILE_APP_ID) {
+        return Err(Box::new(fail(
+            StatusCode::BAD_REQUEST,
+            "useragent mismatch",
+        )));
+    }
+    let Some(account) = c.account.clone() else {
+        return Err(Box::new(json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"message": "login_required", "logout_reason": 2, "status": "fail"}),
+        )));
+    };
+    let expected = sim.account_user_id(&account).to_string();
+    if header("ig-u-ds-user-id") != Some(expected.as_str())
+        || header("x-mid").is_none()
+        || header("x-ig-device-id").is_none()
+    {
+        return Err(Box::new(fail(
+            StatusCode::BAD_REQUEST,
+            "missing or mismatched device headers (ig-u-ds-user-id, x-mid, x-ig-device-id)",
+        )));
+    }
+    Ok(account)
+}
+
+fn with_ig_set(mut r: Response, sim: &Sim, account: &str) -> Response {
+    let rur = format!("\"NAO,{},1790000000:01f7\"", sim.account_user_id(account));
+    if let Ok(v) = HeaderValue::from_str(&rur) {
+        r.headers_mut().insert("ig-set-ig-u-rur", v);
+    }
+    r
+}
+
+async fn mobile_user_info(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    handle(&sim, &c, QueryType::Iphone, || {
+        let account = match mobile_guard(&sim, &c, &headers) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
+            return fail(StatusCode::NOT_FOUND, "User not found");
+        };
+        let body = json!({"user": {
+            "pk": u.id, "pk_id": u.id.to_string(), "username": u.username, "full_name": u.full_name,
+            "is_private": u.is_private, "is_verified": u.is_verified, "biography": u.biography,
+            "profile_pic_url": u.profile_pic_url(), "media_count": u.post_count,
+            "follower_count": u.followers.len(), "following_count": u.following.len()},
+            "status": "ok"});
+        with_ig_set(json_response(StatusCode::OK, &body), &sim, &account)
+    })
+    .await
+}
+
+async fn mobile_reels_media(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    let params = query_params(raw);
+    handle(&sim, &c, QueryType::Iphone, || {
+        let account = match mobile_guard(&sim, &c, &headers) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let mut reels = serde_json::Map::new();
+        for id in params.get("reel_ids").map(String::as_str).unwrap_or("").split(',') {
+            let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
+                continue;
+            };
+            if u.is_private {
+                continue;
+            }
+            let items: Vec<Value> = (0..crate::data::mix(sim.data.seed, 8, u64::from(u.index), 0) % 4)
+                .map(|k| {
+                    let taken_at = crate::data::EPOCH - (k as i64 + 1) * 3600;
+                    let video = crate::data::mix(sim.data.seed, 9, u64::from(u.index), k).is_multiple_of(3);
+                    let pk = u.id * 100 + k;
+                    let mut item = json!({
+                        "pk": pk, "id": format!("{pk}_{}", u.id), "taken_at": taken_at,
+                        "expiring_at": taken_at + 86_400, "media_type": if video { 2 } else { 1 },
+                        "image_versions2": {"candidates": [{"width": 1080, "height": 1920,
+                            "url": format!("https://scontent.sim.instagram.test/v/t51/{pk}_story.jpg")}]},
+                    });
+                    if video {
+                        item["video_versions"] = json!([{"type": 101, "width": 720, "height": 1280,
+                            "url": format!("https://scontent.sim.instagram.test/v/t50/{pk}_story.mp4")}]);
+                    }
+                    item
+                })
+                .collect();
+            reels.insert(
+                u.id.to_string(),
+                json!({"id": u.id.to_string(), "user": user_summary(u), "items": items,
+                       "expiring_at": crate::data::EPOCH + 86_400 - 3600}),
+            );
+        }
+        let body = json!({"reels": reels, "status": "ok"});
+        with_ig_set(json_response(StatusCode::OK, &body), &sim, &account)
+    })
+    .await
 }
 
 async fn audit_dump(State(sim): State<Arc<Sim>>) -> Response {
@@ -575,6 +823,32 @@ async fn oracle(State(sim): State<Arc<Sim>>) -> Response {
     json_response(
         StatusCode::OK,
         &serde_json::to_value(report).unwrap_or(Value::Null),
+    )
+}
+
+async fn get_faults(State(sim): State<Arc<Sim>>) -> Response {
+    let faults = sim.faults.lock().map(|f| f.clone()).unwrap_or_default();
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(faults).unwrap_or(Value::Null),
+    )
+}
+
+/// Replaces the fault settings (a JSON body in the shape `GET /__sim/faults` returns).
+async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, &format!("invalid faults: {e}")),
+    };
+    if let Err(e) = faults.validate() {
+        return fail(StatusCode::BAD_REQUEST, &e);
+    }
+    if let Ok(mut current) = sim.faults.lock() {
+        *current = faults.clone();
+    }
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(faults).unwrap_or(Value::Null),
     )
 }
 

@@ -23,6 +23,7 @@ async fn start(seed: u64, time_scale: f64) -> Running {
                 ..Sizes::default()
             },
         ),
+        faults: Default::default(),
         accounts: vec![("crawler1".into(), "s3cret".into())],
         time_scale,
         trust_forwarded_for: true,
@@ -453,5 +454,247 @@ async fn windows_give_instagrams_429_per_ip_for_anonymous_and_per_account_when_l
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn a_login_session_reaches_the_mobile_api_only_with_the_cookie_derived_headers() {
+    let s = start(41, 1.0).await;
+    // Log in on a client without a cookie store to see the Set-Cookie headers themselves.
+    let raw = reqwest::Client::new();
+    let home = raw.get(format!("{}/", s.base)).send().await.unwrap();
+    let csrf = home
+        .cookies()
+        .find(|k| k.name() == "csrftoken")
+        .unwrap()
+        .value()
+        .to_owned();
+    let r = raw
+        .post(format!("{}/api/v1/web/accounts/login/ajax/", s.base))
+        .header("x-csrftoken", &csrf)
+        .header("cookie", format!("csrftoken={csrf}"))
+        .body("username=crawler1&password=s3cret")
+        .send()
+        .await
+        .unwrap();
+    let cookies: std::collections::HashMap<String, String> = r
+        .cookies()
+        .map(|k| (k.name().to_owned(), k.value().to_owned()))
+        .collect();
+    for name in ["sessionid", "ds_user_id", "mid", "ig_did", "rur"] {
+        assert!(cookies.contains_key(name), "login sets {name}");
+    }
+    let target = s
+        .sim
+        .data
+        .users
+        .iter()
+        .find(|u| !u.is_private)
+        .unwrap()
+        .clone();
+    let url = format!("{}/mobile/api/v1/users/{}/info/", s.base, target.id);
+    let mobile = |with_app_id: bool, with_user_header: bool| {
+        let mut rq = raw
+            .get(&url)
+            .header("cookie", format!("sessionid={}", cookies["sessionid"]))
+            .header("x-mid", &cookies["mid"])
+            .header("x-ig-device-id", &cookies["ig_did"])
+            .header("user-agent", "Instagram 361.0.0.35.82 (iPad13,8; iOS 18_0; en_US; en-US; scale=2.00; 2048x2732; 674117118)");
+        if with_app_id {
+            rq = rq.header("x-ig-app-id", "124024574287414");
+        }
+        if with_user_header {
+            rq = rq.header("ig-u-ds-user-id", &cookies["ds_user_id"]);
+        }
+        rq.send()
+    };
+    let ok = mobile(true, true).await.unwrap();
+    let status = ok.status();
+    let ok_headers = ok.headers().clone();
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(ok_headers.contains_key("ig-set-ig-u-rur"));
+    assert_eq!(body["user"]["username"], target.username);
+    assert_eq!(body["user"]["media_count"], target.post_count);
+    assert_eq!(
+        mobile(false, true).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        mobile(true, false).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let anonymous = raw
+        .get(&url)
+        .header("x-ig-app-id", "124024574287414")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
+
+    // Stories of the same user through reels_media, counted as `iphone` in the audit log.
+    let r = raw
+        .get(format!(
+            "{}/mobile/api/v1/feed/reels_media/?reel_ids={}",
+            s.base, target.id
+        ))
+        .header("cookie", format!("sessionid={}", cookies["sessionid"]))
+        .header("x-mid", &cookies["mid"])
+        .header("x-ig-device-id", &cookies["ig_did"])
+        .header("x-ig-app-id", "124024574287414")
+        .header("ig-u-ds-user-id", &cookies["ds_user_id"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let reels: Value = r.json().await.unwrap();
+    assert!(reels["reels"][target.id.to_string()]["items"].is_array());
+    let audit = raw
+        .get(format!("{}/__sim/audit.jsonl", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"query_type\":\"iphone\""))
+    );
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn doc_id_queries_serve_profile_posts_and_count_as_their_own_type() {
+    let s = start(42, 1.0).await;
+    let c = client();
+    let user = s
+        .sim
+        .data
+        .users
+        .iter()
+        .find(|u| !u.is_private && u.post_count > 5)
+        .unwrap()
+        .clone();
+    let r = c
+        .post(format!("{}/graphql/query", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            serde_urlencoded::to_string([
+                ("doc_id", hashes::DOC_PROFILE_POSTS),
+                (
+                    "variables",
+                    &serde_json::json!({"id": user.id.to_string(), "first": 5}).to_string(),
+                ),
+                ("server_timestamps", "true"),
+            ])
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(
+        page["data"]["user"]["edge_owner_to_timeline_media"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    let audit = c
+        .get(format!("{}/__sim/audit.jsonl", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains(&format!(
+        "\"query_type\":\"doc:{}\"",
+        hashes::DOC_PROFILE_POSTS
+    )));
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn every_fault_can_be_switched_on_and_a_client_sees_it() {
+    let s = start(43, 1.0).await;
+    let c = client();
+    let url = format!(
+        "{}/api/v1/users/web_profile_info/?username={}",
+        s.base, s.sim.data.users[1].username
+    );
+    let set = |faults: Value| {
+        let c = c.clone();
+        let base = s.base.clone();
+        async move {
+            let r = c
+                .post(format!("{base}/__sim/faults"))
+                .body(faults.to_string())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+        }
+    };
+    set(serde_json::json!({"error_rate": 1.0})).await;
+    let r = c.get(&url).send().await.unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+
+    set(serde_json::json!({"invalid_json_rate": 1.0})).await;
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        serde_json::from_slice::<Value>(&r.bytes().await.unwrap()).is_err(),
+        "invalid JSON"
+    );
+
+    set(serde_json::json!({"drop_rate": 1.0})).await;
+    let dropped = async { c.get(&url).send().await?.bytes().await };
+    assert!(dropped.await.is_err(), "the connection was cut");
+
+    set(serde_json::json!({"latency_ms": 0, "spike_rate": 1.0, "spike_ms": 300})).await;
+    let t0 = std::time::Instant::now();
+    assert_eq!(c.get(&url).send().await.unwrap().status(), StatusCode::OK);
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(300));
+
+    assert_eq!(login(&c, &s.base, "s3cret").await["authenticated"], true);
+    set(serde_json::json!({"checkpoint": ["crawler1"]})).await;
+    let (status, body) = get_json(&c, &url).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("checkpoint_required"))
+    );
+
+    set(serde_json::json!({"logout": ["crawler1"]})).await;
+    let owner = s.sim.data.users.iter().find(|u| !u.is_private).unwrap();
+    let r = c
+        .get(graphql_url(
+            &s.base,
+            hashes::FOLLOWERS,
+            serde_json::json!({"id": owner.id.to_string(), "first": 5}),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "a logged-out session is sent to the login page"
+    );
+
+    let r = c
+        .post(format!("{}/__sim/faults", s.base))
+        .body(r#"{"error_rate": 3}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "out-of-range fault settings are refused"
+    );
     let _ = s.stop.send(());
 }
