@@ -191,14 +191,7 @@ fn too_many() -> Response {
 }
 
 fn login_redirect() -> Response {
-    (
-        StatusCode::FOUND,
-        [(
-            header::LOCATION,
-            "https://www.instagram.com/accounts/login/",
-        )],
-    )
-        .into_response()
+    (StatusCode::FOUND, [(header::LOCATION, "/accounts/login/")]).into_response()
 }
 
 /// Counts the request in its windows, applies any fault, runs `serve` if it is within its windows,
