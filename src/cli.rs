@@ -112,6 +112,9 @@ pub struct SimArgs {
     /// Fault: share whose connection is dropped mid-response.
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
+    /// Put an account into checkpoint_required after this many 429s (0: never).
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_after_429s: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -74,6 +74,7 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
     let sim = Sim::new(SimConfig {
         data,
         faults,
+        checkpoint_after_429s: args.checkpoint_after_429s,
         accounts,
         time_scale: args.time_scale,
         trust_forwarded_for: args.trust_forwarded_for,

@@ -152,6 +152,10 @@ pub struct DataSet {
     pub sizes: Sizes,
     pub users: Vec<User>,
     by_name: std::collections::HashMap<String, u32>,
+    /// Hashtag → public posts carrying it, newest first, as (owner, index).
+    hashtags: std::collections::HashMap<&'static str, Vec<(u32, u32)>>,
+    /// User → public posts they are tagged in, newest first.
+    tagged_in: Vec<Vec<(u32, u32)>>,
 }
 
 const SHORTCODE_ALPHABET: &[u8; 64] =
@@ -232,12 +236,87 @@ impl DataSet {
             .iter()
             .map(|u| (u.username.clone(), u.index))
             .collect();
-        Self {
+        let mut set = Self {
             seed,
             sizes,
             users,
             by_name,
+            hashtags: std::collections::HashMap::new(),
+            tagged_in: vec![Vec::new(); n as usize],
+        };
+        set.index_posts();
+        set
+    }
+
+    /// Builds the hashtag and photos-of-you indexes from the posts' tags, without building posts.
+    fn index_posts(&mut self) {
+        let mut hashtags: std::collections::HashMap<&'static str, Vec<(i64, u32, u32)>> =
+            std::collections::HashMap::new();
+        let mut tagged: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); self.users.len()];
+        for u in self.users.iter().filter(|u| !u.is_private) {
+            for j in 0..u.post_count {
+                let taken = self.taken_at(u.index, j);
+                let tags = self.post_tags(u.index, j);
+                hashtags
+                    .entry(tags[0])
+                    .or_default()
+                    .push((taken, u.index, j));
+                if tags[1] != tags[0] {
+                    hashtags
+                        .entry(tags[1])
+                        .or_default()
+                        .push((taken, u.index, j));
+                }
+                for v in self.post_tagged(u.index, j) {
+                    tagged[v as usize].push((taken, u.index, j));
+                }
+            }
         }
+        let newest_first = |mut v: Vec<(i64, u32, u32)>| {
+            v.sort_unstable_by(|a, b| b.cmp(a));
+            v.into_iter().map(|(_, o, j)| (o, j)).collect::<Vec<_>>()
+        };
+        self.hashtags = hashtags
+            .into_iter()
+            .map(|(tag, posts)| (tag, newest_first(posts)))
+            .collect();
+        self.tagged_in = tagged.into_iter().map(newest_first).collect();
+    }
+
+    fn post_roll(&self, owner: u32, index: u32, k: u64) -> u64 {
+        mix(self.seed, 4, Self::post_id(owner, index), k)
+    }
+
+    fn post_tags(&self, owner: u32, index: u32) -> [&'static str; 2] {
+        [
+            TAGS[(self.post_roll(owner, index, 3) % 20) as usize],
+            TAGS[(self.post_roll(owner, index, 4) % 20) as usize],
+        ]
+    }
+
+    fn post_tagged(&self, owner: u32, index: u32) -> Vec<u32> {
+        let n = self.users.len() as u64;
+        (0..self.post_roll(owner, index, 9) % 3)
+            .map(|k| (mix(self.seed, 5, Self::post_id(owner, index), k) % n) as u32)
+            .collect()
+    }
+
+    fn taken_at(&self, owner: u32, index: u32) -> i64 {
+        // Newest first, about one post every day and a half.
+        EPOCH - i64::from(index) * 129_600 - (self.post_roll(owner, index, 10) % 3600) as i64
+    }
+
+    /// Public posts with `tag`, newest first, as (owner, index).
+    pub fn hashtag_posts(&self, tag: &str) -> &[(u32, u32)] {
+        self.hashtags.get(tag).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Public posts `user` is tagged in, newest first.
+    pub fn tagged_posts(&self, user: u32) -> &[(u32, u32)] {
+        self.tagged_in
+            .get(user as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn user_by_name(&self, name: &str) -> Option<&User> {
@@ -264,15 +343,14 @@ impl DataSet {
         if index >= user.post_count {
             return None;
         }
-        let r = |k: u64| mix(self.seed, 4, Self::post_id(owner, index), k);
+        let r = |k: u64| self.post_roll(owner, index, k);
         let kind = match r(1) % 10 {
             0..=6 => PostType::Image,
             7 | 8 => PostType::Sidecar(2 + (r(2) % 4) as u8),
             _ => PostType::Video,
         };
         let n = self.users.len() as u64;
-        let tag_a = TAGS[(r(3) % 20) as usize];
-        let tag_b = TAGS[(r(4) % 20) as usize];
+        let [tag_a, tag_b] = self.post_tags(owner, index);
         let mention = &self.users[(r(5) % n) as usize].username;
         let caption = format!(
             "{} {} {} #{tag_a} #{tag_b} with @{mention}",
@@ -280,9 +358,7 @@ impl DataSet {
             WORDS[(r(7) % 20) as usize],
             WORDS[(r(8) % 20) as usize]
         );
-        let tagged = (0..r(9) % 3)
-            .map(|k| (mix(self.seed, 5, Self::post_id(owner, index), k) % n) as u32)
-            .collect();
+        let tagged = self.post_tagged(owner, index);
         let id = Self::post_id(owner, index);
         Some(Post {
             owner,
@@ -291,8 +367,7 @@ impl DataSet {
             shortcode: shortcode(id),
             kind,
             caption,
-            // Newest first, about one post every day and a half.
-            taken_at: EPOCH - i64::from(index) * 129_600 - (r(10) % 3600) as i64,
+            taken_at: self.taken_at(owner, index),
             likes: r(11) % 5000,
             comment_count: (r(12) % u64::from(self.sizes.max_comments + 1)) as u32,
             location: (r(13) % 3 == 0).then(|| PLACES[(r(14) % 8) as usize]),
@@ -357,6 +432,27 @@ mod tests {
             for &v in &u.following {
                 assert!(d.users[v as usize].followers.contains(&u.index));
             }
+        }
+    }
+
+    #[test]
+    fn hashtag_and_tagged_indexes_match_the_posts() {
+        let d = DataSet::generate(4, Sizes::default());
+        let posts = d.hashtag_posts("volcano");
+        assert!(!posts.is_empty());
+        for &(o, j) in posts {
+            let p = d.post(o, j).unwrap();
+            assert!(p.caption.contains("#volcano"));
+            assert!(!d.users[o as usize].is_private);
+        }
+        assert!(posts.windows(2).all(|w| {
+            d.post(w[0].0, w[0].1).unwrap().taken_at >= d.post(w[1].0, w[1].1).unwrap().taken_at
+        }));
+        let v = (0..d.users.len() as u32)
+            .find(|&v| !d.tagged_posts(v).is_empty())
+            .unwrap();
+        for &(o, j) in d.tagged_posts(v) {
+            assert!(d.post(o, j).unwrap().tagged.contains(&v));
         }
     }
 

@@ -28,6 +28,8 @@ pub mod hashes {
     pub const COMMENTS: &str = "97b41c52301f77ce508f55e66d17620e";
     pub const FOLLOWERS: &str = "37479f2b8209594dde7facb0d904896a";
     pub const FOLLOWEES: &str = "58712303d941c6855d4e888c5f0cd22f";
+    pub const HASHTAG: &str = "9b498c08113f1e09617a1703c22b2f32";
+    pub const TAGGED: &str = "e31a871f7301132ceaab56507a66bbb7";
 }
 
 /// Largest `first` a GraphQL page may ask for; more gets 400 so that clients shrink it.
@@ -44,6 +46,9 @@ pub struct Sim {
     started: Instant,
     counter: AtomicU64,
     faults: Mutex<Faults>,
+    /// 429s per account; at `checkpoint_after` the account is put in `checkpoint_required`.
+    strikes: Mutex<HashMap<String, u32>>,
+    checkpoint_after: u32,
     /// Take the client IP from `X-Forwarded-For` (tests that stand in for several IPs).
     trust_forwarded_for: bool,
 }
@@ -51,6 +56,8 @@ pub struct Sim {
 pub struct SimConfig {
     pub data: DataSet,
     pub faults: Faults,
+    /// Put an account in `checkpoint_required` after this many 429s (0: never).
+    pub checkpoint_after_429s: u32,
     pub accounts: Vec<(String, String)>,
     pub time_scale: f64,
     pub trust_forwarded_for: bool,
@@ -67,6 +74,8 @@ impl Sim {
             started: Instant::now(),
             counter: AtomicU64::new(1),
             faults: Mutex::new(config.faults),
+            strikes: Mutex::new(HashMap::new()),
+            checkpoint_after: config.checkpoint_after_429s,
             trust_forwarded_for: config.trust_forwarded_for,
         })
     }
@@ -219,18 +228,28 @@ async fn handle(
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
+    let struck_out = |a: &String| {
+        sim.checkpoint_after > 0
+            && sim
+                .strikes
+                .lock()
+                .is_ok_and(|s| s.get(a).copied().unwrap_or(0) >= sim.checkpoint_after)
+    };
     let checkpoint = caller
         .account
         .as_ref()
-        .is_some_and(|a| faults.checkpoint.contains(a));
-    let response = if !admitted {
-        too_many()
-    } else if checkpoint {
+        .is_some_and(|a| faults.checkpoint.contains(a) || struck_out(a));
+    let response = if checkpoint {
         json_response(
             StatusCode::BAD_REQUEST,
             &json!({"message": "checkpoint_required", "checkpoint_url": "/challenge/",
                     "lock": false, "status": "fail"}),
         )
+    } else if !admitted {
+        if let (Some(a), Ok(mut strikes)) = (&caller.account, sim.strikes.lock()) {
+            *strikes.entry(a.clone()).or_default() += 1;
+        }
+        too_many()
     } else {
         match fault {
             Some(Fault::ServerError(code)) => fail(
@@ -595,6 +614,45 @@ async fn graphql_get(
                     StatusCode::OK,
                     &json!({"data": {"user": user}, "status": "ok"}),
                 )
+            }
+            hashes::HASHTAG => {
+                let tag = vars["tag_name"].as_str().unwrap_or("").to_lowercase();
+                let posts = sim.data.hashtag_posts(&tag);
+                let tag_key = tag
+                    .bytes()
+                    .fold(0u64, |acc, b| crate::data::mix(0, 11, acc, u64::from(b)));
+                let Some(start) = cursor_start("tag", tag_key) else {
+                    return fail(StatusCode::BAD_REQUEST, "invalid cursor");
+                };
+                let (s, e, info) = page(posts.len() as u64, start, first, "tag", tag_key);
+                let node = |&(o, j): &(u32, u32)| {
+                    sim.data.post(o, j).map(|p| json!({"node": post_node(&p, &sim.data)}))
+                };
+                let edges: Vec<Value> = posts[s as usize..e as usize].iter().filter_map(node).collect();
+                // Top posts: the most liked of the newest 200, so the cost stays bounded.
+                let mut recent: Vec<_> = posts.iter().take(200).filter_map(|&(o, j)| sim.data.post(o, j)).collect();
+                recent.sort_by(|a, b| b.likes.cmp(&a.likes).then(a.id.cmp(&b.id)));
+                let top: Vec<Value> = recent.iter().take(9).map(|p| json!({"node": post_node(p, &sim.data)})).collect();
+                json_response(StatusCode::OK, &json!({"data": {"hashtag": {"name": tag,
+                    "edge_hashtag_to_media": {"count": posts.len(), "page_info": info, "edges": edges},
+                    "edge_hashtag_to_top_posts": {"edges": top}}}, "status": "ok"}))
+            }
+            hashes::TAGGED => {
+                let Some(u) = id_of(&vars["id"]).and_then(|id| sim.data.user_by_id(id)) else {
+                    return json_response(StatusCode::OK, &json!({"data": {"user": null}, "status": "ok"}));
+                };
+                let posts = sim.data.tagged_posts(u.index);
+                let Some(start) = cursor_start("tagged", u.id) else {
+                    return fail(StatusCode::BAD_REQUEST, "invalid cursor");
+                };
+                let (s, e, info) = page(posts.len() as u64, start, first, "tagged", u.id);
+                let edges: Vec<Value> = posts[s as usize..e as usize]
+                    .iter()
+                    .filter_map(|&(o, j)| sim.data.post(o, j))
+                    .map(|p| json!({"node": post_node(&p, &sim.data)}))
+                    .collect();
+                json_response(StatusCode::OK, &json!({"data": {"user": {"edge_user_to_photos_of_you": {
+                    "count": posts.len(), "page_info": info, "edges": edges}}}, "status": "ok"}))
             }
             _ => fail(StatusCode::BAD_REQUEST, "unknown query_hash"),
         }

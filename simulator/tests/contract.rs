@@ -15,7 +15,12 @@ struct Running {
 }
 
 async fn start(seed: u64, time_scale: f64) -> Running {
+    start_with(seed, time_scale, 0).await
+}
+
+async fn start_with(seed: u64, time_scale: f64, checkpoint_after_429s: u32) -> Running {
     let sim = Sim::new(SimConfig {
+        checkpoint_after_429s,
         data: DataSet::generate(
             seed,
             Sizes {
@@ -695,6 +700,119 @@ async fn every_fault_can_be_switched_on_and_a_client_sees_it() {
         r.status(),
         StatusCode::BAD_REQUEST,
         "out-of-range fault settings are refused"
+    );
+    let _ = s.stop.send(());
+}
+
+/// Follows `end_cursor` through every page of a connection at `path` (a JSON pointer to it).
+async fn walk(c: &reqwest::Client, base: &str, hash: &str, vars: Value, path: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut v = vars.clone();
+        if let Some(a) = &after {
+            v["after"] = Value::String(a.clone());
+        }
+        let (status, page) = get_json(c, &graphql_url(base, hash, v)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let edge = page
+            .pointer(path)
+            .unwrap_or_else(|| panic!("no {path} in {page}"));
+        ids.extend(
+            edge["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["id"].as_str().unwrap().to_owned()),
+        );
+        match edge["page_info"]["end_cursor"].as_str() {
+            Some(cur) => after = Some(cur.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn hashtag_and_tagged_posts_paginate_completely() {
+    let s = start(44, 1.0).await;
+    let c = client();
+    let expected: Vec<String> = s
+        .sim
+        .data
+        .hashtag_posts("coral")
+        .iter()
+        .map(|&(o, j)| s.sim.data.post(o, j).unwrap().id.to_string())
+        .collect();
+    assert!(expected.len() > 20);
+    let got = walk(
+        &c,
+        &s.base,
+        hashes::HASHTAG,
+        serde_json::json!({"tag_name": "coral", "first": 20}),
+        "/data/hashtag/edge_hashtag_to_media",
+    )
+    .await;
+    assert_eq!(got, expected, "every post once, newest first");
+    let (_, first_page) = get_json(
+        &c,
+        &graphql_url(
+            &s.base,
+            hashes::HASHTAG,
+            serde_json::json!({"tag_name": "coral", "first": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        first_page["data"]["hashtag"]["edge_hashtag_to_top_posts"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        9
+    );
+
+    let v = (0..s.sim.data.users.len() as u32)
+        .max_by_key(|&v| s.sim.data.tagged_posts(v).len())
+        .unwrap();
+    let user = s.sim.data.users[v as usize].clone();
+    let expected: Vec<String> = s
+        .sim
+        .data
+        .tagged_posts(v)
+        .iter()
+        .map(|&(o, j)| s.sim.data.post(o, j).unwrap().id.to_string())
+        .collect();
+    let got = walk(
+        &c,
+        &s.base,
+        hashes::TAGGED,
+        serde_json::json!({"id": user.id.to_string(), "first": 3}),
+        "/data/user/edge_user_to_photos_of_you",
+    )
+    .await;
+    assert_eq!(got, expected);
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn repeated_429s_put_an_account_into_checkpoint_required() {
+    let s = start_with(45, 0.01, 3).await;
+    let c = client();
+    assert_eq!(login(&c, &s.base, "s3cret").await["authenticated"], true);
+    let url = format!(
+        "{}/api/v1/users/web_profile_info/?username={}",
+        s.base, s.sim.data.users[2].username
+    );
+    // The login itself was anonymous (counted against the IP), so the account has 75 to spend.
+    let mut statuses = Vec::new();
+    for _ in 0..79 {
+        statuses.push(c.get(&url).send().await.unwrap().status().as_u16());
+    }
+    assert!(statuses[..75].iter().all(|&s| s == 200), "{statuses:?}");
+    assert_eq!(&statuses[75..78], &[429, 429, 429]);
+    let (status, body) = get_json(&c, &url).await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("checkpoint_required"))
     );
     let _ = s.stop.send(());
 }
