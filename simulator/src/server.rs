@@ -46,6 +46,8 @@ pub struct Sim {
     started: Instant,
     counter: AtomicU64,
     faults: Mutex<Faults>,
+    /// Rendered deterministic pages: key → (headers, body).
+    cache: std::sync::RwLock<HashMap<String, (HeaderMap, Bytes)>>,
     /// 429s per account; at `checkpoint_after` the account is put in `checkpoint_required`.
     strikes: Mutex<HashMap<String, u32>>,
     checkpoint_after: u32,
@@ -74,6 +76,7 @@ impl Sim {
             started: Instant::now(),
             counter: AtomicU64::new(1),
             faults: Mutex::new(config.faults),
+            cache: std::sync::RwLock::new(HashMap::new()),
             strikes: Mutex::new(HashMap::new()),
             checkpoint_after: config.checkpoint_after_429s,
             trust_forwarded_for: config.trust_forwarded_for,
@@ -211,6 +214,50 @@ async fn handle(
     q: QueryType,
     serve: impl FnOnce() -> Response,
 ) -> Response {
+    handle_cached(sim, caller, q, None, serve).await
+}
+
+/// Most rendered pages kept; the cache is emptied when it is full (pages are cheap to rebuild).
+const CACHE_ENTRIES: usize = 50_000;
+
+/// Serves a deterministic page from the cache when `cache_key` has been rendered before.
+async fn serve_cached(
+    sim: &Sim,
+    cache_key: Option<&str>,
+    serve: impl FnOnce() -> Response,
+) -> Response {
+    let Some(key) = cache_key else {
+        return serve();
+    };
+    if let Some((headers, body)) = sim.cache.read().ok().and_then(|c| c.get(key).cloned()) {
+        let mut r = Response::new(axum::body::Body::from(body));
+        *r.headers_mut() = headers;
+        return r;
+    }
+    let response = serve();
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return fail(StatusCode::INTERNAL_SERVER_ERROR, "cannot render page");
+    };
+    if let Ok(mut cache) = sim.cache.write() {
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), (parts.headers.clone(), bytes.clone()));
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+async fn handle_cached(
+    sim: &Sim,
+    caller: &Caller,
+    q: QueryType,
+    cache_key: Option<&str>,
+    serve: impl FnOnce() -> Response,
+) -> Response {
     let now = Instant::now();
     let scope = match &caller.account {
         Some(a) => format!("account:{a}"),
@@ -274,7 +321,7 @@ async fn handle(
                 )
                     .into_response()
             }
-            None => serve(),
+            None => serve_cached(sim, cache_key, serve).await,
         }
     };
     let bytes = response
@@ -470,8 +517,9 @@ async fn web_profile_info(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let c = caller(&sim, peer, &headers);
+    let key = format!("profile|{}", raw.as_deref().unwrap_or(""));
     let params = query_params(raw);
-    handle(&sim, &c, QueryType::Other, || {
+    handle_cached(&sim, &c, QueryType::Other, Some(&key), || {
         let Some(u) = params
             .get("username")
             .and_then(|n| sim.data.user_by_name(n))
@@ -516,6 +564,7 @@ async fn graphql_get(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let c = caller(&sim, peer, &headers);
+    let raw_query = raw.clone().unwrap_or_default();
     let params = query_params(raw);
     let Some(hash) = params.get("query_hash").cloned() else {
         return handle(&sim, &c, QueryType::Other, || {
@@ -524,7 +573,8 @@ async fn graphql_get(
         .await;
     };
     let logged_in = c.account.is_some();
-    handle(&sim, &c, QueryType::QueryHash(hash.clone()), || {
+    let key = format!("graphql|{logged_in}|{}", raw_query);
+    handle_cached(&sim, &c, QueryType::QueryHash(hash.clone()), Some(&key), || {
         let vars: Value = match params.get("variables").map(|v| serde_json::from_str(v)) {
             Some(Ok(v @ Value::Object(_))) => v,
             _ => return fail(StatusCode::BAD_REQUEST, "variables must be a JSON object"),

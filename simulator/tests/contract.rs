@@ -335,6 +335,11 @@ async fn the_same_seed_serves_identical_bytes_and_another_seed_does_not() {
     let from_a = body(a.base.clone(), name.clone()).await;
     let from_b = body(b.base.clone(), name.clone()).await;
     assert_eq!(from_a, from_b);
+    let cached = body(a.base.clone(), name.clone()).await;
+    assert_eq!(
+        cached, from_a,
+        "a rendered page served again from the cache is the same bytes"
+    );
     let other_name = other.sim.data.users[5].username.clone();
     assert_ne!(name, other_name);
     for s in [a, b, other] {
