@@ -91,7 +91,8 @@ pub struct SimArgs {
     /// Multiplies every server-side window (0.01: 11 minutes become 6.6 s).
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
-    /// A login account, NAME:PASSWORD (repeatable).
+    /// A login account, NAME:PASSWORD, or NAME:PASSWORD:2fa / NAME:PASSWORD:checkpoint for one
+    /// whose login is challenged (repeatable). The two-factor code is 123456.
     #[arg(long = "account", value_name = "NAME:PASSWORD")]
     pub accounts: Vec<String>,
     /// Also generate N login accounts; their passwords are printed at start.
@@ -112,6 +113,9 @@ pub struct SimArgs {
     /// Fault: share whose connection is dropped mid-response.
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
+    /// Sessions end this many seconds after login (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub session_ttl_seconds: u64,
     /// Put an account into checkpoint_required after this many 429s (0: never).
     #[arg(long, default_value_t = 10)]
     pub checkpoint_after_429s: u32,

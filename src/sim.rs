@@ -1,20 +1,28 @@
 //! `trawl sim`: runs the Instagram simulator, or prints the users of its data set.
 
+use trawl_simulator::server::LoginChallenge;
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
 
 use crate::cli::{SimArgs, SimCommand};
 use crate::client::CliError;
 
-/// Parses `NAME:PASSWORD`.
-fn account(spec: &str) -> Result<(String, String), CliError> {
-    match spec.split_once(':') {
-        Some((name, password)) if !name.is_empty() && !password.is_empty() => {
-            Ok((name.to_owned(), password.to_owned()))
-        }
-        _ => Err(CliError::Usage(format!(
-            "--account {spec:?}: expected NAME:PASSWORD"
-        ))),
-    }
+/// Parses `NAME:PASSWORD` or `NAME:PASSWORD:2fa` / `NAME:PASSWORD:checkpoint`.
+fn account(spec: &str) -> Result<(String, String, Option<LoginChallenge>), CliError> {
+    let bad = || {
+        CliError::Usage(format!(
+            "--account {spec:?}: expected NAME:PASSWORD, NAME:PASSWORD:2fa or NAME:PASSWORD:checkpoint"
+        ))
+    };
+    let mut parts = spec.splitn(3, ':');
+    let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(bad)?;
+    let password = parts.next().filter(|p| !p.is_empty()).ok_or_else(bad)?;
+    let challenge = match parts.next() {
+        None => None,
+        Some("2fa") => Some(LoginChallenge::TwoFactor),
+        Some("checkpoint") => Some(LoginChallenge::Checkpoint),
+        Some(_) => return Err(bad()),
+    };
+    Ok((name.to_owned(), password.to_owned(), challenge))
 }
 
 pub async fn run(args: SimArgs) -> Result<(), CliError> {
@@ -44,11 +52,16 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         }
         return Ok(());
     }
-    let mut accounts = args
+    let parsed = args
         .accounts
         .iter()
         .map(|a| account(a))
         .collect::<Result<Vec<_>, _>>()?;
+    let challenges = parsed
+        .iter()
+        .filter_map(|(name, _, c)| c.map(|c| (name.clone(), c)))
+        .collect();
+    let mut accounts: Vec<(String, String)> = parsed.into_iter().map(|(n, p, _)| (n, p)).collect();
     for k in 0..args.generate_accounts {
         let password = format!(
             "{:016x}",
@@ -75,6 +88,9 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         data,
         faults,
         checkpoint_after_429s: args.checkpoint_after_429s,
+        challenges,
+        session_ttl: (args.session_ttl_seconds > 0)
+            .then(|| std::time::Duration::from_secs(args.session_ttl_seconds)),
         accounts,
         time_scale: args.time_scale,
         trust_forwarded_for: args.trust_forwarded_for,

@@ -39,10 +39,14 @@ pub struct Sim {
     pub data: DataSet,
     windows: Mutex<Windows>,
     audit: Mutex<Vec<Entry>>,
-    /// sessionid → account name.
-    sessions: Mutex<HashMap<String, String>>,
+    /// sessionid → (account name, when it logged in).
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
     /// Login accounts: name → password.
     accounts: HashMap<String, String>,
+    challenges: HashMap<String, LoginChallenge>,
+    session_ttl: Option<std::time::Duration>,
+    /// Two-factor identifiers handed out → account.
+    pending_two_factor: Mutex<HashMap<String, String>>,
     started: Instant,
     counter: AtomicU64,
     faults: Mutex<Faults>,
@@ -55,8 +59,25 @@ pub struct Sim {
     trust_forwarded_for: bool,
 }
 
+/// What a login of a configured account runs into after the right password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginChallenge {
+    /// `two_factor_required`; the code is [`TWO_FACTOR_CODE`].
+    TwoFactor,
+    /// `checkpoint_required`: a human must act; the login cannot complete.
+    Checkpoint,
+}
+
+/// The one code the simulator's two-factor step accepts.
+pub const TWO_FACTOR_CODE: &str = "123456";
+
 pub struct SimConfig {
     pub data: DataSet,
+    /// Accounts whose login is challenged.
+    pub challenges: Vec<(String, LoginChallenge)>,
+    /// Sessions end this long after login (`None`: never); a request with an ended session is
+    /// redirected to the login page.
+    pub session_ttl: Option<std::time::Duration>,
     pub faults: Faults,
     /// Put an account in `checkpoint_required` after this many 429s (0: never).
     pub checkpoint_after_429s: u32,
@@ -73,6 +94,9 @@ impl Sim {
             audit: Mutex::new(Vec::new()),
             sessions: Mutex::new(HashMap::new()),
             accounts: config.accounts.into_iter().collect(),
+            challenges: config.challenges.into_iter().collect(),
+            session_ttl: config.session_ttl,
+            pending_two_factor: Mutex::new(HashMap::new()),
             started: Instant::now(),
             counter: AtomicU64::new(1),
             faults: Mutex::new(config.faults),
@@ -109,6 +133,10 @@ pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/api/v1/web/accounts/login/ajax/", post(login))
+        .route(
+            "/api/v1/web/accounts/login/ajax/two_factor/",
+            post(login_two_factor),
+        )
         .route("/api/v1/users/web_profile_info/", get(web_profile_info))
         .route("/graphql/query/", get(graphql_get))
         .route("/graphql/query", get(graphql_get).post(graphql_post))
@@ -126,6 +154,9 @@ struct Caller {
     account: Option<String>,
     ip: String,
     cookies: HashMap<String, String>,
+    /// A `sessionid` was sent but is unknown or has ended: Instagram sends such a client to the
+    /// login page.
+    stale_session: bool,
 }
 
 fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
@@ -150,14 +181,16 @@ fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
         .unwrap_or_default();
     let account = cookies.get("sessionid").and_then(|s| {
         let mut sessions = sim.sessions.lock().ok()?;
-        let account = sessions.get(s).cloned()?;
-        if logged_out.contains(&account) {
-            // A forced logout ends the session for good, as an expired one would.
+        let (account, since) = sessions.get(s).cloned()?;
+        let expired = sim.session_ttl.is_some_and(|ttl| since.elapsed() >= ttl);
+        if logged_out.contains(&account) || expired {
+            // A forced logout or an expiry ends the session for good.
             sessions.remove(s);
             return None;
         }
         Some(account)
     });
+    let stale_session = account.is_none() && cookies.contains_key("sessionid");
     let forwarded = sim
         .trust_forwarded_for
         .then(|| {
@@ -172,6 +205,7 @@ fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
         account,
         ip: forwarded.unwrap_or_else(|| peer.ip().to_string()),
         cookies,
+        stale_session,
     }
 }
 
@@ -286,7 +320,9 @@ async fn handle_cached(
         .account
         .as_ref()
         .is_some_and(|a| faults.checkpoint.contains(a) || struck_out(a));
-    let response = if checkpoint {
+    let response = if caller.stale_session {
+        login_redirect()
+    } else if checkpoint {
         json_response(
             StatusCode::BAD_REQUEST,
             &json!({"message": "checkpoint_required", "checkpoint_url": "/challenge/",
@@ -348,7 +384,8 @@ async fn home(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let c = caller(&sim, peer, &headers);
+    let mut c = caller(&sim, peer, &headers);
+    c.stale_session = false;
     handle(&sim, &c, QueryType::Other, || {
         let csrf = sim.token("");
         let mut r = (
@@ -371,7 +408,8 @@ async fn login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let c = caller(&sim, peer, &headers);
+    let mut c = caller(&sim, peer, &headers);
+    c.stale_session = false;
     handle(&sim, &c, QueryType::Other, || {
         let csrf_header = headers.get("x-csrftoken").and_then(|v| v.to_str().ok());
         match (csrf_header, c.cookies.get("csrftoken")) {
@@ -399,9 +437,43 @@ async fn login(
                 &json!({"authenticated": false, "user": true, "status": "ok"}),
             );
         }
+        match sim.challenges.get(username) {
+            Some(LoginChallenge::Checkpoint) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"message": "checkpoint_required",
+                            "checkpoint_url": "/challenge/action/AXH0/",
+                            "lock": false, "status": "fail",
+                            "error_type": "checkpoint_challenge_required"}),
+                );
+            }
+            Some(LoginChallenge::TwoFactor) => {
+                let identifier = sim.token("2F");
+                if let Ok(mut pending) = sim.pending_two_factor.lock() {
+                    pending.insert(identifier.clone(), username.clone());
+                }
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"message": "", "two_factor_required": true,
+                            "two_factor_info": {"username": username,
+                                "two_factor_identifier": identifier,
+                                "sms_two_factor_on": false, "totp_two_factor_on": true},
+                            "status": "fail", "error_type": "two_factor_required"}),
+                );
+            }
+            None => {}
+        }
+        logged_in(&sim, username)
+    })
+    .await
+}
+
+/// Creates a session for `username` and sets Instagram's cookies.
+fn logged_in(sim: &Sim, username: &str) -> Response {
+    {
         let session = sim.token("");
         if let Ok(mut sessions) = sim.sessions.lock() {
-            sessions.insert(session.clone(), username.clone());
+            sessions.insert(session.clone(), (username.to_owned(), Instant::now()));
         }
         let user_id = sim.account_user_id(username);
         let mut r = json_response(
@@ -422,6 +494,38 @@ async fn login(
             }
         }
         r
+    }
+}
+
+/// The second step of a two-factor login: form `username`, `identifier`, `verificationCode`.
+async fn login_two_factor(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut c = caller(&sim, peer, &headers);
+    c.stale_session = false;
+    handle(&sim, &c, QueryType::Other, || {
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        let pending = form
+            .get("identifier")
+            .and_then(|id| sim.pending_two_factor.lock().ok()?.get(id).cloned());
+        let Some(username) = pending.filter(|u| form.get("username") == Some(u)) else {
+            return fail(StatusCode::BAD_REQUEST, "Invalid two-factor identifier.");
+        };
+        if form.get("verificationCode").map(String::as_str) != Some(TWO_FACTOR_CODE) {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"message": "Please check the security code and try again.",
+                        "status": "fail", "error_type": "sms_code_validation_code_invalid"}),
+            );
+        }
+        if let (Some(id), Ok(mut pending)) = (form.get("identifier"), sim.pending_two_factor.lock())
+        {
+            pending.remove(id);
+        }
+        logged_in(&sim, &username)
     })
     .await
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use trawl_simulator::server::hashes;
+use trawl_simulator::server::{LoginChallenge, hashes};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
 
 struct Running {
@@ -21,6 +21,11 @@ async fn start(seed: u64, time_scale: f64) -> Running {
 async fn start_with(seed: u64, time_scale: f64, checkpoint_after_429s: u32) -> Running {
     let sim = Sim::new(SimConfig {
         checkpoint_after_429s,
+        challenges: vec![
+            ("guarded".into(), LoginChallenge::TwoFactor),
+            ("flagged".into(), LoginChallenge::Checkpoint),
+        ],
+        session_ttl: Some(std::time::Duration::from_secs(30)),
         data: DataSet::generate(
             seed,
             Sizes {
@@ -29,7 +34,11 @@ async fn start_with(seed: u64, time_scale: f64, checkpoint_after_429s: u32) -> R
             },
         ),
         faults: Default::default(),
-        accounts: vec![("crawler1".into(), "s3cret".into())],
+        accounts: vec![
+            ("crawler1".into(), "s3cret".into()),
+            ("guarded".into(), "pw".into()),
+            ("flagged".into(), "pw".into()),
+        ],
         time_scale,
         trust_forwarded_for: true,
     });
@@ -818,6 +827,93 @@ async fn repeated_429s_put_an_account_into_checkpoint_required() {
     assert_eq!(
         (status, body["message"].as_str()),
         (StatusCode::BAD_REQUEST, Some("checkpoint_required"))
+    );
+    let _ = s.stop.send(());
+}
+
+async fn login_as(
+    c: &reqwest::Client,
+    base: &str,
+    username: &str,
+    password: &str,
+) -> (StatusCode, Value) {
+    let home = c.get(format!("{base}/")).send().await.unwrap();
+    let csrf = home
+        .cookies()
+        .find(|k| k.name() == "csrftoken")
+        .unwrap()
+        .value()
+        .to_owned();
+    let r = c
+        .post(format!("{base}/api/v1/web/accounts/login/ajax/"))
+        .header("x-csrftoken", csrf)
+        .body(format!("username={username}&password={password}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn two_factor_and_checkpoint_accounts_answer_like_instagram() {
+    let s = start(46, 1.0).await;
+    let c = client();
+    let (status, body) = login_as(&c, &s.base, "flagged", "pw").await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("checkpoint_required"))
+    );
+
+    let (status, body) = login_as(&c, &s.base, "guarded", "pw").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["two_factor_required"], true);
+    let identifier = body["two_factor_info"]["two_factor_identifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let step = |code: &str| {
+        c.post(format!(
+            "{}/api/v1/web/accounts/login/ajax/two_factor/",
+            s.base
+        ))
+        .body(format!(
+            "username=guarded&identifier={identifier}&verificationCode={code}"
+        ))
+        .send()
+    };
+    let wrong = step("000000").await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let right = step("123456").await.unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+    assert!(right.cookies().any(|k| k.name() == "sessionid"));
+    assert_eq!(right.json::<Value>().await.unwrap()["authenticated"], true);
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn an_ended_session_is_sent_to_the_login_page() {
+    let s = start(47, 1.0).await;
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!(
+        "{}/api/v1/users/web_profile_info/?username={}",
+        s.base, s.sim.data.users[0].username
+    );
+    let r = raw
+        .get(&url)
+        .header("cookie", "sessionid=not-a-session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert_eq!(r.headers()["location"], "/accounts/login/");
+    let r = raw.get(&url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "without a session cookie the page is public"
     );
     let _ = s.stop.send(());
 }
