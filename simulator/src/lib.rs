@@ -16,6 +16,7 @@ pub mod audit;
 pub mod data;
 pub mod faults;
 pub mod server;
+pub mod v1;
 pub mod windows;
 
 use std::future::Future;

@@ -52,6 +52,8 @@ pub struct Sim {
     faults: Mutex<Faults>,
     /// Rendered deterministic pages: key → (headers, body).
     cache: std::sync::RwLock<HashMap<String, (HeaderMap, Bytes)>>,
+    /// The v1 REST API of the API-design seed.
+    pub(crate) v1: crate::v1::V1State,
     /// 429s per account; at `checkpoint_after` the account is put in `checkpoint_required`.
     strikes: Mutex<HashMap<String, u32>>,
     checkpoint_after: u32,
@@ -102,9 +104,40 @@ impl Sim {
             faults: Mutex::new(config.faults),
             cache: std::sync::RwLock::new(HashMap::new()),
             strikes: Mutex::new(HashMap::new()),
+            v1: crate::v1::V1State::new(config.time_scale),
             checkpoint_after: config.checkpoint_after_429s,
             trust_forwarded_for: config.trust_forwarded_for,
         })
+    }
+
+    /// Time since the simulator started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn check_password(&self, username: &str, password: &str) -> bool {
+        self.accounts.get(username).is_some_and(|p| p == password)
+    }
+
+    /// Appends one request to the audit log.
+    pub(crate) fn log(
+        &self,
+        account: Option<String>,
+        ip: String,
+        q: &QueryType,
+        status: u16,
+        bytes: usize,
+    ) {
+        if let Ok(mut log) = self.audit.lock() {
+            log.push(Entry::new(
+                self.started.elapsed().as_secs_f64(),
+                account,
+                ip,
+                q,
+                status,
+                bytes,
+            ));
+        }
     }
 
     /// The numeric id of a login account (its `ds_user_id`).
@@ -145,6 +178,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/__sim/audit.jsonl", get(audit_dump))
         .route("/__sim/oracle", get(oracle))
         .route("/__sim/faults", get(get_faults).post(set_faults))
+        .merge(crate::v1::routes())
         .fallback(not_found)
         .with_state(sim)
 }

@@ -917,3 +917,129 @@ async fn an_ended_session_is_sent_to_the_login_page() {
     );
     let _ = s.stop.send(());
 }
+
+#[tokio::test]
+async fn the_seed_v1_api_logs_in_with_a_jwt_pages_with_cursors_and_reports_its_limits() {
+    let s = start(48, 0.001).await; // 200 requests per 3.6 s
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/api/v1/auth/login", s.base))
+        .json(&serde_json::json!({"username": "crawler1", "password": "bad"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "UNAUTHORIZED"
+    );
+    let r = c
+        .post(format!("{}/api/v1/auth/login", s.base))
+        .json(&serde_json::json!({"username": "crawler1", "password": "s3cret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let login: Value = r.json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(token.split('.').count(), 3, "header.payload.signature");
+    assert_eq!(login["expires_in"], 3600);
+
+    let user = s
+        .sim
+        .data
+        .users
+        .iter()
+        .find(|u| !u.is_private && u.post_count > 25)
+        .unwrap()
+        .clone();
+    let r = c
+        .get(format!("{}/api/v1/users/{}/posts", s.base, user.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a token is required");
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/api/v1/users/{}/posts?count=10", s.base, user.id);
+        if let Some(cur) = &cursor {
+            url.push_str(&format!("&cursor={cur}"));
+        }
+        let r = c.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        for h in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+        ] {
+            assert!(r.headers().contains_key(h), "{h}");
+        }
+        let page: Value = r.json().await.unwrap();
+        ids.extend(
+            page["posts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["post_id"].as_str().unwrap().to_owned()),
+        );
+        if page["has_more"] == false {
+            assert!(page["next_cursor"].is_null());
+            break;
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+    }
+    assert_eq!(ids.len(), user.post_count as usize);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), ids.len());
+
+    let r = c
+        .get(format!(
+            "{}/api/v1/users/{}/followers?count=500",
+            s.base, user.id
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["details"]["field"],
+        "count"
+    );
+    let prefix = &user.username[..3];
+    let r = c
+        .get(format!("{}/api/v1/search/users?q={prefix}", s.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let found: Value = r.json().await.unwrap();
+    assert!(
+        found["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["username"].as_str().unwrap().contains(prefix))
+    );
+
+    // Exhaust the window: the seed's 429 body with reset_at, and Remaining at 0.
+    let mut last = None;
+    for _ in 0..220 {
+        let r = c
+            .get(format!("{}/api/v1/users/{}", s.base, user.id))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            last = Some(r);
+            break;
+        }
+    }
+    let r = last.expect("the window filled");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "Rate limit exceeded");
+    assert!(body["reset_at"].as_str().unwrap().ends_with('Z'));
+    let _ = s.stop.send(());
+}
