@@ -5,12 +5,11 @@
 //! It must not import anything from `trawl-shared`: it is an independent oracle for the client,
 //! with its own windows, its own wire format and its own notion of time.
 //!
-//! Built so far (issue 4, in progress): the data set (users, follow graph, posts with sidecars,
-//! videos, captions, locations and tagged users, comments), the web login flow with CSRF, web
-//! profile info, GraphQL by `query_hash` for profile posts, comments, followers and followees with
-//! cursor pagination, per-account and per-IP windows with Instagram's 429, and the audit log with
-//! its window oracle. Still to come: doc_id and mobile endpoints, hashtags, stories, highlights,
-//! the v1 REST API of the API-design seed, and fault injection.
+//! What it serves (see docs/simulator.md): a deterministic data set (`data`), Instagram's web,
+//! GraphQL (`query_hash` and `doc_id`) and mobile endpoints with login, two-factor and checkpoint
+//! flows (`server`), the API-design seed's v1 REST API (`v1`), per-account and per-IP sliding
+//! windows answering Instagram's 429 (`windows`), fault injection (`faults`), and the audit log with
+//! its window oracle (`audit`).
 
 pub mod audit;
 pub mod data;

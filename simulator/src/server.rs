@@ -171,6 +171,11 @@ pub fn router(sim: Arc<Sim>) -> Router {
             post(login_two_factor),
         )
         .route("/api/v1/users/web_profile_info/", get(web_profile_info))
+        .route("/p/{shortcode}/", get(post_by_shortcode))
+        .route(
+            "/mobile/api/v1/highlights/{id}/highlights_tray/",
+            get(mobile_highlights),
+        )
         .route("/graphql/query/", get(graphql_get))
         .route("/graphql/query", get(graphql_get).post(graphql_post))
         .route("/mobile/api/v1/users/{id}/info/", get(mobile_user_info))
@@ -617,6 +622,26 @@ fn post_node(p: &Post, data: &DataSet) -> Value {
     node
 }
 
+/// A comment with its replies (`edge_threaded_comments`), as Instagram nests them.
+fn comment_node(sim: &Sim, cm: &crate::data::Comment) -> Value {
+    let owner = &sim.data.users[cm.owner as usize];
+    let n = sim.data.users.len() as u64;
+    let replies: Vec<Value> = (0..crate::data::mix(sim.data.seed, 12, cm.id, 0) % 3)
+        .map(|r| {
+            let who = &sim.data.users[(crate::data::mix(sim.data.seed, 13, cm.id, r) % n) as usize];
+            json!({"node": {"id": (cm.id * 10 + r + 1).to_string(), "text": format!("@{} agreed", owner.username),
+                "created_at": cm.created_at + 30 * (r as i64 + 1),
+                "owner": {"id": who.id.to_string(), "username": who.username, "profile_pic_url": who.profile_pic_url()},
+                "edge_liked_by": {"count": r}}})
+        })
+        .collect();
+    json!({"id": cm.id.to_string(), "text": cm.text, "created_at": cm.created_at,
+        "owner": {"id": owner.id.to_string(), "username": owner.username, "profile_pic_url": owner.profile_pic_url()},
+        "edge_liked_by": {"count": cm.likes},
+        "edge_threaded_comments": {"count": replies.len(),
+            "page_info": {"has_next_page": false, "end_cursor": null}, "edges": replies}})
+}
+
 fn encode_cursor(tag: &str, owner: u64, next: u64) -> String {
     let raw = format!("{tag}:{owner}:{next}");
     raw.bytes().map(|b| format!("{b:02x}")).collect()
@@ -695,6 +720,38 @@ async fn web_profile_info(
     .await
 }
 
+/// A post by its shortcode, with its first comments (`/p/{shortcode}/?__a=1&__d=dis`).
+async fn post_by_shortcode(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(code): axum::extract::Path<String>,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    let key = format!("post|{code}");
+    handle_cached(&sim, &c, QueryType::Other, Some(&key), || {
+        let Some(p) = sim.data.post_by_shortcode(&code) else {
+            return fail(StatusCode::NOT_FOUND, "Post not found");
+        };
+        if sim.data.users[p.owner as usize].is_private {
+            return fail(StatusCode::FORBIDDEN, "Not authorized to view user");
+        }
+        let (_, end, info) = page(u64::from(p.comment_count), 0, 24, "comments", p.id);
+        let comments: Vec<Value> = (0..end as u32)
+            .filter_map(|i| sim.data.comment(&p, i))
+            .map(|cm| json!({"node": comment_node(&sim, &cm)}))
+            .collect();
+        let mut node = post_node(&p, &sim.data);
+        node["edge_media_to_parent_comment"] =
+            json!({"count": p.comment_count, "page_info": info, "edges": comments});
+        json_response(
+            StatusCode::OK,
+            &json!({"graphql": {"shortcode_media": node}}),
+        )
+    })
+    .await
+}
+
 async fn graphql_get(
     State(sim): State<Arc<Sim>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -757,12 +814,7 @@ async fn graphql_get(
                 let (s, e, info) = page(u64::from(p.comment_count), start, first, "comments", p.id);
                 let edges: Vec<Value> = (s as u32..e as u32)
                     .filter_map(|i| sim.data.comment(&p, i))
-                    .map(|cm| {
-                        let owner = &sim.data.users[cm.owner as usize];
-                        json!({"node": {"id": cm.id.to_string(), "text": cm.text, "created_at": cm.created_at,
-                            "owner": {"id": owner.id.to_string(), "username": owner.username, "profile_pic_url": owner.profile_pic_url()},
-                            "edge_liked_by": {"count": cm.likes}}})
-                    })
+                    .map(|cm| json!({"node": comment_node(&sim, &cm)}))
                     .collect();
                 json_response(
                     StatusCode::OK,
@@ -1002,39 +1054,113 @@ async fn mobile_reels_media(
             Err(r) => return *r,
         };
         let mut reels = serde_json::Map::new();
-        for id in params.get("reel_ids").map(String::as_str).unwrap_or("").split(',') {
-            let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
-                continue;
-            };
-            if u.is_private {
-                continue;
+        for id in params
+            .get("reel_ids")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+        {
+            if let Some(reel) = reel(&sim, id) {
+                reels.insert(id.to_owned(), reel);
             }
-            let items: Vec<Value> = (0..crate::data::mix(sim.data.seed, 8, u64::from(u.index), 0) % 4)
-                .map(|k| {
-                    let taken_at = crate::data::EPOCH - (k as i64 + 1) * 3600;
-                    let video = crate::data::mix(sim.data.seed, 9, u64::from(u.index), k).is_multiple_of(3);
-                    let pk = u.id * 100 + k;
-                    let mut item = json!({
-                        "pk": pk, "id": format!("{pk}_{}", u.id), "taken_at": taken_at,
-                        "expiring_at": taken_at + 86_400, "media_type": if video { 2 } else { 1 },
-                        "image_versions2": {"candidates": [{"width": 1080, "height": 1920,
-                            "url": format!("https://scontent.sim.instagram.test/v/t51/{pk}_story.jpg")}]},
-                    });
-                    if video {
-                        item["video_versions"] = json!([{"type": 101, "width": 720, "height": 1280,
-                            "url": format!("https://scontent.sim.instagram.test/v/t50/{pk}_story.mp4")}]);
-                    }
-                    item
-                })
-                .collect();
-            reels.insert(
-                u.id.to_string(),
-                json!({"id": u.id.to_string(), "user": user_summary(u), "items": items,
-                       "expiring_at": crate::data::EPOCH + 86_400 - 3600}),
-            );
         }
         let body = json!({"reels": reels, "status": "ok"});
         with_ig_set(json_response(StatusCode::OK, &body), &sim, &account)
+    })
+    .await
+}
+
+/// Highlights of a user: (highlight number, title, items).
+fn highlight_count(sim: &Sim, u: &User) -> u64 {
+    crate::data::mix(sim.data.seed, 14, u64::from(u.index), 0) % 4
+}
+
+/// A story reel (`ID`: the user's current stories) or a highlight (`highlight:N`).
+fn reel(sim: &Sim, id: &str) -> Option<Value> {
+    let (user_id, highlight) = match id.strip_prefix("highlight:") {
+        Some(n) => {
+            let n: u64 = n.parse().ok()?;
+            (n / 10, Some(n % 10))
+        }
+        None => (id.parse().ok()?, None),
+    };
+    let u = sim.data.user_by_id(user_id)?;
+    if u.is_private || highlight.is_some_and(|h| h >= highlight_count(sim, u)) {
+        return None;
+    }
+    let (salt, count) = match highlight {
+        None => (
+            8,
+            crate::data::mix(sim.data.seed, 8, u64::from(u.index), 0) % 4,
+        ),
+        Some(h) => (
+            20 + h,
+            1 + crate::data::mix(sim.data.seed, 15, u64::from(u.index), h) % 5,
+        ),
+    };
+    let items: Vec<Value> = (0..count)
+        .map(|k| {
+            // Stories are from the last day before the data set's "now"; highlights are older.
+            let taken_at = match highlight {
+                None => crate::data::EPOCH - (k as i64 + 1) * 3600,
+                Some(h) => crate::data::EPOCH - (h as i64 + 1) * 30 * 86_400 - k as i64 * 3600,
+            };
+            let video =
+                crate::data::mix(sim.data.seed, salt, u64::from(u.index), k).is_multiple_of(3);
+            let pk = (u.id * 100 + salt) * 100 + k;
+            let mut item = json!({
+                "pk": pk, "id": format!("{pk}_{}", u.id), "taken_at": taken_at,
+                "media_type": if video { 2 } else { 1 },
+                "image_versions2": {"candidates": [{"width": 1080, "height": 1920,
+                    "url": format!("https://scontent.sim.instagram.test/v/t51/{pk}_story.jpg")}]},
+            });
+            if highlight.is_none() {
+                item["expiring_at"] = json!(taken_at + 86_400);
+            }
+            if video {
+                item["video_versions"] = json!([{"type": 101, "width": 720, "height": 1280,
+                    "url": format!("https://scontent.sim.instagram.test/v/t50/{pk}_story.mp4")}]);
+            }
+            item
+        })
+        .collect();
+    let mut reel = json!({"id": id, "user": user_summary(u), "items": items, "media_count": count});
+    if highlight.is_none() {
+        reel["expiring_at"] = json!(crate::data::EPOCH + 86_400 - 3600);
+    }
+    Some(reel)
+}
+
+async fn mobile_highlights(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let c = caller(&sim, peer, &headers);
+    handle(&sim, &c, QueryType::Iphone, || {
+        let account = match mobile_guard(&sim, &c, &headers) {
+            Ok(a) => a,
+            Err(r) => return *r,
+        };
+        let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
+            return fail(StatusCode::NOT_FOUND, "User not found");
+        };
+        const TITLES: [&str; 4] = ["Travels", "Field notes", "Studio", "Archive"];
+        let tray: Vec<Value> = if u.is_private {
+            Vec::new()
+        } else {
+            (0..highlight_count(&sim, u))
+                .map(|h| {
+                    let id = format!("highlight:{}", u.id * 10 + h);
+                    let media_count = 1 + crate::data::mix(sim.data.seed, 15, u64::from(u.index), h) % 5;
+                    json!({"id": id, "title": TITLES[h as usize], "media_count": media_count,
+                        "cover_media": {"cropped_image_version": {"url":
+                            format!("https://scontent.sim.instagram.test/v/t51/{}_{h}_cover.jpg", u.id)}}})
+                })
+                .collect()
+        };
+        with_ig_set(json_response(StatusCode::OK, &json!({"tray": tray, "status": "ok"})), &sim, &account)
     })
     .await
 }

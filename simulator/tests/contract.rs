@@ -568,6 +568,48 @@ async fn a_login_session_reaches_the_mobile_api_only_with_the_cookie_derived_hea
     assert_eq!(r.status(), StatusCode::OK);
     let reels: Value = r.json().await.unwrap();
     assert!(reels["reels"][target.id.to_string()]["items"].is_array());
+    // Highlights: the tray, then their items through reels_media.
+    let mobile_get = |url: String| {
+        raw.get(url)
+            .header("cookie", format!("sessionid={}", cookies["sessionid"]))
+            .header("x-mid", &cookies["mid"])
+            .header("x-ig-device-id", &cookies["ig_did"])
+            .header("x-ig-app-id", "124024574287414")
+            .header("ig-u-ds-user-id", &cookies["ds_user_id"])
+            .send()
+    };
+    let mut found = false;
+    for u in s.sim.data.users.iter().filter(|u| !u.is_private).take(20) {
+        let tray: Value = mobile_get(format!(
+            "{}/mobile/api/v1/highlights/{}/highlights_tray/",
+            s.base, u.id
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let Some(first) = tray["tray"].as_array().and_then(|t| t.first()).cloned() else {
+            continue;
+        };
+        let id = first["id"].as_str().unwrap().to_owned();
+        let reels: Value = mobile_get(format!(
+            "{}/mobile/api/v1/feed/reels_media/?reel_ids={id}",
+            s.base
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(
+            reels["reels"][&id]["items"].as_array().unwrap().len() as u64,
+            first["media_count"].as_u64().unwrap()
+        );
+        found = true;
+        break;
+    }
+    assert!(found, "some user among the first 20 has highlights");
     let audit = raw
         .get(format!("{}/__sim/audit.jsonl", s.base))
         .send()
@@ -1041,5 +1083,55 @@ async fn the_seed_v1_api_logs_in_with_a_jwt_pages_with_cursors_and_reports_its_l
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"], "Rate limit exceeded");
     assert!(body["reset_at"].as_str().unwrap().ends_with('Z'));
+    let _ = s.stop.send(());
+}
+
+#[tokio::test]
+async fn a_post_by_shortcode_carries_its_comment_threads() {
+    let s = start(49, 1.0).await;
+    let c = client();
+    let owner = s
+        .sim
+        .data
+        .users
+        .iter()
+        .find(|u| !u.is_private && u.post_count > 0)
+        .unwrap()
+        .clone();
+    let post = (0..owner.post_count)
+        .filter_map(|i| s.sim.data.post(owner.index, i))
+        .find(|p| p.comment_count > 5)
+        .unwrap();
+    let (status, body) = get_json(
+        &c,
+        &format!("{}/p/{}/?__a=1&__d=dis", s.base, post.shortcode),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let media = &body["graphql"]["shortcode_media"];
+    assert_eq!(media["shortcode"], post.shortcode);
+    assert_eq!(
+        media["edge_media_to_parent_comment"]["count"],
+        post.comment_count
+    );
+    let comments = media["edge_media_to_parent_comment"]["edges"]
+        .as_array()
+        .unwrap();
+    assert!(
+        comments
+            .iter()
+            .all(|c| c["node"]["edge_threaded_comments"]["edges"].is_array())
+    );
+    assert!(
+        comments
+            .iter()
+            .any(|c| c["node"]["edge_threaded_comments"]["count"]
+                .as_u64()
+                .unwrap()
+                > 0),
+        "some comments have replies"
+    );
+    let (status, _) = get_json(&c, &format!("{}/p/NoSuchPost/", s.base)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let _ = s.stop.send(());
 }
