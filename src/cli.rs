@@ -85,6 +85,15 @@ pub struct SimArgs {
     /// Users in the data set.
     #[arg(long, default_value_t = 1000, global = true)]
     pub users: u32,
+    /// Most posts a user has (counts spread from 0 to this).
+    #[arg(long, default_value_t = 60, global = true)]
+    pub max_posts: u32,
+    /// Most accounts a user follows.
+    #[arg(long, default_value_t = 80, global = true)]
+    pub max_following: u32,
+    /// Most comments on a post.
+    #[arg(long, default_value_t = 40, global = true)]
+    pub max_comments: u32,
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,

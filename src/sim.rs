@@ -29,9 +29,16 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
         return Err(CliError::Usage("--time-scale must be above 0".into()));
     }
+    if args.max_posts > 100_000 || args.max_following > 100_000 || args.max_comments > 100_000 {
+        return Err(CliError::Usage(
+            "--max-posts, --max-following and --max-comments are at most 100000".into(),
+        ));
+    }
     let sizes = Sizes {
         users: args.users.max(2),
-        ..Sizes::default()
+        max_posts: args.max_posts,
+        max_following: args.max_following,
+        max_comments: args.max_comments,
     };
     let started = std::time::Instant::now();
     let data = DataSet::generate(args.seed, sizes);
