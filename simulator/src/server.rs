@@ -1014,18 +1014,30 @@ fn with_ig_set(mut r: Response, sim: &Sim, account: &str) -> Response {
     r
 }
 
+/// A mobile request: counted as `iphone`, checked by [`mobile_guard`], answered with `ig-set-*`.
+async fn mobile(
+    sim: &Sim,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    serve: impl FnOnce(&str) -> Response,
+) -> Response {
+    let c = caller(sim, peer, headers);
+    handle(sim, &c, QueryType::Iphone, || {
+        match mobile_guard(sim, &c, headers) {
+            Err(refused) => *refused,
+            Ok(account) => with_ig_set(serve(&account), sim, &account),
+        }
+    })
+    .await
+}
+
 async fn mobile_user_info(
     State(sim): State<Arc<Sim>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let c = caller(&sim, peer, &headers);
-    handle(&sim, &c, QueryType::Iphone, || {
-        let account = match mobile_guard(&sim, &c, &headers) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
+    mobile(&sim, peer, &headers, |_| {
         let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
             return fail(StatusCode::NOT_FOUND, "User not found");
         };
@@ -1035,7 +1047,7 @@ async fn mobile_user_info(
             "profile_pic_url": u.profile_pic_url(), "media_count": u.post_count,
             "follower_count": u.followers.len(), "following_count": u.following.len()},
             "status": "ok"});
-        with_ig_set(json_response(StatusCode::OK, &body), &sim, &account)
+        json_response(StatusCode::OK, &body)
     })
     .await
 }
@@ -1046,13 +1058,8 @@ async fn mobile_reels_media(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let c = caller(&sim, peer, &headers);
     let params = query_params(raw);
-    handle(&sim, &c, QueryType::Iphone, || {
-        let account = match mobile_guard(&sim, &c, &headers) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
+    mobile(&sim, peer, &headers, |_| {
         let mut reels = serde_json::Map::new();
         for id in params
             .get("reel_ids")
@@ -1065,7 +1072,7 @@ async fn mobile_reels_media(
             }
         }
         let body = json!({"reels": reels, "status": "ok"});
-        with_ig_set(json_response(StatusCode::OK, &body), &sim, &account)
+        json_response(StatusCode::OK, &body)
     })
     .await
 }
@@ -1137,12 +1144,7 @@ async fn mobile_highlights(
     headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    let c = caller(&sim, peer, &headers);
-    handle(&sim, &c, QueryType::Iphone, || {
-        let account = match mobile_guard(&sim, &c, &headers) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
+    mobile(&sim, peer, &headers, |_| {
         let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
             return fail(StatusCode::NOT_FOUND, "User not found");
         };
@@ -1160,7 +1162,7 @@ async fn mobile_highlights(
                 })
                 .collect()
         };
-        with_ig_set(json_response(StatusCode::OK, &json!({"tray": tray, "status": "ok"})), &sim, &account)
+        json_response(StatusCode::OK, &json!({"tray": tray, "status": "ok"}))
     })
     .await
 }
