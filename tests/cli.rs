@@ -398,3 +398,41 @@ async fn limits_shows_the_ledger_per_key_with_penalties() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn sim_users_prints_the_same_users_for_the_same_seed() {
+    let run = |args: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_trawl"))
+                .args(args)
+                .env_clear()
+                .current_dir(std::env::temp_dir())
+                .output()
+                .unwrap()
+        })
+    };
+    let a = run(&[
+        "sim", "users", "--seed", "3", "--users", "50", "--count", "5",
+    ])
+    .await
+    .unwrap();
+    let b = run(&[
+        "sim", "users", "--seed", "3", "--users", "50", "--count", "5",
+    ])
+    .await
+    .unwrap();
+    let c = run(&[
+        "sim", "users", "--seed", "4", "--users", "50", "--count", "5",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    assert_eq!(stdout(&a).lines().count(), 6, "a header and five users");
+    assert_eq!(a.stdout, b.stdout);
+    assert_ne!(a.stdout, c.stdout);
+    let bad = run(&["sim", "--account", "nopassword", "--listen", "127.0.0.1:0"])
+        .await
+        .unwrap();
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("NAME:PASSWORD"));
+}
