@@ -3,5 +3,8 @@
 //!
 //! It must not keep state that another worker needs anywhere but PostgreSQL.
 //!
-//! Empty until the worker issue (#5) lands: the foundation issue ships the queue it will lease
-//! from (`trawl_shared::queue`), and nothing here is wired into the `trawl` binary yet.
+//! In progress (issue 5): so far it holds the reader of Instaloader session files
+//! ([`session_file`]), used by `trawl accounts import-session`; the account lease, the Instagram
+//! client and the crawlers come next. Nothing here runs a worker yet.
+
+pub mod session_file;
