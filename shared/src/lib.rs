@@ -8,6 +8,7 @@
 //! wall clock, so that any number of processes on any number of machines agree on time.
 
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod duration;
