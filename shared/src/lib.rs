@@ -7,6 +7,7 @@
 //! `worker/`. Everything here talks to PostgreSQL with the database clock (`now()`), never a process's
 //! wall clock, so that any number of processes on any number of machines agree on time.
 
+pub mod accounts;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -4,7 +4,8 @@
 //! It must not keep state that another worker needs anywhere but PostgreSQL.
 //!
 //! In progress (issue 5): so far it holds the reader of Instaloader session files
-//! ([`session_file`]), used by `trawl accounts import-session`; the account lease, the Instagram
-//! client and the crawlers come next. Nothing here runs a worker yet.
+//! ([`session_file`]); accounts with sealed secrets and fenced leases are in
+//! `trawl_shared::accounts`. The worker process, the Instagram client and the crawlers come next.
+//! Nothing here runs a worker yet.
 
 pub mod session_file;

@@ -1,0 +1,348 @@
+//! Accounts (design §4): Instagram logins or anonymous identities, their sealed secrets, their
+//! state, and the exclusive lease a worker holds on one of them.
+//!
+//! Like a job lease, an account lease carries a token; a heartbeat, a release or a state change by
+//! the holder is refused once the token no longer matches, so a worker that lost its account can
+//! never act for the worker that has it now.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::crypto::{CryptoError, SecretBox};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[sqlx(type_name = "account_state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    Available,
+    Leased,
+    Cooldown,
+    /// Instagram wants a human (checkpoint_required, repeated 401s): out of rotation.
+    Checkpoint,
+    Disabled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("account {0:?} already exists")]
+    Exists(String),
+    #[error("account {0:?} does not exist")]
+    NotFound(String),
+    #[error("account name {0:?} is not valid: 1 to 64 letters, digits, '.', '_' or '-'")]
+    BadName(String),
+    #[error("account {0:?} needs a password or a session, or must be anonymous")]
+    NoSecret(String),
+    #[error("the lease on account {0:?} is no longer held")]
+    LeaseLost(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// What `trawl accounts list` shows: never a secret, only whether one is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Account {
+    pub name: String,
+    pub anonymous: bool,
+    pub egress_group: Option<String>,
+    pub state: AccountState,
+    pub cooldown_until: Option<DateTime<Utc>>,
+    pub error_score: i32,
+    pub last_error: Option<String>,
+    pub has_password: bool,
+    pub has_session: bool,
+    pub session_updated_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+/// A new account's secrets, in clear until [`Accounts::add`] seals them.
+#[derive(Default)]
+pub struct NewAccount<'a> {
+    pub name: &'a str,
+    pub password: Option<&'a str>,
+    /// Cookies as `name=value` pairs joined by `; ` (what a session file holds).
+    pub session: Option<&'a str>,
+    pub anonymous: bool,
+    pub egress_group: Option<&'a str>,
+}
+
+/// An account held by a worker, with its secrets opened.
+pub struct LeasedAccount {
+    pub name: String,
+    pub token: Uuid,
+    pub anonymous: bool,
+    pub egress_group: Option<String>,
+    pub password: Option<String>,
+    pub session: Option<String>,
+}
+
+impl std::fmt::Debug for LeasedAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeasedAccount")
+            .field("name", &self.name)
+            .field("anonymous", &self.anonymous)
+            .field("egress_group", &self.egress_group)
+            .field("password", &self.password.as_ref().map(|_| "********"))
+            .field("session", &self.session.as_ref().map(|_| "********"))
+            .finish()
+    }
+}
+
+/// What a lease reads back: the sealed secrets are opened before they leave this module.
+#[derive(sqlx::FromRow)]
+struct LeaseRow {
+    name: String,
+    lease_token: Uuid,
+    anonymous: bool,
+    egress_group: Option<String>,
+    password_sealed: Option<Vec<u8>>,
+    session_sealed: Option<Vec<u8>>,
+}
+
+macro_rules! account_columns {
+    () => {
+        "name, anonymous, egress_group, state, cooldown_until, error_score, last_error, \
+         password_sealed IS NOT NULL AS has_password, session_sealed IS NOT NULL AS has_session, \
+         session_updated_at, lease_owner, lease_expires_at"
+    };
+}
+
+fn owner(name: &str, what: &str) -> String {
+    format!("account:{name}:{what}")
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+pub struct Accounts {
+    pool: PgPool,
+    secrets: SecretBox,
+}
+
+impl Accounts {
+    pub fn new(pool: PgPool, secrets: SecretBox) -> Self {
+        Self { pool, secrets }
+    }
+
+    pub async fn add(&self, new: &NewAccount<'_>) -> Result<Account, AccountError> {
+        if !valid_name(new.name) {
+            return Err(AccountError::BadName(new.name.chars().take(80).collect()));
+        }
+        if !new.anonymous && new.password.is_none() && new.session.is_none() {
+            return Err(AccountError::NoSecret(new.name.to_owned()));
+        }
+        let password = new
+            .password
+            .map(|p| {
+                self.secrets
+                    .seal(p.as_bytes(), &owner(new.name, "password"))
+            })
+            .transpose()?;
+        let session = new
+            .session
+            .map(|s| self.secrets.seal(s.as_bytes(), &owner(new.name, "session")))
+            .transpose()?;
+        let row = sqlx::query_as(concat!(
+            "INSERT INTO accounts (name, anonymous, egress_group, password_sealed, session_sealed,
+                                   session_updated_at)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE now() END)
+             ON CONFLICT (name) DO NOTHING
+             RETURNING ",
+            account_columns!()
+        ))
+        .bind(new.name)
+        .bind(new.anonymous)
+        .bind(new.egress_group)
+        .bind(password)
+        .bind(session)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| AccountError::Exists(new.name.to_owned()))
+    }
+
+    pub async fn list(&self) -> Result<Vec<Account>, AccountError> {
+        Ok(sqlx::query_as(concat!(
+            "SELECT ",
+            account_columns!(),
+            " FROM accounts ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Disables, enables (back to available, clearing a checkpoint) or removes an account.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Account, AccountError> {
+        let row = sqlx::query_as(concat!(
+            "UPDATE accounts SET state = $2, cooldown_until = NULL, lease_owner = NULL,
+                    lease_token = NULL, lease_expires_at = NULL, updated_at = now(),
+                    error_score = CASE WHEN $2 = 'available'::account_state THEN 0 ELSE error_score END
+             WHERE name = $1 RETURNING ",
+            account_columns!()
+        ))
+        .bind(name)
+        .bind(if enabled {
+            AccountState::Available
+        } else {
+            AccountState::Disabled
+        })
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| AccountError::NotFound(name.to_owned()))
+    }
+
+    pub async fn remove(&self, name: &str) -> Result<(), AccountError> {
+        let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(AccountError::NotFound(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Leases one usable account for `owner` (an available one, one whose cooldown ended, or one
+    /// whose holder stopped heartbeating), fewest errors first. `None`: all are taken.
+    pub async fn lease(
+        &self,
+        owner_name: &str,
+        ttl: Duration,
+    ) -> Result<Option<LeasedAccount>, AccountError> {
+        let row: Option<LeaseRow> = sqlx::query_as(
+            "UPDATE accounts SET state = 'leased', lease_owner = $1,
+                        lease_token = gen_random_uuid(),
+                        lease_expires_at = now() + make_interval(secs => $2),
+                        cooldown_until = NULL, updated_at = now()
+                 WHERE name = (
+                     SELECT name FROM accounts
+                     WHERE state = 'available'
+                        OR (state = 'cooldown' AND cooldown_until <= now())
+                        OR (state = 'leased' AND lease_expires_at < now())
+                     ORDER BY error_score, name
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+                 RETURNING name, lease_token, anonymous, egress_group, password_sealed,
+                           session_sealed",
+        )
+        .bind(owner_name)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(LeaseRow {
+            name,
+            lease_token: token,
+            anonymous,
+            egress_group,
+            password_sealed: password,
+            session_sealed: session,
+        }) = row
+        else {
+            return Ok(None);
+        };
+        let open = |sealed: Option<Vec<u8>>, what: &str| -> Result<Option<String>, AccountError> {
+            sealed
+                .map(|s| {
+                    self.secrets
+                        .open(&s, &owner(&name, what))
+                        .map(|p| String::from_utf8_lossy(&p).into_owned())
+                })
+                .transpose()
+                .map_err(AccountError::from)
+        };
+        Ok(Some(LeasedAccount {
+            password: open(password, "password")?,
+            session: open(session, "session")?,
+            name,
+            token,
+            anonymous,
+            egress_group,
+        }))
+    }
+
+    /// Runs a write that must touch exactly the held account, or reports the lease lost.
+    async fn fenced(
+        &self,
+        account: &LeasedAccount,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<(), AccountError> {
+        if query.execute(&self.pool).await?.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(AccountError::LeaseLost(account.name.clone()))
+        }
+    }
+
+    pub async fn heartbeat(
+        &self,
+        account: &LeasedAccount,
+        ttl: Duration,
+    ) -> Result<(), AccountError> {
+        let q = sqlx::query(
+            "UPDATE accounts SET lease_expires_at = now() + make_interval(secs => $3),
+                    updated_at = now()
+             WHERE name = $1 AND lease_token = $2",
+        )
+        .bind(&account.name)
+        .bind(account.token)
+        .bind(ttl.as_secs_f64());
+        self.fenced(account, q).await
+    }
+
+    /// Gives the account back (a worker shutting down).
+    pub async fn release(&self, account: &LeasedAccount) -> Result<(), AccountError> {
+        let q = sqlx::query(
+            "UPDATE accounts SET state = 'available', lease_owner = NULL, lease_token = NULL,
+                    lease_expires_at = NULL, updated_at = now()
+             WHERE name = $1 AND lease_token = $2",
+        )
+        .bind(&account.name)
+        .bind(account.token);
+        self.fenced(account, q).await
+    }
+
+    /// Takes the account out of rotation until a person acts (checkpoint_required).
+    pub async fn checkpoint(
+        &self,
+        account: &LeasedAccount,
+        reason: &str,
+    ) -> Result<(), AccountError> {
+        let q = sqlx::query(
+            "UPDATE accounts SET state = 'checkpoint', last_error = $3, error_score = error_score + 1,
+                    lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL, updated_at = now()
+             WHERE name = $1 AND lease_token = $2",
+        )
+        .bind(&account.name)
+        .bind(account.token)
+        .bind(reason.chars().take(500).collect::<String>());
+        self.fenced(account, q).await
+    }
+
+    /// Stores a refreshed session (after a login), sealed.
+    pub async fn store_session(
+        &self,
+        account: &LeasedAccount,
+        cookies: &str,
+    ) -> Result<(), AccountError> {
+        let sealed = self
+            .secrets
+            .seal(cookies.as_bytes(), &owner(&account.name, "session"))?;
+        let q = sqlx::query(
+            "UPDATE accounts SET session_sealed = $3, session_updated_at = now(), updated_at = now()
+             WHERE name = $1 AND lease_token = $2",
+        )
+        .bind(&account.name)
+        .bind(account.token)
+        .bind(sealed);
+        self.fenced(account, q).await
+    }
+}

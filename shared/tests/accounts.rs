@@ -1,0 +1,219 @@
+//! Accounts against a real PostgreSQL: sealed secrets, exclusive fenced leases, states.
+
+use std::time::Duration;
+
+use trawl_shared::accounts::{AccountError, AccountState, Accounts, NewAccount};
+use trawl_shared::crypto::SecretBox;
+use trawl_shared::testing::fresh_db;
+
+fn key() -> SecretBox {
+    SecretBox::from_hex(&"5a".repeat(32)).unwrap()
+}
+
+#[tokio::test]
+async fn secrets_are_sealed_at_rest_and_opened_for_the_holder() {
+    let db = fresh_db().await;
+    let accounts = Accounts::new(db.pool.clone(), key());
+    let added = accounts
+        .add(&NewAccount {
+            name: "researcher1",
+            password: Some("hunter2-secret"),
+            session: Some("sessionid=abc-secret; ds_user_id=42"),
+            egress_group: Some("ip-a"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(added.has_password && added.has_session);
+    assert_eq!(added.state, AccountState::Available);
+
+    // Nothing in the table holds a secret in clear.
+    let raw: (Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT password_sealed, session_sealed FROM accounts WHERE name = 'researcher1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    for sealed in [&raw.0, &raw.1] {
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+    }
+    let dump: String = sqlx::query_scalar("SELECT row_to_json(a)::text FROM accounts a")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(!dump.contains("hunter2") && !dump.contains("abc-secret"));
+
+    let held = accounts
+        .lease("worker-1", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.password.as_deref(), Some("hunter2-secret"));
+    assert_eq!(
+        held.session.as_deref(),
+        Some("sessionid=abc-secret; ds_user_id=42")
+    );
+    assert!(
+        !format!("{held:?}").contains("secret"),
+        "Debug never prints secrets"
+    );
+
+    // The wrong key cannot open them.
+    let other = Accounts::new(
+        db.pool.clone(),
+        SecretBox::from_hex(&"77".repeat(32)).unwrap(),
+    );
+    accounts.release(&held).await.unwrap();
+    assert!(matches!(
+        other.lease("worker-2", Duration::from_secs(60)).await,
+        Err(AccountError::Crypto(_))
+    ));
+}
+
+#[tokio::test]
+async fn one_account_one_worker_and_a_lost_lease_is_fenced() {
+    let db = fresh_db().await;
+    let accounts = Accounts::new(db.pool.clone(), key());
+    accounts
+        .add(&NewAccount {
+            name: "only",
+            anonymous: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = accounts
+        .lease("w1", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        accounts
+            .lease("w2", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "extra workers wait"
+    );
+    accounts
+        .heartbeat(&first, Duration::from_millis(300))
+        .await
+        .unwrap();
+
+    // w1 stops heartbeating; w2 takes the account over and w1 is fenced out.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = accounts
+        .lease("w2", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.name, "only");
+    assert!(matches!(
+        accounts.heartbeat(&first, Duration::from_secs(60)).await,
+        Err(AccountError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        accounts.release(&first).await,
+        Err(AccountError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        accounts.store_session(&first, "sessionid=stale").await,
+        Err(AccountError::LeaseLost(_))
+    ));
+
+    accounts
+        .checkpoint(&second, "checkpoint_required")
+        .await
+        .unwrap();
+    assert!(
+        accounts
+            .lease("w3", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "out of rotation"
+    );
+    let listed = accounts.list().await.unwrap();
+    assert_eq!(listed[0].state, AccountState::Checkpoint);
+    assert_eq!(listed[0].last_error.as_deref(), Some("checkpoint_required"));
+    accounts.set_enabled("only", true).await.unwrap();
+    assert!(
+        accounts
+            .lease("w3", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_written() {
+    let db = fresh_db().await;
+    let accounts = Accounts::new(db.pool.clone(), key());
+    for (new, expected) in [
+        (
+            NewAccount {
+                name: "",
+                anonymous: true,
+                ..Default::default()
+            },
+            "not valid",
+        ),
+        (
+            NewAccount {
+                name: "has space",
+                anonymous: true,
+                ..Default::default()
+            },
+            "not valid",
+        ),
+        (
+            NewAccount {
+                name: "nosecret",
+                ..Default::default()
+            },
+            "needs a password",
+        ),
+    ] {
+        let err = accounts.add(&new).await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+    accounts
+        .add(&NewAccount {
+            name: "dup",
+            anonymous: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        accounts
+            .add(&NewAccount {
+                name: "dup",
+                password: Some("x"),
+                ..Default::default()
+            })
+            .await,
+        Err(AccountError::Exists(_))
+    ));
+    assert_eq!(accounts.list().await.unwrap().len(), 1);
+    assert!(matches!(
+        accounts.remove("ghost").await,
+        Err(AccountError::NotFound(_))
+    ));
+    assert!(matches!(
+        accounts.set_enabled("ghost", false).await,
+        Err(AccountError::NotFound(_))
+    ));
+    accounts.set_enabled("dup", false).await.unwrap();
+    assert!(
+        accounts
+            .lease("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
+        "disabled"
+    );
+    accounts.remove("dup").await.unwrap();
+    assert!(accounts.list().await.unwrap().is_empty());
+}
