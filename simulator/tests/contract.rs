@@ -218,29 +218,14 @@ async fn comments_and_followers_paginate_completely_and_followers_need_a_login()
         .filter_map(|i| s.sim.data.post(owner.index, i))
         .find(|p| p.comment_count > 10)
         .unwrap();
-    let mut comments = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut vars = serde_json::json!({"shortcode": post.shortcode, "first": 7});
-        if let Some(a) = &after {
-            vars["after"] = Value::String(a.clone());
-        }
-        let (status, page) = get_json(&c, &graphql_url(&s.base, hashes::COMMENTS, vars)).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        let edge = &page["data"]["shortcode_media"]["edge_media_to_comment"];
-        assert_eq!(edge["count"], post.comment_count);
-        comments.extend(
-            edge["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["node"]["id"].as_str().unwrap().to_owned()),
-        );
-        match edge["page_info"]["end_cursor"].as_str() {
-            Some(cur) => after = Some(cur.to_owned()),
-            None => break,
-        }
-    }
+    let comments = walk(
+        &c,
+        &s.base,
+        hashes::COMMENTS,
+        serde_json::json!({"shortcode": post.shortcode, "first": 7}),
+        "/data/shortcode_media/edge_media_to_comment",
+    )
+    .await;
     assert_eq!(comments.len(), post.comment_count as usize);
     assert_eq!(
         comments.iter().collect::<HashSet<_>>().len(),
@@ -264,34 +249,20 @@ async fn comments_and_followers_paginate_completely_and_followers_need_a_login()
 
     let answer = login(&c, &s.base, "s3cret").await;
     assert_eq!(answer["authenticated"], true);
-    let mut followers = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut vars = serde_json::json!({"id": owner.id.to_string(), "first": 10});
-        if let Some(a) = &after {
-            vars["after"] = Value::String(a.clone());
-        }
-        let (status, page) = get_json(&c, &graphql_url(&s.base, hashes::FOLLOWERS, vars)).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        let edge = &page["data"]["user"]["edge_followed_by"];
-        followers.extend(
-            edge["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["node"]["username"].as_str().unwrap().to_owned()),
-        );
-        match edge["page_info"]["end_cursor"].as_str() {
-            Some(cur) => after = Some(cur.to_owned()),
-            None => break,
-        }
-    }
+    let followers = walk(
+        &c,
+        &s.base,
+        hashes::FOLLOWERS,
+        serde_json::json!({"id": owner.id.to_string(), "first": 10}),
+        "/data/user/edge_followed_by",
+    )
+    .await;
     let expected: Vec<String> = owner
         .followers
         .iter()
-        .map(|&i| s.sim.data.users[i as usize].username.clone())
+        .map(|&i| s.sim.data.users[i as usize].id.to_string())
         .collect();
-    assert_eq!(followers, expected);
+    assert_eq!(followers, expected, "every follower once, in order");
     let _ = s.stop.send(());
 }
 
@@ -760,10 +731,12 @@ async fn every_fault_can_be_switched_on_and_a_client_sees_it() {
     let _ = s.stop.send(());
 }
 
-/// Follows `end_cursor` through every page of a connection at `path` (a JSON pointer to it).
+/// Follows `end_cursor` through every page of a connection at `path` (a JSON pointer to it);
+/// checks that every page reports the same `count` and that the walk yields exactly that many.
 async fn walk(c: &reqwest::Client, base: &str, hash: &str, vars: Value, path: &str) -> Vec<String> {
     let mut ids = Vec::new();
     let mut after: Option<String> = None;
+    let mut count: Option<u64> = None;
     loop {
         let mut v = vars.clone();
         if let Some(a) = &after {
@@ -774,6 +747,12 @@ async fn walk(c: &reqwest::Client, base: &str, hash: &str, vars: Value, path: &s
         let edge = page
             .pointer(path)
             .unwrap_or_else(|| panic!("no {path} in {page}"));
+        let this_count = edge["count"].as_u64().expect("a count on every page");
+        assert_eq!(
+            *count.get_or_insert(this_count),
+            this_count,
+            "count changed between pages"
+        );
         ids.extend(
             edge["edges"]
                 .as_array()
@@ -783,7 +762,14 @@ async fn walk(c: &reqwest::Client, base: &str, hash: &str, vars: Value, path: &s
         );
         match edge["page_info"]["end_cursor"].as_str() {
             Some(cur) => after = Some(cur.to_owned()),
-            None => return ids,
+            None => {
+                assert_eq!(
+                    ids.len() as u64,
+                    this_count,
+                    "the walk yields `count` items"
+                );
+                return ids;
+            }
         }
     }
 }

@@ -177,6 +177,25 @@ fn add_to_dict(
     }
 }
 
+/// The memo index of a PUT/GET: one byte (`q`, `h`), four bytes (`r`, `j`) or a decimal line
+/// (protocol 0 `p`, `g`).
+fn memo_index(r: &mut Reader<'_>, op: u8, offset: usize) -> Result<u64, SessionFileError> {
+    match op {
+        b'q' | b'h' => r.le(1),
+        b'r' | b'j' => r.le(4),
+        _ => {
+            let line = r.line()?;
+            std::str::from_utf8(line)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(SessionFileError::Malformed {
+                    offset,
+                    reason: "bad memo index",
+                })
+        }
+    }
+}
+
 /// Parses the cookie dict of an Instaloader session file.
 pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError> {
     if bytes.is_empty() {
@@ -274,20 +293,7 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
                 memo.insert(memo.len() as u64, top);
             }
             b'q' | b'r' | b'p' => {
-                let index = match op {
-                    b'q' => r.le(1)?,
-                    b'r' => r.le(4)?,
-                    _ => {
-                        let line = r.line()?;
-                        std::str::from_utf8(line)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .ok_or(SessionFileError::Malformed {
-                                offset,
-                                reason: "bad PUT index",
-                            })?
-                    }
-                };
+                let index = memo_index(&mut r, op, offset)?;
                 let top = stack.last().cloned().ok_or(SessionFileError::Malformed {
                     offset,
                     reason: "PUT on an empty stack",
@@ -295,20 +301,7 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
                 memo.insert(index, top);
             }
             b'h' | b'j' | b'g' => {
-                let index = match op {
-                    b'h' => r.le(1)?,
-                    b'j' => r.le(4)?,
-                    _ => {
-                        let line = r.line()?;
-                        std::str::from_utf8(line)
-                            .ok()
-                            .and_then(|s| s.parse().ok())
-                            .ok_or(SessionFileError::Malformed {
-                                offset,
-                                reason: "bad GET index",
-                            })?
-                    }
-                };
+                let index = memo_index(&mut r, op, offset)?;
                 let item = memo
                     .get(&index)
                     .cloned()
