@@ -59,13 +59,10 @@ impl LeaderElector {
             return Ok(false);
         };
         if self.leader {
-            // The lock lives as long as the session; a round trip proves the session is alive.
-            let held: bool = sqlx::query_scalar("SELECT true")
-                .fetch_one(&mut *conn)
-                .await?;
-            if held {
-                return Ok(true);
-            }
+            // The lock lives as long as the session; a round trip proves the session is alive
+            // (an error here drops the connection and, with it, leadership).
+            sqlx::query("SELECT 1").execute(&mut *conn).await?;
+            return Ok(true);
         }
         sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(self.key)

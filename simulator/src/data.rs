@@ -63,6 +63,16 @@ const PLACES: [&str; 8] = [
     "Marrakesh",
 ];
 
+const USER_ID_BASE: u64 = 1_000_000;
+const USER_ID_STRIDE: u64 = 1_000_003;
+
+/// Ids that do not look sequential but map back to their index by one division: the scrambled
+/// part is always below the stride.
+fn user_id(index: u32) -> u64 {
+    let i = u64::from(index);
+    USER_ID_BASE + i * USER_ID_STRIDE + i * 7919 % USER_ID_STRIDE
+}
+
 /// Posts are dated backwards from this instant (2026-01-01T00:00:00Z), so data never depends on
 /// the wall clock.
 pub const EPOCH: i64 = 1_767_225_600;
@@ -197,7 +207,7 @@ impl DataSet {
                     ((r(7) % 1000) as f64 / 1000.0).powi(2) * f64::from(sizes.max_posts + 1);
                 User {
                     index: i,
-                    id: 1_000_000 + u64::from(i) * 7919 % 1_000_003 + u64::from(i) * 1_000_003,
+                    id: user_id(i),
                     username: format!("{a}{b}{sep}{c}{i}"),
                     full_name: format!("{first} {last}"),
                     biography: format!(
@@ -323,14 +333,13 @@ impl DataSet {
         self.by_name.get(name).map(|&i| &self.users[i as usize])
     }
 
+    /// The user with `id`, found arithmetically (ids are computed from indexes, see [`user_id`]),
+    /// so a flood of unknown ids costs nothing.
     pub fn user_by_id(&self, id: u64) -> Option<&User> {
-        // Ids are generated from indexes; a scan is fine for lookups by id, which clients do once
-        // per crawl (they page by id afterwards, through this same function).
-        let guess = (id.saturating_sub(1_000_000) / 1_000_003) as usize;
+        let index = id.checked_sub(USER_ID_BASE)? / USER_ID_STRIDE;
         self.users
-            .get(guess)
+            .get(usize::try_from(index).ok()?)
             .filter(|u| u.id == id)
-            .or_else(|| self.users.iter().find(|u| u.id == id))
     }
 
     fn post_id(owner: u32, index: u32) -> u64 {
@@ -453,6 +462,17 @@ mod tests {
             .unwrap();
         for &(o, j) in d.tagged_posts(v) {
             assert!(d.post(o, j).unwrap().tagged.contains(&v));
+        }
+    }
+
+    #[test]
+    fn every_user_is_found_by_id_and_unknown_ids_are_not() {
+        let d = DataSet::generate(5, Sizes::default());
+        for u in &d.users {
+            assert_eq!(d.user_by_id(u.id).map(|f| f.index), Some(u.index));
+        }
+        for bad in [0, 999_999, d.users[3].id + 1, u64::MAX] {
+            assert!(d.user_by_id(bad).is_none(), "{bad}");
         }
     }
 

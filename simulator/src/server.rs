@@ -213,16 +213,12 @@ fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
 
 fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
     let cookies = cookies(headers);
-    let logged_out = sim
-        .faults
-        .lock()
-        .map(|f| f.logout.clone())
-        .unwrap_or_default();
     let account = cookies.get("sessionid").and_then(|s| {
         let mut sessions = sim.sessions.lock().ok()?;
         let (account, since) = sessions.get(s).cloned()?;
         let expired = sim.session_ttl.is_some_and(|ttl| since.elapsed() >= ttl);
-        if logged_out.contains(&account) || expired {
+        let logged_out = sim.faults.lock().is_ok_and(|f| f.logout.contains(&account));
+        if logged_out || expired {
             // A forced logout or an expiry ends the session for good.
             sessions.remove(s);
             return None;
@@ -341,10 +337,21 @@ async fn handle_cached(
         .lock()
         .map(|mut w| w.admit(&scope, &q, now))
         .unwrap_or(false);
-    let faults = sim.faults.lock().map(|f| f.clone()).unwrap_or_default();
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
     let roll = |k: u64| (crate::data::mix(sim.data.seed, 1000 + k, n, 0) % 1_000_000) as f64 / 1e6;
-    let (latency, fault) = faults.draw(roll);
+    // One look at the fault settings per request, without copying them.
+    let (latency, fault, forced_checkpoint) = sim
+        .faults
+        .lock()
+        .map(|f| {
+            let (latency, fault) = f.draw(roll);
+            let forced = caller
+                .account
+                .as_ref()
+                .is_some_and(|a| f.checkpoint.contains(a));
+            (latency, fault, forced)
+        })
+        .unwrap_or((0, None, false));
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
@@ -355,10 +362,7 @@ async fn handle_cached(
                 .lock()
                 .is_ok_and(|s| s.get(a).copied().unwrap_or(0) >= sim.checkpoint_after)
     };
-    let checkpoint = caller
-        .account
-        .as_ref()
-        .is_some_and(|a| faults.checkpoint.contains(a) || struck_out(a));
+    let checkpoint = forced_checkpoint || caller.account.as_ref().is_some_and(struck_out);
     let response = if caller.stale_session {
         login_redirect()
     } else if checkpoint {

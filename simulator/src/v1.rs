@@ -323,18 +323,14 @@ async fn user(
     .await
 }
 
-fn page_of<T>(items: Vec<T>, total: u64, offset: u64, count: u64) -> (Vec<T>, Value, bool) {
+/// One page in the seed's shape: `{key: items, "next_cursor", "has_more"}`.
+fn page_response(key: &str, items: Vec<Value>, total: u64, offset: u64, count: u64) -> Response {
     let end = (offset + count).min(total);
     let more = end < total;
-    (
-        items,
-        if more {
-            json!(format!("c{end}"))
-        } else {
-            Value::Null
-        },
-        more,
-    )
+    let mut body = json!({"next_cursor": if more { json!(format!("c{end}")) } else { Value::Null },
+                          "has_more": more});
+    body[key] = Value::Array(items);
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 async fn user_posts(
@@ -366,12 +362,7 @@ async fn user_posts(
             .filter_map(|i| sim.data.post(u.index, i as u32))
             .map(|p| v1_post(&p, &sim))
             .collect();
-        let (posts, next, more) = page_of(posts, total, offset, count);
-        (
-            StatusCode::OK,
-            axum::Json(json!({"posts": posts, "next_cursor": next, "has_more": more})),
-        )
-            .into_response()
+        page_response("posts", posts, total, offset, count)
     })
     .await
 }
@@ -404,12 +395,7 @@ async fn followers(
                 v
             })
             .collect();
-        let (users, next, more) = page_of(users, total, offset, count);
-        (
-            StatusCode::OK,
-            axum::Json(json!({"users": users, "next_cursor": next, "has_more": more})),
-        )
-            .into_response()
+        page_response("users", users, total, offset, count)
     })
     .await
 }
@@ -452,12 +438,7 @@ async fn search_users(
             .take(count as usize)
             .map(|u| v1_user(u))
             .collect();
-        let (users, next, more) = page_of(users, total, offset, count);
-        (
-            StatusCode::OK,
-            axum::Json(json!({"users": users, "next_cursor": next, "has_more": more})),
-        )
-            .into_response()
+        page_response("users", users, total, offset, count)
     })
     .await
 }

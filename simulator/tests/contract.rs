@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use trawl_simulator::data::User;
 use trawl_simulator::server::{LoginChallenge, hashes};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
 
@@ -60,6 +61,17 @@ async fn start_with(seed: u64, time_scale: f64, checkpoint_after_429s: u32) -> R
     }
 }
 
+/// A public user of the data set that satisfies `fits`.
+fn public_user(s: &Running, fits: impl Fn(&User) -> bool) -> User {
+    s.sim
+        .data
+        .users
+        .iter()
+        .find(|u| !u.is_private && fits(u))
+        .cloned()
+        .expect("the data set has such a user")
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
@@ -106,14 +118,7 @@ async fn login(c: &reqwest::Client, base: &str, password: &str) -> Value {
 async fn profile_posts_walk_page_by_page_every_post_once_in_order() {
     let s = start(11, 1.0).await;
     let c = client();
-    let user = s
-        .sim
-        .data
-        .users
-        .iter()
-        .find(|u| !u.is_private && u.post_count > 30)
-        .unwrap()
-        .clone();
+    let user = public_user(&s, |u| u.post_count > 30);
     let (status, info) = get_json(
         &c,
         &format!(
@@ -206,14 +211,7 @@ async fn profile_posts_walk_page_by_page_every_post_once_in_order() {
 async fn comments_and_followers_paginate_completely_and_followers_need_a_login() {
     let s = start(12, 1.0).await;
     let c = client();
-    let owner = s
-        .sim
-        .data
-        .users
-        .iter()
-        .find(|u| !u.is_private && u.post_count > 0 && u.followers.len() > 25)
-        .unwrap()
-        .clone();
+    let owner = public_user(&s, |u| u.post_count > 0 && u.followers.len() > 25);
     let post = (0..owner.post_count)
         .filter_map(|i| s.sim.data.post(owner.index, i))
         .find(|p| p.comment_count > 10)
@@ -474,14 +472,7 @@ async fn a_login_session_reaches_the_mobile_api_only_with_the_cookie_derived_hea
     for name in ["sessionid", "ds_user_id", "mid", "ig_did", "rur"] {
         assert!(cookies.contains_key(name), "login sets {name}");
     }
-    let target = s
-        .sim
-        .data
-        .users
-        .iter()
-        .find(|u| !u.is_private)
-        .unwrap()
-        .clone();
+    let target = public_user(&s, |_| true);
     let url = format!("{}/mobile/api/v1/users/{}/info/", s.base, target.id);
     let mobile = |with_app_id: bool, with_user_header: bool| {
         let mut rq = raw
@@ -601,14 +592,7 @@ async fn a_login_session_reaches_the_mobile_api_only_with_the_cookie_derived_hea
 async fn doc_id_queries_serve_profile_posts_and_count_as_their_own_type() {
     let s = start(42, 1.0).await;
     let c = client();
-    let user = s
-        .sim
-        .data
-        .users
-        .iter()
-        .find(|u| !u.is_private && u.post_count > 5)
-        .unwrap()
-        .clone();
+    let user = public_user(&s, |u| u.post_count > 5);
     let r = c
         .post(format!("{}/graphql/query", s.base))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -701,7 +685,7 @@ async fn every_fault_can_be_switched_on_and_a_client_sees_it() {
     );
 
     set(serde_json::json!({"logout": ["crawler1"]})).await;
-    let owner = s.sim.data.users.iter().find(|u| !u.is_private).unwrap();
+    let owner = public_user(&s, |_| true);
     let r = c
         .get(graphql_url(
             &s.base,
@@ -973,14 +957,7 @@ async fn the_seed_v1_api_logs_in_with_a_jwt_pages_with_cursors_and_reports_its_l
     assert_eq!(token.split('.').count(), 3, "header.payload.signature");
     assert_eq!(login["expires_in"], 3600);
 
-    let user = s
-        .sim
-        .data
-        .users
-        .iter()
-        .find(|u| !u.is_private && u.post_count > 25)
-        .unwrap()
-        .clone();
+    let user = public_user(&s, |u| u.post_count > 25);
     let r = c
         .get(format!("{}/api/v1/users/{}/posts", s.base, user.id))
         .send()
@@ -1076,14 +1053,7 @@ async fn the_seed_v1_api_logs_in_with_a_jwt_pages_with_cursors_and_reports_its_l
 async fn a_post_by_shortcode_carries_its_comment_threads() {
     let s = start(49, 1.0).await;
     let c = client();
-    let owner = s
-        .sim
-        .data
-        .users
-        .iter()
-        .find(|u| !u.is_private && u.post_count > 0)
-        .unwrap()
-        .clone();
+    let owner = public_user(&s, |u| u.post_count > 0);
     let post = (0..owner.post_count)
         .filter_map(|i| s.sim.data.post(owner.index, i))
         .find(|p| p.comment_count > 5)
