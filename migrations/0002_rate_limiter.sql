@@ -24,6 +24,23 @@ CREATE TABLE limiter_penalties (
     PRIMARY KEY (scope, source)
 );
 
+-- Takes the transaction-level advisory lock of every scope, sorted, so that two callers with
+-- overlapping scopes take them in the same order and cannot deadlock. Released at commit.
+CREATE FUNCTION trawl_limiter_lock(p_scopes text[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s text;
+BEGIN
+    IF cardinality(p_scopes) = 1 THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended('trawl-limiter:' || p_scopes[1], 0));
+        RETURN;
+    END IF;
+    FOR s IN SELECT DISTINCT x FROM unnest(p_scopes) AS x ORDER BY x LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended('trawl-limiter:' || s, 0));
+    END LOOP;
+END;
+$$;
+
 -- Grants one permit of `p_query_type` in every scope of `p_scopes`, or says how long to wait.
 -- Windows are half-open: a grant at s is in the window of length W ending at t when t - W < s <= t.
 -- `p_at` fakes the clock for tests; NULL means the database clock at the moment the locks are held.
@@ -61,14 +78,7 @@ DECLARE
     blocked  timestamptz;
     used     bigint := 0;
 BEGIN
-    IF cardinality(p_scopes) = 1 THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended('trawl-limiter:' || p_scopes[1], 0));
-    ELSE
-        -- Sorted, so two acquirers with overlapping scopes take the locks in the same order.
-        FOR s IN SELECT DISTINCT x FROM unnest(p_scopes) AS x ORDER BY x LOOP
-            PERFORM pg_advisory_xact_lock(hashtextextended('trawl-limiter:' || s, 0));
-        END LOOP;
-    END IF;
+    PERFORM trawl_limiter_lock(p_scopes);
     t := coalesce(p_at, clock_timestamp());
     FOREACH s IN ARRAY p_scopes LOOP
         -- The scope's penalty rides along with the per-type count: one statement, not two.
@@ -144,9 +154,7 @@ DECLARE
     latest timestamptz := '-infinity';
     src    text := CASE WHEN p_iphone THEN 'iphone' ELSE 'other' END;
 BEGIN
-    FOR s IN SELECT DISTINCT x FROM unnest(p_scopes) AS x ORDER BY x LOOP
-        PERFORM pg_advisory_xact_lock(hashtextextended('trawl-limiter:' || s, 0));
-    END LOOP;
+    PERFORM trawl_limiter_lock(p_scopes);
     t := coalesce(p_at, clock_timestamp());
     FOREACH s IN ARRAY p_scopes LOOP
         SELECT min(g.granted_at) INTO oldest FROM limiter_grants g
