@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,7 +31,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
-    /// PostgreSQL URL (database.url) for `scheduler` and `migrate`.
+    /// PostgreSQL URL (database.url) for `scheduler`, `migrate`, `accounts` and `export`.
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
 
@@ -49,6 +49,15 @@ pub enum Command {
     },
     /// Apply the database migrations.
     Migrate,
+    /// Run a worker: lease one account, log in when needed, crawl the jobs it can do.
+    Worker {
+        /// Address of /metrics, /healthz and /readyz (worker.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Without secrets.key, use a fixed, publicly known key: secrets are NOT protected.
+        #[arg(long)]
+        insecure_dev_key: bool,
+    },
     /// Submit one job, or a JSONL file of jobs.
     Submit(SubmitArgs),
     /// Inspect and manage jobs.
@@ -66,6 +75,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Instagram accounts and their sealed secrets (talks to PostgreSQL directly).
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Stream crawl results from PostgreSQL as JSONL or CSV.
+    Export(ExportArgs),
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -167,6 +181,12 @@ pub struct SubmitArgs {
     /// Stop after this many items.
     #[arg(long)]
     pub max_items: Option<u64>,
+    /// Stop at the first item an earlier crawl already stored (Instaloader's fast update).
+    #[arg(long)]
+    pub since: bool,
+    /// For profile_posts, hashtag_posts and post: also crawl the comments of every post found.
+    #[arg(long)]
+    pub with_comments: bool,
     /// A JSONL file: one job object per line ({"kind":..,"target":..,...}). Bad lines are
     /// reported with their line number; the good ones are still submitted.
     #[arg(long, short = 'f', value_name = "FILE")]
@@ -243,6 +263,98 @@ pub enum JobsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Add an account with exactly one secret source: a password, a session file, or none
+    /// (anonymous).
+    #[command(group(
+        ArgGroup::new("secret")
+            .required(true)
+            .args(["password_stdin", "session_file", "anonymous"])
+    ))]
+    Add {
+        /// 1 to 64 letters, digits, '.', '_' or '-' (usually the Instagram username).
+        name: String,
+        /// Read the password from the first line of standard input (it never appears in `ps`).
+        #[arg(long)]
+        password_stdin: bool,
+        /// An Instaloader session file (`instaloader --login` writes one).
+        #[arg(long, value_name = "FILE")]
+        session_file: Option<PathBuf>,
+        /// No login: crawls only what Instagram shows logged-out visitors.
+        #[arg(long)]
+        anonymous: bool,
+        /// The egress group (the IP the account's requests leave from).
+        #[arg(long, value_name = "GROUP")]
+        egress: Option<String>,
+        /// Seal with the publicly known development key when secrets.key is unset (demos only).
+        #[arg(long)]
+        insecure_dev_key: bool,
+    },
+    /// List accounts, their state and whether a secret is stored (never the secret).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an account out of rotation (a worker holding it loses its lease).
+    Disable { name: String },
+    /// Put an account back into rotation, clearing a checkpoint, cooldown and error score.
+    Enable { name: String },
+    /// Delete an account and its secrets.
+    Remove { name: String },
+    /// Replace the stored session of an existing account with an Instaloader session file.
+    ImportSession {
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        session_file: PathBuf,
+        /// Seal with the publicly known development key when secrets.key is unset (demos only).
+        #[arg(long)]
+        insecure_dev_key: bool,
+    },
+    /// Print a new random key for secrets.key (needs no database).
+    NewKey,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// What to export.
+    #[arg(value_enum)]
+    pub kind: ExportKind,
+    /// Only rows of this target: a username (users, posts, follows, stories), a post shortcode
+    /// (comments) or a hashtag (hashtag_posts).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Only rows seen at or after TIME: RFC 3339 (2026-12-01T08:00:00Z), a date (2026-12-01,
+    /// midnight UTC) or a span back from now (24h, 7d).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Write here instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportKind {
+    Users,
+    Posts,
+    Comments,
+    Follows,
+    Stories,
+    #[value(name = "hashtag_posts", alias = "hashtag-posts")]
+    HashtagPosts,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line.
+    Jsonl,
+    /// RFC 4180, with a header row.
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the effective configuration as TOML, secrets redacted.
     Show,
@@ -250,10 +362,23 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Sample jobs to submit.
-    #[arg(long, default_value_t = 60)]
-    pub jobs: usize,
-    /// Keep the scheduler and database running after the demo, until Ctrl-C.
+    /// Workers, each with its own simulator account.
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Profiles to crawl (with their posts, comments, followers, stories and highlights).
+    #[arg(long, default_value_t = 8)]
+    pub profiles: usize,
+    /// Multiplies every rate-limit window, on both sides (0.05: 11 minutes become 33 s).
+    #[arg(long, default_value_t = 0.05)]
+    pub time_scale: f64,
+    /// Print the summary as JSON (and nothing else on stdout).
     #[arg(long)]
-    pub keep_running: bool,
+    pub json: bool,
+    /// Exit when the crawl is done instead of serving /metrics until Ctrl-C.
+    #[arg(long)]
+    pub exit_when_done: bool,
+    /// Where the private PostgreSQL cluster and the demo's key are kept between runs
+    /// (default: $TMPDIR/trawl-demo-UID).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
 }

@@ -39,6 +39,15 @@ pub enum CliError {
     Partial(String),
     #[error("{0}")]
     Failure(String),
+    /// Something a verb that talks to PostgreSQL directly looked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change would clash with what is stored (a name already taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// PostgreSQL cannot be reached; the message names the server (without its password).
+    #[error("{0}")]
+    DatabaseUnreachable(String),
 }
 
 impl CliError {
@@ -49,6 +58,9 @@ impl CliError {
             CliError::Unreachable { .. } => exit::UNAVAILABLE,
             CliError::Partial(_) => exit::PARTIAL,
             CliError::Failure(_) => exit::FAILURE,
+            CliError::NotFound(_) => exit::NOT_FOUND,
+            CliError::Conflict(_) => exit::CONFLICT,
+            CliError::DatabaseUnreachable(_) => exit::UNAVAILABLE,
             CliError::Api { status, .. } => match *status {
                 401 | 403 => exit::UNAUTHORIZED,
                 404 => exit::NOT_FOUND,
@@ -57,6 +69,19 @@ impl CliError {
                 503 => exit::UNAVAILABLE,
                 _ => exit::FAILURE,
             },
+        }
+    }
+}
+
+impl From<trawl_shared::db::DbError> for CliError {
+    /// For the verbs that talk to PostgreSQL directly (`accounts`, `export`). Every message
+    /// already names the server without its password.
+    fn from(e: trawl_shared::db::DbError) -> Self {
+        use trawl_shared::db::DbError;
+        match e {
+            DbError::BadUrl { .. } => CliError::Config(e.to_string()),
+            DbError::Connect { .. } => CliError::DatabaseUnreachable(e.to_string()),
+            other => CliError::Failure(other.to_string()),
         }
     }
 }

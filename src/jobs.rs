@@ -45,7 +45,13 @@ pub async fn submit(
         max_attempts: args.max_attempts,
         unique_key: args.unique_key,
         recrawl_every,
-        options: args.max_items.map(|n| JobOptions { max_items: Some(n) }),
+        options: (args.max_items.is_some() || args.since || args.with_comments).then_some(
+            JobOptions {
+                max_items: args.max_items,
+                stop_at_stored: args.since,
+                with_comments: args.with_comments,
+            },
+        ),
     };
     // Checked here too, so a typo is reported without a round trip and names the flag's field.
     spec.clone()

@@ -1,8 +1,10 @@
 //! `trawl`: one binary for every role (scheduler, migrate, demo) and every client verb.
 
+mod accounts;
 mod cli;
 mod client;
 mod demo;
+mod export;
 mod jobs;
 mod limits;
 mod sim;
@@ -42,19 +44,30 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Scheduler { listen } => *listen,
         _ => None,
     };
+    let worker_listen = match &cli.command {
+        Command::Worker { listen, .. } => *listen,
+        _ => None,
+    };
     let config = ConfigLoader::new(cli.config.clone())
         .flag_opt("client.url", cli.url.clone())
         .flag_opt("client.token", cli.token.clone())
         .flag_opt("database.url", cli.database_url.clone())
         .flag_opt("scheduler.listen", listen.map(|a| a.to_string()))
+        .flag_opt("worker.listen", worker_listen.map(|a| a.to_string()))
         .load()
         .map_err(|e| CliError::Config(e.to_string()))?;
-    let server_role = matches!(cli.command, Command::Scheduler { .. } | Command::Migrate);
+    let server_role = matches!(
+        cli.command,
+        Command::Scheduler { .. } | Command::Migrate | Command::Worker { .. }
+    );
     init_tracing(&config, server_role);
 
     match cli.command {
         Command::Scheduler { .. } => run_scheduler(&config).await,
         Command::Migrate => migrate(&config).await,
+        Command::Worker {
+            insecure_dev_key, ..
+        } => run_worker(&config, insecure_dev_key).await,
         Command::Submit(args) => {
             jobs::submit(&client(&config)?, args, config.queue.default_max_attempts).await
         }
@@ -64,6 +77,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             egress,
             json,
         } => limits::show(&client(&config)?, account, egress, json).await,
+        Command::Accounts(cmd) => accounts::run(&config, cmd).await,
+        Command::Export(args) => export::run(&config, args).await,
         Command::Config(ConfigCommand::Show) => {
             print!("{}", config.to_redacted_toml());
             Ok(())
@@ -92,6 +107,7 @@ fn init_tracing(config: &Config, server_role: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
@@ -119,6 +135,36 @@ async fn run_scheduler(config: &Config) -> Result<(), CliError> {
         .map_err(|e| match e {
             trawl_scheduler::SchedulerError::NoToken => CliError::Config(e.to_string()),
             trawl_scheduler::SchedulerError::Database(ref d) => match d {
+                db::DbError::Connect { .. } => CliError::Unreachable {
+                    url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
+                    reason: d.to_string(),
+                },
+                _ => CliError::Failure(e.to_string()),
+            },
+            other => CliError::Failure(other.to_string()),
+        })
+}
+
+async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(config.worker.listen)
+        .await
+        .map_err(|e| {
+            CliError::Failure(format!(
+                "cannot listen on {} (worker.listen): {e}",
+                config.worker.listen
+            ))
+        })?;
+    let (stop, signal) = trawl_shared::shutdown::channel();
+    tokio::spawn(async move {
+        trawl_shared::shutdown::os_signal().await;
+        tracing::info!("stopping: finishing or checkpointing the page in flight");
+        stop.trigger();
+    });
+    trawl_worker::run(config, listener, signal, insecure_dev_key)
+        .await
+        .map_err(|e| match e {
+            trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
+            trawl_worker::WorkerError::Database(ref d) => match d {
                 db::DbError::Connect { .. } => CliError::Unreachable {
                     url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
                     reason: d.to_string(),

@@ -200,6 +200,34 @@ impl Accounts {
         row.ok_or_else(|| AccountError::NotFound(name.to_owned()))
     }
 
+    /// Replaces an account's session with `cookies` (`name=value; ...`), sealed, for an operator
+    /// who logged in elsewhere (`trawl accounts import-session`). An anonymous account given a
+    /// session becomes a logged-in one. State and lease are untouched: a worker holding the
+    /// account keeps the session it opened until its next lease.
+    pub async fn replace_session(
+        &self,
+        name: &str,
+        cookies: &str,
+    ) -> Result<Account, AccountError> {
+        if !valid_name(name) {
+            return Err(AccountError::BadName(name.chars().take(80).collect()));
+        }
+        let sealed = self
+            .secrets
+            .seal(cookies.as_bytes(), &owner(name, "session"))?;
+        let row = sqlx::query_as(concat!(
+            "UPDATE accounts SET session_sealed = $2, session_updated_at = now(), anonymous = false,
+                    updated_at = now()
+             WHERE name = $1 RETURNING ",
+            account_columns!()
+        ))
+        .bind(name)
+        .bind(sealed)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or_else(|| AccountError::NotFound(name.to_owned()))
+    }
+
     pub async fn remove(&self, name: &str) -> Result<(), AccountError> {
         let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
             .bind(name)

@@ -29,6 +29,56 @@ pub struct Config {
     pub client: ClientConfig,
     pub log: LogConfig,
     pub limiter: LimiterConfig,
+    pub secrets: SecretsConfig,
+    pub worker: WorkerConfig,
+    pub instagram: InstagramConfig,
+}
+
+/// The key that seals account passwords and sessions at rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// 64 hex characters (`trawl accounts new-key` prints one). Workers and the `accounts` verbs
+    /// refuse to run without it unless given `--insecure-dev-key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+}
+
+/// A worker process: one account, its jobs, its probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: SocketAddr,
+    /// How long an account lease lasts without a heartbeat.
+    pub account_lease: HumanDuration,
+    /// How often a worker without an account asks for one.
+    pub account_poll: HumanDuration,
+    /// Jobs worked at once, which is also the most requests in flight for the account.
+    pub concurrency: usize,
+    /// Only these kinds (empty: every kind the account can do).
+    pub kinds: Vec<String>,
+    /// Longest a limiter wait is slept inside a job; a longer wait snoozes the job instead.
+    pub max_inline_wait: HumanDuration,
+    /// How long a stopping worker may take to finish or checkpoint its page.
+    pub grace_period: HumanDuration,
+}
+
+/// Where Instagram is and how the client treats it (reference §5–6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstagramConfig {
+    /// Web host: REST, login and GraphQL (`https://www.instagram.com`).
+    pub web_base: String,
+    /// Mobile API base (`https://i.instagram.com`); requests go to `{mobile_base}/api/v1/...`.
+    pub mobile_base: String,
+    /// Tries per request before a job-level retry (Instaloader's `max_connection_attempts`).
+    pub max_connection_attempts: u32,
+    pub request_timeout: HumanDuration,
+    /// First page length of paginated GraphQL queries; halved on a 400 while it stays >= 12.
+    pub page_length: u32,
+    /// Desktop browser `User-Agent` of web requests.
+    pub user_agent: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +265,35 @@ impl Default for ClientConfig {
             url: "http://127.0.0.1:8080".into(),
             token: None,
             timeout: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            account_lease: HumanDuration::from_secs(60),
+            account_poll: HumanDuration::from_secs(2),
+            concurrency: 1,
+            kinds: Vec::new(),
+            max_inline_wait: HumanDuration::from_secs(60),
+            grace_period: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+impl Default for InstagramConfig {
+    fn default() -> Self {
+        Self {
+            web_base: "https://www.instagram.com".into(),
+            mobile_base: "https://i.instagram.com".into(),
+            max_connection_attempts: 3,
+            request_timeout: HumanDuration::from_secs(30),
+            page_length: 50,
+            user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                         (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+                .into(),
         }
     }
 }
@@ -442,6 +521,43 @@ impl Config {
                 "must be at least as long as the longest window".into(),
             );
         }
+        if !(1..=64).contains(&self.worker.concurrency) {
+            return fail("worker.concurrency", "must be between 1 and 64".into());
+        }
+        for kind in &self.worker.kinds {
+            if let Err(e) = kind.parse::<crate::domain::JobKind>() {
+                return fail("worker.kinds", e.to_string());
+            }
+        }
+        if self.worker.account_lease.0 < Duration::from_millis(500) {
+            return fail("worker.account_lease", "must be at least 500ms".into());
+        }
+        let i = &self.instagram;
+        for (key, url) in [
+            ("instagram.web_base", &i.web_base),
+            ("instagram.mobile_base", &i.mobile_base),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
+                return fail(
+                    key,
+                    "expected an http:// or https:// URL without a trailing slash".into(),
+                );
+            }
+        }
+        if !(1..=20).contains(&i.max_connection_attempts) {
+            return fail(
+                "instagram.max_connection_attempts",
+                "must be between 1 and 20".into(),
+            );
+        }
+        if !(12..=50).contains(&i.page_length) {
+            return fail("instagram.page_length", "must be between 12 and 50".into());
+        }
+        if let Some(key) = &self.secrets.key
+            && let Err(e) = crate::crypto::SecretBox::from_hex(key.expose())
+        {
+            return fail("secrets.key", e.to_string());
+        }
         if matches!(&self.scheduler.api_token, Some(t) if t.is_empty()) {
             return fail("scheduler.api_token", "must not be empty when set".into());
         }
@@ -457,6 +573,9 @@ impl Config {
         }
         if shown.client.token.is_some() {
             shown.client.token = Some(Secret::new(REDACTED));
+        }
+        if shown.secrets.key.is_some() {
+            shown.secrets.key = Some(Secret::new(REDACTED));
         }
         shown
     }

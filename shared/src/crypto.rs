@@ -26,6 +26,23 @@ pub enum CryptoError {
     Random,
 }
 
+/// The well-known key `--insecure-dev-key` selects. Anything sealed with it is as good as clear.
+pub const INSECURE_DEV_KEY: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why no key is available.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "no encryption key for account secrets: set secrets.key (TRAWL_SECRETS__KEY) to 64 hex \
+         characters (`trawl accounts new-key` prints one), or pass --insecure-dev-key for a \
+         throwaway setup"
+    )]
+    Missing,
+    #[error("secrets.key: {0}")]
+    Invalid(CryptoError),
+}
+
 /// A key that seals and opens secrets.
 pub struct SecretBox {
     key: LessSafeKey,
@@ -55,6 +72,25 @@ impl SecretBox {
             key: LessSafeKey::new(unbound),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// The key from configuration (`secrets.key`). Without one, `insecure_dev_key` selects a
+    /// fixed, publicly known key ([`INSECURE_DEV_KEY`]) for demos and tests; otherwise it is an
+    /// error that says how to make a key.
+    pub fn from_config(
+        key: Option<&crate::secret::Secret>,
+        insecure_dev_key: bool,
+    ) -> Result<Self, KeyError> {
+        match (key, insecure_dev_key) {
+            (Some(k), _) => Self::from_hex(k.expose()).map_err(KeyError::Invalid),
+            (None, true) => {
+                tracing::warn!(
+                    "using the insecure development key: account secrets are NOT protected at rest"
+                );
+                Self::from_hex(INSECURE_DEV_KEY).map_err(KeyError::Invalid)
+            }
+            (None, false) => Err(KeyError::Missing),
+        }
     }
 
     /// A new random key in hex, for `trawl` to print when an operator needs one.

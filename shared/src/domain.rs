@@ -177,6 +177,34 @@ pub struct JobOptions {
     /// Stop after this many items (posts, comments, users). `None`: crawl everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_items: Option<u64>,
+    /// Stop at the first item that an earlier job already stored (Instaloader's fast update).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stop_at_stored: bool,
+    /// For kinds that find posts: queue a `post_comments` job for every post with comments.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_comments: bool,
+}
+
+impl JobKind {
+    /// Kinds that page through a listing (and so checkpoint a cursor).
+    pub fn is_paginated(self) -> bool {
+        matches!(
+            self,
+            JobKind::ProfilePosts
+                | JobKind::PostComments
+                | JobKind::Followers
+                | JobKind::Followees
+                | JobKind::HashtagPosts
+        )
+    }
+
+    /// Kinds whose items are posts, which `with_comments` fans out from.
+    pub fn finds_posts(self) -> bool {
+        matches!(
+            self,
+            JobKind::ProfilePosts | JobKind::HashtagPosts | JobKind::Post
+        )
+    }
 }
 
 /// A job as a client submits it (an API body, one line of a JSONL file). Every field but `kind` and
@@ -293,6 +321,25 @@ impl JobSpec {
             }
             other => other.map(|d| d.0),
         };
+        let options = self.options.unwrap_or_default();
+        if options.with_comments && !kind.finds_posts() {
+            return Err(ValidationError::new(
+                "options.with_comments",
+                format!("only applies to profile_posts, hashtag_posts and post (not {kind})"),
+            ));
+        }
+        if options.stop_at_stored && !kind.is_paginated() {
+            return Err(ValidationError::new(
+                "options.stop_at_stored",
+                format!("only applies to kinds that page through a listing (not {kind})"),
+            ));
+        }
+        if options.max_items == Some(0) {
+            return Err(ValidationError::new(
+                "options.max_items",
+                "must be at least 1 (leave it out to crawl everything)",
+            ));
+        }
         Ok(NewJob {
             kind,
             target,
@@ -301,7 +348,7 @@ impl JobSpec {
             max_attempts,
             unique_key,
             recrawl_every,
-            options: self.options.unwrap_or_default(),
+            options,
         })
     }
 }

@@ -37,8 +37,11 @@ pub enum Durability {
     /// `fsync=off`, `synchronous_commit=off`: for tests, whose data is thrown away.
     #[default]
     Throwaway,
-    /// PostgreSQL's defaults for durability (what a benchmark must measure).
+    /// PostgreSQL's defaults for durability (what a benchmark must measure), with 512 MB of
+    /// shared buffers.
     Durable,
+    /// PostgreSQL's defaults, nothing changed (the demo's kept cluster).
+    Defaults,
 }
 
 /// A running private cluster. Dropping it stops the server and deletes its files.
@@ -49,6 +52,8 @@ pub struct PrivateCluster {
     port: u16,
     run_as: Option<String>,
     stopped: bool,
+    /// Kept on disk when stopped (the demo's cluster), instead of deleted.
+    persistent: bool,
 }
 
 impl PrivateCluster {
@@ -84,6 +89,7 @@ impl PrivateCluster {
             port: 0,
             run_as,
             stopped: false,
+            persistent: false,
         };
         if let Some(user) = &cluster.run_as {
             run(
@@ -107,6 +113,60 @@ impl PrivateCluster {
         for _ in 0..5 {
             cluster.port = free_port()?;
             match cluster.pg_ctl_start(durability) {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or(ClusterError::Step {
+            step: "pg_ctl start",
+            detail: "no attempt made".into(),
+        }))
+    }
+
+    /// A cluster kept in `dir`: created there on first use, started again by later runs, and
+    /// stopped but not deleted at the end. Fails clearly when another server already runs on it.
+    pub fn open(dir: &Path) -> Result<Self, ClusterError> {
+        let bin = find_bin_dir().ok_or(ClusterError::BinariesMissing)?;
+        let run_as = if is_root() {
+            if !user_exists("postgres") {
+                return Err(ClusterError::NoUnprivilegedUser);
+            }
+            Some("postgres".to_owned())
+        } else {
+            None
+        };
+        std::fs::create_dir_all(dir)?;
+        let root = std::fs::canonicalize(dir)?;
+        let mut cluster = Self {
+            root,
+            bin,
+            port: 0,
+            run_as,
+            stopped: false,
+            persistent: true,
+        };
+        if let Some(user) = &cluster.run_as {
+            run(
+                "chown",
+                Command::new("chown").arg("-R").arg(user).arg(&cluster.root),
+            )?;
+        }
+        let data = cluster.data_dir();
+        if !data.join("PG_VERSION").exists() {
+            let mut initdb = cluster.command("initdb");
+            run(
+                "initdb",
+                initdb
+                    .arg("-D")
+                    .arg(&data)
+                    .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+                    .arg("--no-instructions"),
+            )?;
+        }
+        let mut last_error = None;
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.pg_ctl_start(Durability::Defaults) {
                 Ok(()) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -157,10 +217,12 @@ impl PrivateCluster {
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c max_connections=300",
             self.port
         );
-        if durability == Durability::Throwaway {
-            options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
-        } else {
-            options.push_str(" -c shared_buffers=512MB");
+        match durability {
+            Durability::Throwaway => {
+                options.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            }
+            Durability::Durable => options.push_str(" -c shared_buffers=512MB"),
+            Durability::Defaults => {}
         }
         let mut cmd = self.command("pg_ctl");
         run(
@@ -190,6 +252,15 @@ impl PrivateCluster {
             return;
         }
         self.stopped = true;
+        if self.persistent {
+            let _ = self
+                .command("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-m", "fast", "-w", "-t", "30", "stop"])
+                .output();
+            return;
+        }
         stop_cluster(&self.bin, &self.data_dir(), self.run_as.as_deref());
         let _ = std::fs::remove_dir_all(&self.root);
     }

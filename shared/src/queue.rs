@@ -116,6 +116,16 @@ pub struct Checkpoint {
     /// Pages stored so far.
     #[serde(default)]
     pub pages: u64,
+    /// The Instagram id the crawl resolved its target to (a user id), so a resumed crawl does not
+    /// spend a request resolving it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_id: Option<String>,
+    /// The page length in use (it halves after a 400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_length: Option<u32>,
+    /// The crawl saw its last page (or its stop condition); only the completion is left to do.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub done: bool,
 }
 
 /// A job handed to a worker.
@@ -263,6 +273,14 @@ impl Queue {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
+        let submitted = Self::submit_in(&mut tx, jobs).await?;
+        tx.commit().await?;
+        Ok(submitted)
+    }
+
+    /// [`Queue::submit_many`] inside the caller's transaction: a crawler fans out follow-up jobs in
+    /// the same transaction as the page that found them, so a crash never loses or repeats them.
+    pub async fn submit_in(tx: &mut sqlx::PgConnection, jobs: &[NewJob]) -> Result<Vec<Submitted>> {
         let mut ids: HashMap<String, (i64, bool)> = HashMap::with_capacity(jobs.len());
         let mut pending: Vec<&NewJob> = jobs.iter().collect();
         let mut any_runnable = false;
@@ -329,7 +347,6 @@ impl Queue {
         if any_runnable {
             notify_jobs(&mut *tx).await?;
         }
-        tx.commit().await?;
         jobs.iter()
             .map(|j| {
                 ids.get(&j.unique_key)

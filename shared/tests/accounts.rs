@@ -217,3 +217,86 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     accounts.remove("dup").await.unwrap();
     assert!(accounts.list().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_imported_session_replaces_the_old_one_sealed_for_its_account() {
+    let db = fresh_db().await;
+    let accounts = Accounts::new(db.pool.clone(), key());
+    accounts
+        .add(&NewAccount {
+            name: "importer",
+            password: Some("pw"),
+            session: Some("sessionid=old-secret; ds_user_id=1"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    accounts
+        .add(&NewAccount {
+            name: "anon",
+            anonymous: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    sqlx::query("UPDATE accounts SET session_updated_at = now() - interval '3 days'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let replaced = accounts
+        .replace_session("importer", "sessionid=new-secret; ds_user_id=2")
+        .await
+        .unwrap();
+    assert!(replaced.has_password && replaced.has_session);
+    let age = chrono::Utc::now() - replaced.session_updated_at.unwrap();
+    assert!(
+        age < chrono::Duration::minutes(1),
+        "the session is new: {age}"
+    );
+
+    let dump: String = sqlx::query_scalar("SELECT row_to_json(a)::text FROM accounts a")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(!dump.contains("new-secret"));
+    let held = accounts
+        .lease("w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        held.name, "anon",
+        "the anonymous one has no errors and sorts first"
+    );
+    accounts.release(&held).await.unwrap();
+    accounts.set_enabled("anon", false).await.unwrap();
+    let held = accounts
+        .lease("w", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        held.session.as_deref(),
+        Some("sessionid=new-secret; ds_user_id=2"),
+        "opens with the owner it was sealed for"
+    );
+    assert_eq!(held.password.as_deref(), Some("pw"), "the password is kept");
+
+    // An anonymous account given a session logs in with it from then on.
+    let anon = accounts
+        .replace_session("anon", "sessionid=s; ds_user_id=3")
+        .await
+        .unwrap();
+    assert!(!anon.anonymous && anon.has_session && !anon.has_password);
+
+    assert!(matches!(
+        accounts.replace_session("ghost", "sessionid=x").await,
+        Err(AccountError::NotFound(_))
+    ));
+    assert!(matches!(
+        accounts.replace_session("bad name", "sessionid=x").await,
+        Err(AccountError::BadName(_))
+    ));
+    assert_eq!(accounts.list().await.unwrap().len(), 2);
+}

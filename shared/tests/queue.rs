@@ -132,6 +132,9 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
         cursor: Some("QVFDcursor2".into()),
         items: 24,
         pages: 2,
+        subject_id: Some("1234".into()),
+        page_length: Some(25),
+        done: false,
     };
     Queue::checkpoint(queue.pool(), &first.lease, &progress)
         .await
@@ -155,6 +158,7 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
         cursor: Some("stale".into()),
         items: 99,
         pages: 9,
+        ..Checkpoint::default()
     };
     assert!(matches!(
         Queue::checkpoint(queue.pool(), &first.lease, &stale).await,

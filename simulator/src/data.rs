@@ -391,6 +391,23 @@ impl DataSet {
         self.post(owner, index).filter(|p| p.shortcode == code)
     }
 
+    /// The threaded replies of a comment (0 to 2): (id, owner, created_at, likes). Reply ids have
+    /// bit 62 set, so they never collide with a top-level comment's id.
+    pub fn replies(&self, cm: &Comment) -> Vec<(u64, u32, i64, u64)> {
+        let n = self.users.len() as u64;
+        (0..mix(self.seed, 12, cm.id, 0) % 3)
+            .map(|r| {
+                let owner = (mix(self.seed, 13, cm.id, r) % n) as u32;
+                (
+                    (1 << 62) | (cm.id * 4 + r),
+                    owner,
+                    cm.created_at + 30 * (r as i64 + 1),
+                    r,
+                )
+            })
+            .collect()
+    }
+
     /// Comment `index` (0 = oldest) of `post`.
     pub fn comment(&self, post: &Post, index: u32) -> Option<Comment> {
         if index >= post.comment_count {

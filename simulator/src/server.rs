@@ -629,14 +629,16 @@ fn post_node(p: &Post, data: &DataSet) -> Value {
 /// A comment with its replies (`edge_threaded_comments`), as Instagram nests them.
 fn comment_node(sim: &Sim, cm: &crate::data::Comment) -> Value {
     let owner = &sim.data.users[cm.owner as usize];
-    let n = sim.data.users.len() as u64;
-    let replies: Vec<Value> = (0..crate::data::mix(sim.data.seed, 12, cm.id, 0) % 3)
-        .map(|r| {
-            let who = &sim.data.users[(crate::data::mix(sim.data.seed, 13, cm.id, r) % n) as usize];
-            json!({"node": {"id": (cm.id * 10 + r + 1).to_string(), "text": format!("@{} agreed", owner.username),
-                "created_at": cm.created_at + 30 * (r as i64 + 1),
+    let replies: Vec<Value> = sim
+        .data
+        .replies(cm)
+        .into_iter()
+        .map(|(id, who, created_at, likes)| {
+            let who = &sim.data.users[who as usize];
+            json!({"node": {"id": id.to_string(), "text": format!("@{} agreed", owner.username),
+                "created_at": created_at,
                 "owner": {"id": who.id.to_string(), "username": who.username, "profile_pic_url": who.profile_pic_url()},
-                "edge_liked_by": {"count": r}}})
+                "edge_liked_by": {"count": likes}}})
         })
         .collect();
     json!({"id": cm.id.to_string(), "text": cm.text, "created_at": cm.created_at,

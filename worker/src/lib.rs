@@ -1,11 +1,531 @@
-//! The worker: leases one account, logs in, leases jobs its account can do, speaks Instagram's
-//! three API types through the shared limiter, checkpoints pagination and stores results.
+//! The worker: leases one account, logs in when it must, leases the jobs its account can do,
+//! speaks Instagram's three API types through the shared limiter ([`instagram`]), runs one crawler
+//! per job kind ([`crawl`]) that checkpoints every page with its results ([`store`]), and serves
+//! `/metrics`, `/healthz` and `/readyz`.
 //!
-//! It must not keep state that another worker needs anywhere but PostgreSQL.
-//!
-//! In progress (issue 5): so far it holds the reader of Instaloader session files
-//! ([`session_file`]); accounts with sealed secrets and fenced leases are in
-//! `trawl_shared::accounts`. The worker process, the Instagram client and the crawlers come next.
-//! Nothing here runs a worker yet.
+//! It must not keep state that another worker needs anywhere but PostgreSQL: job and account
+//! leases, the rate-limit ledger, checkpoints and results all live there, so a worker can be
+//! killed at any moment and another takes over where it stopped.
 
+pub mod crawl;
+pub mod instagram;
+pub mod metrics;
+pub mod probes;
 pub mod session_file;
+pub mod store;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use trawl_shared::JobKind;
+use trawl_shared::accounts::{AccountError, Accounts, LeasedAccount};
+use trawl_shared::config::Config;
+use trawl_shared::crypto::{KeyError, SecretBox};
+use trawl_shared::db::{self, DbError};
+use trawl_shared::limiter::Limiter;
+use trawl_shared::limiter::metrics::LimiterMetrics;
+use trawl_shared::queue::{Failure, LeasedJob, Queue, QueueError, QueueSettings};
+use trawl_shared::shutdown::Shutdown;
+
+use crate::crawl::{Crawl, CrawlError};
+use crate::instagram::{IgError, InstagramClient, Session};
+use crate::metrics::WorkerMetrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("probe server failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What happened to the account while its jobs ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AccountVerdict {
+    /// Keep working with it.
+    Keep,
+    /// Out of rotation until a person acts, with the reason.
+    Checkpoint(String),
+    /// Another worker holds it now (our lease expired).
+    Lost,
+    /// Give it back for now (a login failed for a reason that is not the account's).
+    Release,
+}
+
+/// Shared by the job loops of one account.
+struct Held {
+    client: InstagramClient,
+    account: LeasedAccount,
+    /// Set once a re-login was tried in this hold: a second login redirect takes the account
+    /// out of rotation.
+    relogged: AtomicBool,
+    verdict: std::sync::Mutex<AccountVerdict>,
+}
+
+impl Held {
+    fn verdict(&self) -> AccountVerdict {
+        self.verdict
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or(AccountVerdict::Lost)
+    }
+
+    fn set_verdict(&self, v: AccountVerdict) {
+        if let Ok(mut current) = self.verdict.lock()
+            && *current == AccountVerdict::Keep
+        {
+            *current = v;
+        }
+    }
+}
+
+/// Everything a worker process shares between its tasks.
+struct Worker {
+    config: Config,
+    owner: String,
+    pool: PgPool,
+    queue: Queue,
+    accounts: Accounts,
+    limiter: Arc<Limiter>,
+    metrics: Arc<WorkerMetrics>,
+    shutdown: Shutdown,
+}
+
+/// A name for this process in lease columns: host, pid and a random suffix.
+pub fn owner_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "{}-{}-{}",
+        host.chars().take(40).collect::<String>(),
+        std::process::id(),
+        &suffix[..6]
+    )
+}
+
+/// Runs a worker until `shutdown`: then it stops leasing, checkpoints or finishes the page in
+/// flight, gives its job back with the checkpoint and gives its account back at once.
+pub async fn run(
+    config: &Config,
+    listener: TcpListener,
+    shutdown: Shutdown,
+    insecure_dev_key: bool,
+) -> Result<(), WorkerError> {
+    let secrets = SecretBox::from_config(config.secrets.key.as_ref(), insecure_dev_key)?;
+    let pool = db::connect(&config.database).await?;
+    db::check_schema(&pool).await?;
+    let metrics = Arc::new(WorkerMetrics::new()?);
+    let limiter_metrics = Arc::new(LimiterMetrics::new()?);
+    let limiter = Arc::new(Limiter::new(
+        pool.clone(),
+        &config.limiter,
+        limiter_metrics.clone(),
+    ));
+    let worker = Arc::new(Worker {
+        config: config.clone(),
+        owner: owner_name(),
+        queue: Queue::new(pool.clone(), QueueSettings::from(&config.queue)),
+        accounts: Accounts::new(pool.clone(), secrets),
+        pool: pool.clone(),
+        limiter,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+    tracing::info!(owner = %worker.owner, "worker starting");
+    let probes = tokio::spawn(probes::serve(
+        listener,
+        probes::ProbeState {
+            pool: pool.clone(),
+            worker: metrics,
+            limiter: limiter_metrics,
+        },
+        shutdown.clone(),
+    ));
+    worker.clone().account_loop().await;
+    tracing::info!(owner = %worker.owner, "worker stopped");
+    pool.close().await;
+    probes.await.map_err(std::io::Error::other)??;
+    Ok(())
+}
+
+impl Worker {
+    async fn sleep_or_stop(&self, d: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(d) => false,
+            () = self.shutdown.clone().wait() => true,
+        }
+    }
+
+    /// Leases an account, works with it until it is lost, blocked or the worker stops; repeats.
+    async fn account_loop(self: Arc<Self>) {
+        let ttl = self.config.worker.account_lease.0;
+        let mut waiting_logged = false;
+        while !self.shutdown.is_triggered() {
+            let account = match self.accounts.lease(&self.owner, ttl).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    if !waiting_logged {
+                        tracing::info!("every usable account is held by another worker; waiting");
+                        waiting_logged = true;
+                    }
+                    if self.sleep_or_stop(self.config.worker.account_poll.0).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease an account; retrying");
+                    if self.sleep_or_stop(self.config.worker.account_poll.0).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            waiting_logged = false;
+            tracing::info!(account = %account.name, "account leased");
+            self.metrics.account_held.set(1);
+            self.hold(account).await;
+            self.metrics.account_held.set(0);
+        }
+    }
+
+    async fn hold(self: &Arc<Self>, account: LeasedAccount) {
+        let session = account
+            .session
+            .as_deref()
+            .map(Session::from_cookie_string)
+            .unwrap_or_default();
+        let client = match InstagramClient::new(
+            &self.config.instagram,
+            self.limiter.clone(),
+            self.metrics.clone(),
+            instagram::Identity {
+                account: account.name.clone(),
+                egress: account.egress_group.clone(),
+                session,
+            },
+            self.config.worker.concurrency,
+            self.config.worker.max_inline_wait.0,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client");
+                self.give_back(&account, None).await;
+                return;
+            }
+        };
+        let held = Arc::new(Held {
+            client,
+            account,
+            relogged: AtomicBool::new(false),
+            verdict: std::sync::Mutex::new(AccountVerdict::Keep),
+        });
+        let heartbeat = tokio::spawn(self.clone().account_heartbeat(held.clone()));
+        if !held.account.anonymous && !held.client.is_logged_in() {
+            match self.login(&held).await {
+                Ok(()) => {}
+                Err(verdict) => held.set_verdict(verdict),
+            }
+        }
+        if held.verdict() == AccountVerdict::Keep {
+            let loops = (0..self.config.worker.concurrency).map(|_| self.job_loop(&held));
+            futures_util::future::join_all(loops).await;
+        }
+        heartbeat.abort();
+        let verdict = held.verdict();
+        match verdict {
+            AccountVerdict::Lost => tracing::warn!(account = %held.account.name,
+                "account lease lost (another worker holds it now)"),
+            AccountVerdict::Checkpoint(reason) => {
+                self.give_back(&held.account, Some(&reason)).await
+            }
+            AccountVerdict::Keep | AccountVerdict::Release => {
+                self.give_back(&held.account, None).await
+            }
+        }
+    }
+
+    async fn give_back(&self, account: &LeasedAccount, checkpoint: Option<&str>) {
+        let done = match checkpoint {
+            Some(reason) => {
+                tracing::warn!(account = %account.name, %reason,
+                    "account taken out of rotation until a person acts");
+                self.accounts.checkpoint(account, reason).await
+            }
+            None => self.accounts.release(account).await,
+        };
+        match done {
+            Ok(()) | Err(AccountError::LeaseLost(_)) => {}
+            Err(e) => tracing::warn!(account = %account.name, error = %e,
+                "cannot give the account back; its lease will expire"),
+        }
+    }
+
+    async fn account_heartbeat(self: Arc<Self>, held: Arc<Held>) {
+        let ttl = self.config.worker.account_lease.0;
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            match self.accounts.heartbeat(&held.account, ttl).await {
+                Ok(()) => {}
+                Err(AccountError::LeaseLost(_)) => {
+                    held.set_verdict(AccountVerdict::Lost);
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "account heartbeat failed; retrying"),
+            }
+        }
+    }
+
+    /// Logs in with the stored password and stores the new session (sealed).
+    async fn login(&self, held: &Held) -> Result<(), AccountVerdict> {
+        let Some(password) = held.account.password.as_deref() else {
+            return Err(AccountVerdict::Checkpoint(
+                "the session is missing or expired and no password is stored: import a fresh \
+                 session file (trawl accounts import-session)"
+                    .into(),
+            ));
+        };
+        tracing::info!(account = %held.account.name, "logging in");
+        let result = tokio::select! {
+            r = held.client.login(&held.account.name, password) => r,
+            () = self.shutdown.clone().wait() => return Err(AccountVerdict::Keep),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.logins.with_label_values(&["ok"]).inc();
+                let cookies = held.client.session().to_cookie_string();
+                match self.accounts.store_session(&held.account, &cookies).await {
+                    Ok(()) => Ok(()),
+                    Err(AccountError::LeaseLost(_)) => Err(AccountVerdict::Lost),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot store the new session; using it anyway");
+                        Ok(())
+                    }
+                }
+            }
+            Err(IgError::LoginRefused(reason)) => {
+                self.metrics.logins.with_label_values(&["refused"]).inc();
+                Err(AccountVerdict::Checkpoint(format!(
+                    "login refused: {reason}"
+                )))
+            }
+            Err(IgError::AccountBlocked(reason)) => {
+                self.metrics.logins.with_label_values(&["refused"]).inc();
+                Err(AccountVerdict::Checkpoint(reason))
+            }
+            Err(e) => {
+                self.metrics.logins.with_label_values(&["error"]).inc();
+                tracing::warn!(account = %held.account.name, error = %e, "login failed; will retry");
+                // Not the account's fault: give it back and let any worker try again later.
+                self.sleep_or_stop(self.config.worker.account_poll.0).await;
+                Err(AccountVerdict::Release)
+            }
+        }
+    }
+
+    /// The kinds this account may lease: configured ones, minus login-only kinds when anonymous.
+    fn kinds(&self, anonymous: bool) -> Vec<JobKind> {
+        let configured: Vec<JobKind> = self
+            .config
+            .worker
+            .kinds
+            .iter()
+            .filter_map(|k| k.parse().ok())
+            .collect();
+        JobKind::ALL
+            .into_iter()
+            .filter(|k| configured.is_empty() || configured.contains(k))
+            .filter(|k| !(anonymous && k.requires_login()))
+            .collect()
+    }
+
+    async fn job_loop(self: &Arc<Self>, held: &Arc<Held>) {
+        let kinds = self.kinds(held.account.anonymous);
+        let mut waiter = match self.queue.waiter().await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for new jobs; polling");
+                None
+            }
+        };
+        while !self.shutdown.is_triggered() && held.verdict() == AccountVerdict::Keep {
+            let leased = match self.queue.lease(&self.owner, 1, Some(&kinds)).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease jobs; retrying");
+                    self.sleep_or_stop(self.config.queue.poll_interval.0).await;
+                    continue;
+                }
+            };
+            let Some(job) = leased.into_iter().next() else {
+                let wait = async {
+                    match waiter.as_mut() {
+                        Some(w) => {
+                            w.wait().await;
+                        }
+                        None => tokio::time::sleep(self.config.queue.poll_interval.0).await,
+                    }
+                };
+                tokio::select! {
+                    () = wait => {}
+                    () = self.shutdown.clone().wait() => {}
+                }
+                continue;
+            };
+            self.work(held, job).await;
+        }
+    }
+
+    /// Runs one job to its outcome and records it on the job (fenced) and in the metrics.
+    async fn work(&self, held: &Arc<Held>, job: LeasedJob) {
+        let started = Instant::now();
+        let kind = job.kind.as_str();
+        let span = tracing::info_span!("job", job_id = job.lease.job_id, kind, target = %job.target,
+            account = %held.account.name, attempt = job.attempt);
+        let _enter = span.enter();
+        let heartbeat = {
+            let queue = self.queue.clone();
+            let lease = job.lease;
+            let every = self.config.queue.lease.0 / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
+                        return;
+                    }
+                }
+            })
+        };
+        let crawl = Crawl {
+            client: &held.client,
+            pool: &self.pool,
+            job: &job,
+            shutdown: &self.shutdown,
+            metrics: &self.metrics,
+            default_max_attempts: self.config.queue.default_max_attempts,
+        };
+        let result = crawl.run().await;
+        heartbeat.abort();
+        let outcome = self.settle(held, &job, result).await;
+        self.metrics.jobs.with_label_values(&[kind, outcome]).inc();
+        self.metrics
+            .job_seconds
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.touch();
+    }
+
+    /// Turns a crawl's result into a queue write; returns the outcome label.
+    async fn settle(
+        &self,
+        held: &Arc<Held>,
+        job: &LeasedJob,
+        result: Result<crawl::CrawlReport, CrawlError>,
+    ) -> &'static str {
+        let lease = &job.lease;
+        let written = match result {
+            Ok(report) => {
+                tracing::info!(items = report.items, pages = report.pages, "job completed");
+                held.relogged.store(false, Ordering::Relaxed);
+                self.queue.complete(lease).await.map(|()| "completed")
+            }
+            Err(CrawlError::Stopping) => {
+                tracing::info!("stopping: job released with its checkpoint");
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Instagram(IgError::RateLimited { until, got_429 })) => {
+                let delay = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tracing::info!(got_429, delay_ms = delay.as_millis() as u64, "job snoozed");
+                self.queue.snooze(lease, delay).await.map(|_| "snoozed")
+            }
+            Err(CrawlError::Instagram(IgError::NotFound(what))) => {
+                self.fail(job, &format!("not found: {what}"), Failure::Permanent)
+                    .await
+            }
+            Err(CrawlError::Instagram(IgError::Forbidden(what))) => {
+                self.fail(
+                    job,
+                    &format!("private or not visible: {what}"),
+                    Failure::Permanent,
+                )
+                .await
+            }
+            Err(CrawlError::Instagram(IgError::AccountBlocked(reason))) => {
+                held.set_verdict(AccountVerdict::Checkpoint(reason));
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Instagram(IgError::LoginRequired)) if held.account.anonymous => {
+                self.fail(
+                    job,
+                    "Instagram requires a login for this target",
+                    Failure::Retryable,
+                )
+                .await
+            }
+            Err(CrawlError::Instagram(IgError::LoginRequired)) => {
+                if held.relogged.swap(true, Ordering::Relaxed) {
+                    held.set_verdict(AccountVerdict::Checkpoint(
+                        "logged out again right after a fresh login".into(),
+                    ));
+                } else {
+                    tracing::info!("session expired; logging in again");
+                    held.client.forget_session();
+                    if let Err(verdict) = self.login(held).await {
+                        held.set_verdict(verdict);
+                    }
+                }
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Instagram(IgError::Ledger(e))) => {
+                // Fail closed: nothing was sent. The job is given back (if the database lets us)
+                // and the lease rescuer catches it otherwise.
+                tracing::warn!(error = %e, "rate-limit ledger unavailable; releasing the job");
+                self.sleep_or_stop(self.config.queue.poll_interval.0).await;
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Queue(QueueError::LeaseLost { .. })) => Err(QueueError::LeaseLost {
+                job_id: lease.job_id,
+            }),
+            Err(e) => self.fail(job, &e.to_string(), Failure::Retryable).await,
+        };
+        match written {
+            Ok(outcome) => outcome,
+            Err(QueueError::LeaseLost { .. }) => {
+                tracing::warn!(
+                    "job lease lost (cancelled, or expired and rescued); result dropped"
+                );
+                "released"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the job's outcome; its lease will expire");
+                "released"
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        job: &LeasedJob,
+        reason: &str,
+        failure: Failure,
+    ) -> Result<&'static str, QueueError> {
+        tracing::info!(%reason, ?failure, "job failed");
+        self.queue
+            .fail(&job.lease, reason, failure, job.attempt)
+            .await
+            .map(|o| match o {
+                trawl_shared::queue::FailOutcome::Failed => "failed",
+                trawl_shared::queue::FailOutcome::RetryAt(_) => "retried",
+            })
+    }
+}

@@ -253,6 +253,22 @@ impl Limiter {
     /// ledger; each refusal's exact wait is slept once before asking again (another worker may
     /// have taken the slot meanwhile). Fails closed: if the ledger cannot be reached, no permit.
     pub async fn acquire(&self, request: &Request) -> Result<Grant, LedgerError> {
+        loop {
+            // No wait exceeds Duration::MAX, so this returns a grant on the first pass.
+            if let Ok(grant) = self.acquire_within(request, Duration::MAX).await? {
+                return Ok(grant);
+            }
+        }
+    }
+
+    /// Like [`Limiter::acquire`], but gives up when the ledger asks for a wait longer than
+    /// `max_wait`, returning that wait (`Err`) so the caller can snooze its job instead of holding
+    /// a lease while it sleeps.
+    pub async fn acquire_within(
+        &self,
+        request: &Request,
+        max_wait: Duration,
+    ) -> Result<Result<Grant, Duration>, LedgerError> {
         let started = Instant::now();
         let class = [request.query_type.class().as_str()];
         self.pacer.pace(&request.query_type).await;
@@ -270,7 +286,7 @@ impl Limiter {
                         .window_utilisation
                         .with_label_values(&class)
                         .set(f64::from(type_used) / cap);
-                    return Ok(Grant { at, waited });
+                    return Ok(Ok(Grant { at, waited }));
                 }
                 Decision::Wait {
                     wait, type_used, ..
@@ -280,6 +296,9 @@ impl Limiter {
                         .window_utilisation
                         .with_label_values(&class)
                         .set(f64::from(type_used) / cap);
+                    if wait > max_wait {
+                        return Ok(Err(wait));
+                    }
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -1,0 +1,582 @@
+//! `trawl export KIND`: crawl results streamed from PostgreSQL as JSONL or CSV.
+//!
+//! Straight from the database rather than through the scheduler API, because an export can be
+//! millions of rows: each row is written as it arrives, so memory stays flat whatever the size.
+//! Rows come in primary-key order, so the same data always exports byte for byte the same.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use futures_util::TryStreamExt;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use trawl_shared::config::Config;
+use trawl_shared::db;
+use trawl_shared::duration::HumanDuration;
+
+use crate::cli::{ExportArgs, ExportFormat, ExportKind};
+use crate::client::CliError;
+
+/// How a column is read from PostgreSQL and written out.
+#[derive(Debug, Clone, Copy)]
+enum Type {
+    Int,
+    Text,
+    Bool,
+    Time,
+    /// JSON text from PostgreSQL, written verbatim: re-parsing it could round large numbers.
+    Json,
+}
+
+use Type::{Bool, Int, Json, Text, Time};
+
+/// One kind's query and its columns, in output order. Each query takes the target as `$1` and the
+/// `--since` time as `$2`, either of them NULL when not given.
+struct Table {
+    columns: &'static [(&'static str, Type)],
+    sql: &'static str,
+    singular: &'static str,
+    plural: &'static str,
+}
+
+const USERS: Table = Table {
+    columns: &[
+        ("id", Int),
+        ("username", Text),
+        ("full_name", Text),
+        ("is_private", Bool),
+        ("is_verified", Bool),
+        ("biography", Text),
+        ("follower_count", Int),
+        ("following_count", Int),
+        ("post_count", Int),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, username, full_name, is_private, is_verified, biography, follower_count,
+                 following_count, post_count, raw::text AS raw, first_seen_at, last_seen_at,
+                 last_job_id
+          FROM ig_users
+          WHERE ($1::text IS NULL OR username = $1)
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "user",
+    plural: "users",
+};
+
+// A post's owner is matched by the username stored with the post or, when the post was read
+// without one, by the owner's id through ig_users.
+const POSTS: Table = Table {
+    columns: &[
+        ("id", Int),
+        ("shortcode", Text),
+        ("owner_id", Int),
+        ("owner_username", Text),
+        ("typename", Text),
+        ("taken_at", Time),
+        ("caption", Text),
+        ("like_count", Int),
+        ("comment_count", Int),
+        ("is_video", Bool),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, shortcode, owner_id, owner_username, typename, taken_at, caption, like_count,
+                 comment_count, is_video, raw::text AS raw, first_seen_at, last_seen_at,
+                 last_job_id
+          FROM ig_posts
+          WHERE ($1::text IS NULL OR owner_username = $1
+                 OR owner_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "post",
+    plural: "posts",
+};
+
+const COMMENTS: Table = Table {
+    columns: &[
+        ("id", Int),
+        ("post_shortcode", Text),
+        ("parent_id", Int),
+        ("owner_id", Int),
+        ("owner_username", Text),
+        ("text", Text),
+        ("created_at", Time),
+        ("like_count", Int),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, post_shortcode, parent_id, owner_id, owner_username, text, created_at,
+                 like_count, raw::text AS raw, first_seen_at, last_seen_at, last_job_id
+          FROM ig_comments
+          WHERE ($1::text IS NULL OR post_shortcode = $1)
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "comment",
+    plural: "comments",
+};
+
+// Edges store only ids; the usernames (when the users were stored too) make them readable.
+const FOLLOWS: Table = Table {
+    columns: &[
+        ("follower_id", Int),
+        ("follower_username", Text),
+        ("followee_id", Int),
+        ("followee_username", Text),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT f.follower_id, fr.username AS follower_username, f.followee_id,
+                 fe.username AS followee_username, f.first_seen_at, f.last_seen_at, f.last_job_id
+          FROM ig_follows f
+          LEFT JOIN ig_users fr ON fr.id = f.follower_id
+          LEFT JOIN ig_users fe ON fe.id = f.followee_id
+          WHERE ($1::text IS NULL
+                 OR f.follower_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1)
+                 OR f.followee_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
+            AND ($2::timestamptz IS NULL OR f.last_seen_at >= $2)
+          ORDER BY f.follower_id, f.followee_id",
+    singular: "follow edge",
+    plural: "follow edges",
+};
+
+const STORIES: Table = Table {
+    columns: &[
+        ("id", Text),
+        ("owner_id", Int),
+        ("highlight_id", Text),
+        ("highlight_title", Text),
+        ("taken_at", Time),
+        ("expiring_at", Time),
+        ("media_type", Int),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, owner_id, highlight_id, highlight_title, taken_at, expiring_at,
+                 media_type::bigint AS media_type, raw::text AS raw, first_seen_at, last_seen_at,
+                 last_job_id
+          FROM ig_stories
+          WHERE ($1::text IS NULL
+                 OR owner_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "story item",
+    plural: "story items",
+};
+
+// The post's shortcode (when the post was stored too) is what a person can look up.
+const HASHTAG_POSTS: Table = Table {
+    columns: &[
+        ("tag", Text),
+        ("post_id", Int),
+        ("shortcode", Text),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT h.tag, h.post_id, p.shortcode, h.first_seen_at, h.last_seen_at, h.last_job_id
+          FROM ig_hashtag_posts h
+          LEFT JOIN ig_posts p ON p.id = h.post_id
+          WHERE ($1::text IS NULL OR h.tag = $1)
+            AND ($2::timestamptz IS NULL OR h.last_seen_at >= $2)
+          ORDER BY h.tag, h.post_id",
+    singular: "hashtag post",
+    plural: "hashtag posts",
+};
+
+fn table(kind: ExportKind) -> &'static Table {
+    match kind {
+        ExportKind::Users => &USERS,
+        ExportKind::Posts => &POSTS,
+        ExportKind::Comments => &COMMENTS,
+        ExportKind::Follows => &FOLLOWS,
+        ExportKind::Stories => &STORIES,
+        ExportKind::HashtagPosts => &HASHTAG_POSTS,
+    }
+}
+
+pub async fn run(config: &Config, args: ExportArgs) -> Result<(), CliError> {
+    let target = args
+        .target
+        .as_deref()
+        .map(|t| normalize_target(args.kind, t))
+        .transpose()?;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let pool = db::connect(&config.database).await?;
+    let result = export(&pool, &args, target, since).await;
+    pool.close().await;
+    // A reader that stopped early (`| head`) wanted no more rows: not a failure, and no summary
+    // claiming rows reached it.
+    let Some((count, destination)) = result? else {
+        return Ok(());
+    };
+    let table = table(args.kind);
+    let noun = if count == 1 {
+        table.singular
+    } else {
+        table.plural
+    };
+    eprintln!("exported {count} {noun} to {destination}");
+    Ok(())
+}
+
+/// The rows written and where, or `None` when standard output was closed early.
+async fn export(
+    pool: &PgPool,
+    args: &ExportArgs,
+    target: Option<String>,
+    since: Option<Since>,
+) -> Result<Option<(u64, String)>, CliError> {
+    db::check_schema(pool).await?;
+    let since = match since {
+        None => None,
+        Some(Since::At(t)) => Some(t),
+        // The database clock, like every other time Trawl compares with last_seen_at.
+        Some(Since::Ago(d)) => Some(
+            sqlx::query_scalar::<_, DateTime<Utc>>("SELECT now() - make_interval(secs => $1)")
+                .bind(d.as_secs_f64())
+                .fetch_one(pool)
+                .await
+                .map_err(|e| CliError::Failure(format!("database error: {e}")))?,
+        ),
+    };
+    let table = table(args.kind);
+    let mut out = Output::open(args.output.as_deref())?;
+    let written = match write_rows(pool, table, args.format, target, since, &mut out).await {
+        Ok(count) => out.flush().map(|()| count),
+        Err(Failed::Write(e)) => Err(e),
+        Err(Failed::Read(message)) => {
+            out.abandon();
+            return Err(CliError::Failure(message));
+        }
+    };
+    match written {
+        Ok(count) => out.finish().map(|name| Some((count, name))),
+        Err(e) if out.is_stdout() && e.kind() == io::ErrorKind::BrokenPipe => Ok(None),
+        Err(e) => {
+            out.abandon();
+            Err(CliError::Failure(format!(
+                "cannot write to {}: {e}",
+                out.name()
+            )))
+        }
+    }
+}
+
+enum Failed {
+    Write(io::Error),
+    Read(String),
+}
+
+impl From<io::Error> for Failed {
+    fn from(e: io::Error) -> Self {
+        Failed::Write(e)
+    }
+}
+
+async fn write_rows(
+    pool: &PgPool,
+    table: &Table,
+    format: ExportFormat,
+    target: Option<String>,
+    since: Option<DateTime<Utc>>,
+    out: &mut Output,
+) -> Result<u64, Failed> {
+    let w = &mut out.writer;
+    if format == ExportFormat::Csv {
+        for (i, (name, _)) in table.columns.iter().enumerate() {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            csv_field(w, name)?;
+        }
+        w.write_all(b"\r\n")?;
+    }
+    let mut rows = sqlx::query(table.sql).bind(target).bind(since).fetch(pool);
+    let mut count = 0u64;
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| Failed::Read(format!("database error while reading rows: {e}")))?
+    {
+        match format {
+            ExportFormat::Jsonl => write_json_row(w, table, &row)?,
+            ExportFormat::Csv => write_csv_row(w, table, &row)?,
+        }
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// One column's value of one row.
+enum Cell {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Text(String),
+    Time(DateTime<Utc>),
+    Json(String),
+}
+
+fn cell(row: &PgRow, name: &str, ty: Type) -> Result<Cell, Failed> {
+    let read = |e: sqlx::Error| Failed::Read(format!("cannot read column {name}: {e}"));
+    let value = match ty {
+        Int => row
+            .try_get::<Option<i64>, _>(name)
+            .map_err(read)?
+            .map(Cell::Int),
+        Bool => row
+            .try_get::<Option<bool>, _>(name)
+            .map_err(read)?
+            .map(Cell::Bool),
+        Text => row
+            .try_get::<Option<String>, _>(name)
+            .map_err(read)?
+            .map(Cell::Text),
+        Json => row
+            .try_get::<Option<String>, _>(name)
+            .map_err(read)?
+            .map(Cell::Json),
+        Time => row
+            .try_get::<Option<DateTime<Utc>>, _>(name)
+            .map_err(read)?
+            .map(Cell::Time),
+    };
+    Ok(value.unwrap_or(Cell::Null))
+}
+
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn write_json_row(w: &mut impl Write, table: &Table, row: &PgRow) -> Result<(), Failed> {
+    w.write_all(b"{")?;
+    for (i, &(name, ty)) in table.columns.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        // Column names are plain identifiers: no escaping needed.
+        write!(w, "\"{name}\":")?;
+        match cell(row, name, ty)? {
+            Cell::Null => w.write_all(b"null")?,
+            Cell::Int(n) => write!(w, "{n}")?,
+            Cell::Bool(b) => write!(w, "{b}")?,
+            Cell::Text(s) => serde_json::to_writer(&mut *w, &s).map_err(io::Error::from)?,
+            Cell::Time(t) => write!(w, "\"{}\"", rfc3339(&t))?,
+            // PostgreSQL's text form of jsonb is one line (control characters in strings are
+            // escaped), so it keeps the JSONL framing.
+            Cell::Json(s) => w.write_all(s.as_bytes())?,
+        }
+    }
+    w.write_all(b"}\n")?;
+    Ok(())
+}
+
+fn write_csv_row(w: &mut impl Write, table: &Table, row: &PgRow) -> Result<(), Failed> {
+    for (i, &(name, ty)) in table.columns.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        match cell(row, name, ty)? {
+            Cell::Null => {}
+            Cell::Int(n) => write!(w, "{n}")?,
+            Cell::Bool(b) => write!(w, "{b}")?,
+            Cell::Text(s) | Cell::Json(s) => csv_field(w, &s)?,
+            Cell::Time(t) => w.write_all(rfc3339(&t).as_bytes())?,
+        }
+    }
+    w.write_all(b"\r\n")?;
+    Ok(())
+}
+
+/// One RFC 4180 field: quoted when it holds a comma, a quote or a line break, with quotes doubled.
+fn csv_field(w: &mut impl Write, s: &str) -> io::Result<()> {
+    if !s.contains([',', '"', '\n', '\r']) {
+        return w.write_all(s.as_bytes());
+    }
+    w.write_all(b"\"")?;
+    let mut parts = s.split('"');
+    if let Some(first) = parts.next() {
+        w.write_all(first.as_bytes())?;
+    }
+    for part in parts {
+        w.write_all(b"\"\"")?;
+        w.write_all(part.as_bytes())?;
+    }
+    w.write_all(b"\"")
+}
+
+/// Where rows go: standard output, or a file written beside its final name and renamed into
+/// place once complete, so a failed export never leaves a truncated file that looks whole.
+struct Output {
+    writer: BufWriter<Box<dyn Write + Send>>,
+    file: Option<(PathBuf, PathBuf)>,
+}
+
+impl Output {
+    fn open(path: Option<&Path>) -> Result<Self, CliError> {
+        let Some(path) = path.filter(|p| *p != Path::new("-")) else {
+            return Ok(Self {
+                writer: BufWriter::with_capacity(64 * 1024, Box::new(io::stdout())),
+                file: None,
+            });
+        };
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = File::create(&partial).map_err(|e| {
+            CliError::Usage(format!("cannot create output file {}: {e}", path.display()))
+        })?;
+        Ok(Self {
+            writer: BufWriter::with_capacity(64 * 1024, Box::new(file)),
+            file: Some((partial, path.to_owned())),
+        })
+    }
+
+    fn is_stdout(&self) -> bool {
+        self.file.is_none()
+    }
+
+    fn name(&self) -> String {
+        match &self.file {
+            Some((_, path)) => path.display().to_string(),
+            None => "stdout".to_owned(),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+
+    /// Moves a complete file into place; its name, or `stdout`.
+    fn finish(self) -> Result<String, CliError> {
+        let name = self.name();
+        if let Some((partial, path)) = &self.file
+            && let Err(e) = std::fs::rename(partial, path)
+        {
+            let _ = std::fs::remove_file(partial);
+            return Err(CliError::Failure(format!(
+                "cannot move the finished export into place as {name}: {e}"
+            )));
+        }
+        Ok(name)
+    }
+
+    /// Drops what was written of a file that will not be complete.
+    fn abandon(&mut self) {
+        if let Some((partial, _)) = &self.file {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+/// `--since`: a point in time, or a span back from the database's now.
+#[derive(Debug, PartialEq)]
+enum Since {
+    At(DateTime<Utc>),
+    Ago(std::time::Duration),
+}
+
+fn parse_since(s: &str) -> Result<Since, CliError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(Since::At(t.with_timezone(&Utc)));
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(midnight) = day.and_hms_opt(0, 0, 0)
+    {
+        return Ok(Since::At(midnight.and_utc()));
+    }
+    s.parse::<HumanDuration>()
+        .map(|d| Since::Ago(d.0))
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "--since: {s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a span \
+                 back from now (24h, 7d): {e}"
+            ))
+        })
+}
+
+/// The target as results store it: usernames without `@` and lower-cased (Instagram usernames
+/// are), hashtags without `#` and lower-cased (as jobs store them), shortcodes as given.
+fn normalize_target(kind: ExportKind, raw: &str) -> Result<String, CliError> {
+    let raw = raw.trim();
+    let target = match kind {
+        ExportKind::Users | ExportKind::Posts | ExportKind::Follows | ExportKind::Stories => {
+            raw.strip_prefix('@').unwrap_or(raw).to_ascii_lowercase()
+        }
+        ExportKind::HashtagPosts => raw.strip_prefix('#').unwrap_or(raw).to_lowercase(),
+        ExportKind::Comments => raw.to_owned(),
+    };
+    if target.is_empty() {
+        return Err(CliError::Usage("--target must not be empty".into()));
+    }
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(s: &str) -> String {
+        let mut out = Vec::new();
+        csv_field(&mut out, s).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv("plain text"), "plain text");
+        assert_eq!(csv(""), "");
+        assert_eq!(csv("a,b"), "\"a,b\"");
+        assert_eq!(csv("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv("\""), "\"\"\"\"");
+        assert_eq!(csv("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv("cr\r"), "\"cr\r\"");
+    }
+
+    #[test]
+    fn since_takes_a_time_a_date_or_a_span() {
+        assert_eq!(
+            parse_since("2026-01-02T03:04:05+01:00").unwrap(),
+            Since::At("2026-01-02T02:04:05Z".parse().unwrap())
+        );
+        assert_eq!(
+            parse_since("2026-01-02").unwrap(),
+            Since::At("2026-01-02T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(
+            parse_since("7d").unwrap(),
+            Since::Ago(std::time::Duration::from_secs(7 * 86_400))
+        );
+        let err = parse_since("last tuesday").unwrap_err().to_string();
+        assert!(err.contains("--since") && err.contains("RFC 3339"), "{err}");
+    }
+
+    #[test]
+    fn targets_are_normalized_like_stored_results() {
+        assert_eq!(
+            normalize_target(ExportKind::Posts, "@NatGeo").unwrap(),
+            "natgeo"
+        );
+        assert_eq!(
+            normalize_target(ExportKind::HashtagPosts, "#Sunset").unwrap(),
+            "sunset"
+        );
+        assert_eq!(
+            normalize_target(ExportKind::Comments, "CxYz_-1").unwrap(),
+            "CxYz_-1"
+        );
+        assert!(normalize_target(ExportKind::Users, "@").is_err());
+    }
+}

@@ -1,0 +1,501 @@
+//! A crawl fleet of real `trawl` processes for end-to-end tests: the simulator, a scheduler and N
+//! workers, each its own process, on a fresh database of the private test cluster. Their logs go
+//! to files (named in every failure message) so a failing run can be read afterwards.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use trawl_shared::accounts::{Accounts, NewAccount};
+use trawl_shared::crypto::SecretBox;
+use trawl_shared::queue::{Queue, QueueSettings};
+use trawl_shared::testing::{TestDb, fresh_db};
+use trawl_shared::{JobSpec, NewJob};
+use trawl_simulator::{DataSet, Sizes};
+
+/// The key the fleet's accounts are sealed with (a test key, not the insecure dev key).
+pub const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+pub const TOKEN: &str = "fleet-test-token";
+
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub seed: u64,
+    pub sizes: Sizes,
+    pub time_scale: f64,
+    /// Login accounts the simulator knows and the database holds (`sim_account{k}`).
+    pub accounts: usize,
+    pub workers: usize,
+    pub page_length: u32,
+    /// Extra `trawl sim` arguments (faults, challenges).
+    pub sim_args: Vec<String>,
+    /// Extra worker environment.
+    pub worker_env: Vec<(String, String)>,
+    pub with_scheduler: bool,
+    /// Store the simulator's accounts with their right passwords (tests of bad credentials add
+    /// their own).
+    pub add_accounts: bool,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            sizes: Sizes {
+                users: 200,
+                max_posts: 40,
+                max_following: 30,
+                max_comments: 12,
+            },
+            time_scale: 0.01,
+            accounts: 4,
+            workers: 4,
+            page_length: 12,
+            sim_args: Vec::new(),
+            worker_env: Vec::new(),
+            with_scheduler: true,
+            add_accounts: true,
+        }
+    }
+}
+
+pub struct Fleet {
+    pub options: FleetOptions,
+    pub db: TestDb,
+    pub queue: Queue,
+    pub sim_url: String,
+    pub data: DataSet,
+    pub logs: PathBuf,
+    sim: Child,
+    scheduler: Option<Child>,
+    workers: Vec<Option<Child>>,
+    started_workers: usize,
+    http: reqwest::Client,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The simulator's generated password of `sim_account{k}` (it prints the same).
+pub fn sim_password(seed: u64, k: usize) -> String {
+    format!("{:016x}", trawl_simulator::data::mix(seed, 77, k as u64, 0))
+}
+
+impl Fleet {
+    pub async fn start(options: FleetOptions) -> Self {
+        let db = fresh_db().await;
+        let logs =
+            std::env::temp_dir().join(format!("trawl-fleet-{}-{}", std::process::id(), db.name));
+        std::fs::create_dir_all(&logs).expect("log directory");
+        let port = free_port();
+        let sim_url = format!("http://127.0.0.1:{port}");
+        let s = &options.sizes;
+        let mut args: Vec<String> = [
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--seed",
+            &options.seed.to_string(),
+            "--users",
+            &s.users.to_string(),
+            "--max-posts",
+            &s.max_posts.to_string(),
+            "--max-following",
+            &s.max_following.to_string(),
+            "--max-comments",
+            &s.max_comments.to_string(),
+            "--time-scale",
+            &options.time_scale.to_string(),
+            "--accounts",
+            &options.accounts.to_string(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(options.sim_args.iter().cloned());
+        let sim = spawn(&logs, "sim", &args, &[]);
+        let http = reqwest::Client::new();
+        wait_for(&http, &format!("{sim_url}/__sim/oracle"), &logs).await;
+        let accounts = Accounts::new(db.pool.clone(), SecretBox::from_hex(KEY).expect("key"));
+        for k in (0..options.accounts).filter(|_| options.add_accounts) {
+            let password = sim_password(options.seed, k);
+            accounts
+                .add(&NewAccount {
+                    name: &format!("sim_account{k}"),
+                    password: Some(&password),
+                    ..NewAccount::default()
+                })
+                .await
+                .expect("add account");
+        }
+        let data = DataSet::generate(options.seed, options.sizes);
+        let queue = Queue::new(db.pool.clone(), QueueSettings::default());
+        let mut fleet = Self {
+            options,
+            db,
+            queue,
+            sim_url,
+            data,
+            logs,
+            sim,
+            scheduler: None,
+            workers: Vec::new(),
+            started_workers: 0,
+            http,
+        };
+        if fleet.options.with_scheduler {
+            fleet.start_scheduler();
+        }
+        for _ in 0..fleet.options.workers {
+            fleet.add_worker();
+        }
+        fleet
+    }
+
+    pub fn accounts(&self) -> Accounts {
+        Accounts::new(self.db.pool.clone(), SecretBox::from_hex(KEY).expect("key"))
+    }
+
+    /// Runs `trawl ARGS` with the fleet's configuration; returns (exit code, stdout, stderr).
+    pub fn trawl(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in self.env() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run trawl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    /// Configuration every `trawl` process of the fleet shares, as environment variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("TRAWL_DATABASE__URL", self.db.url.as_str()),
+            ("TRAWL_DATABASE__MAX_CONNECTIONS", "4"),
+            ("TRAWL_SECRETS__KEY", KEY),
+            ("TRAWL_INSTAGRAM__WEB_BASE", self.sim_url.as_str()),
+            (
+                "TRAWL_LIMITER__TIME_SCALE",
+                &self.options.time_scale.to_string(),
+            ),
+            ("TRAWL_QUEUE__LEASE", "2s"),
+            ("TRAWL_QUEUE__POLL_INTERVAL", "100ms"),
+            ("TRAWL_QUEUE__RETRY_BASE", "200ms"),
+            ("TRAWL_QUEUE__RETRY_MAX", "1s"),
+            ("TRAWL_WORKER__ACCOUNT_LEASE", "2s"),
+            ("TRAWL_WORKER__ACCOUNT_POLL", "200ms"),
+            ("TRAWL_WORKER__LISTEN", "127.0.0.1:0"),
+            ("TRAWL_WORKER__GRACE_PERIOD", "5s"),
+            (
+                "TRAWL_INSTAGRAM__PAGE_LENGTH",
+                &self.options.page_length.to_string(),
+            ),
+            ("TRAWL_INSTAGRAM__REQUEST_TIMEOUT", "10s"),
+            ("TRAWL_SCHEDULER__API_TOKEN", TOKEN),
+            ("TRAWL_SCHEDULER__MAINTENANCE_INTERVAL", "200ms"),
+            ("TRAWL_LOG__FILTER", "info,trawl_worker=debug"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        env.push((
+            "TRAWL_INSTAGRAM__MOBILE_BASE".into(),
+            format!("{}/mobile", self.sim_url),
+        ));
+        env.extend(self.options.worker_env.iter().cloned());
+        env
+    }
+
+    pub fn start_scheduler(&mut self) {
+        let port = free_port();
+        let args = vec![
+            "scheduler".to_owned(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        self.scheduler = Some(spawn(&self.logs, "scheduler", &args, &self.env()));
+    }
+
+    /// Starts one more worker process; returns its index.
+    pub fn add_worker(&mut self) -> usize {
+        let i = self.workers.len();
+        self.workers.push(None);
+        self.start_worker(i);
+        i
+    }
+
+    pub fn start_worker(&mut self, i: usize) {
+        self.started_workers += 1;
+        let name = format!("worker{i}-{}", self.started_workers);
+        let child = spawn(&self.logs, &name, &["worker".to_owned()], &self.env());
+        self.workers[i] = Some(child);
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn worker_pid(&self, i: usize) -> Option<u32> {
+        self.workers.get(i)?.as_ref().map(Child::id)
+    }
+
+    /// Sends `signal` to worker `i` (SIGKILL leaves it dead; SIGTERM lets it stop cleanly).
+    pub fn signal_worker(&mut self, i: usize, signal: i32) {
+        if let Some(child) = self.workers[i].as_ref() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// Waits for worker `i` to exit; returns its exit status code (None: killed by a signal).
+    pub async fn wait_worker(&mut self, i: usize, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.workers[i].as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.workers[i] = None;
+                return Some(status.code());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill_worker(&mut self, i: usize) {
+        if let Some(mut child) = self.workers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn submit(&self, specs: Vec<JobSpec>) -> Vec<i64> {
+        let jobs: Vec<NewJob> = specs
+            .into_iter()
+            .map(|s| s.validate(5).expect("valid job"))
+            .collect();
+        self.queue
+            .submit_many(&jobs)
+            .await
+            .expect("submit")
+            .into_iter()
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Waits until no job is queued or running, or panics after `timeout` with the queue's state.
+    pub async fn wait_until_done(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')",
+            )
+            .fetch_one(self.pool())
+            .await
+            .expect("count");
+            if active == 0 {
+                return;
+            }
+            if Instant::now() > deadline {
+                let states: Vec<(String, String, i64)> = sqlx::query_as(
+                    "SELECT kind, state::text, count(*) FROM jobs GROUP BY 1, 2 ORDER BY 1, 2",
+                )
+                .fetch_all(self.pool())
+                .await
+                .unwrap_or_default();
+                panic!(
+                    "the crawl did not finish in {timeout:?}: {states:?}; logs in {}",
+                    self.logs.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn oracle(&self) -> Value {
+        self.http
+            .get(format!("{}/__sim/oracle", self.sim_url))
+            .send()
+            .await
+            .expect("oracle")
+            .json()
+            .await
+            .expect("oracle json")
+    }
+
+    /// Every request the simulator received.
+    pub async fn audit(&self) -> Vec<Value> {
+        let text = self
+            .http
+            .get(format!("{}/__sim/audit.jsonl", self.sim_url))
+            .send()
+            .await
+            .expect("audit")
+            .text()
+            .await
+            .expect("audit body");
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Zero 429s and no window above its cap, from the simulator's own oracle.
+    pub async fn assert_windows_held(&self) {
+        let oracle = self.oracle().await;
+        assert_eq!(
+            oracle["responses_429"],
+            0,
+            "the simulator answered 429; logs in {}",
+            self.logs.display()
+        );
+        for peak in oracle["peaks"].as_array().expect("peaks") {
+            assert!(
+                peak["most"].as_u64() <= peak["cap"].as_u64(),
+                "a window held more than its cap: {peak}"
+            );
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) {
+        self.http
+            .post(format!("{}{path}", self.sim_url))
+            .json(body)
+            .send()
+            .await
+            .expect("post");
+    }
+
+    /// Public users with posts, in data-set order.
+    pub fn public_users_with_posts(&self, n: usize) -> Vec<String> {
+        self.data
+            .users
+            .iter()
+            .filter(|u| !u.is_private && u.post_count > 0)
+            .take(n)
+            .map(|u| u.username.clone())
+            .collect()
+    }
+
+    /// The ids of every post of `users`, and of every comment and reply on them.
+    pub fn expected_posts_and_comments(&self, users: &[String]) -> (BTreeSet<i64>, BTreeSet<i64>) {
+        let mut posts = BTreeSet::new();
+        let mut comments = BTreeSet::new();
+        for name in users {
+            let u = self.data.user_by_name(name).expect("user in the data set");
+            for i in 0..u.post_count {
+                let p = self.data.post(u.index, i).expect("post");
+                posts.insert(p.id as i64);
+                for c in 0..p.comment_count {
+                    let cm = self.data.comment(&p, c).expect("comment");
+                    comments.insert(cm.id as i64);
+                    for (reply, ..) in self.data.replies(&cm) {
+                        comments.insert(reply as i64);
+                    }
+                }
+            }
+        }
+        (posts, comments)
+    }
+
+    pub async fn ids(&self, sql: &str) -> BTreeSet<i64> {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(self.pool())
+            .await
+            .expect("ids")
+            .into_iter()
+            .collect()
+    }
+
+    pub async fn job_states(&self) -> HashMap<String, i64> {
+        sqlx::query_as::<_, (String, i64)>("SELECT state::text, count(*) FROM jobs GROUP BY 1")
+            .fetch_all(self.pool())
+            .await
+            .expect("states")
+            .into_iter()
+            .collect()
+    }
+
+    pub fn worker_log(&self, i: usize) -> String {
+        let mut text = String::new();
+        if let Ok(dir) = std::fs::read_dir(&self.logs) {
+            let mut names: Vec<PathBuf> = dir
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&format!("worker{i}-")))
+                })
+                .collect();
+            names.sort();
+            for n in names {
+                text.push_str(&std::fs::read_to_string(n).unwrap_or_default());
+            }
+        }
+        text
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .filter_map(Option::as_mut)
+            .chain(self.scheduler.as_mut())
+            .chain(std::iter::once(&mut self.sim))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(logs: &std::path::Path, name: &str, args: &[String], env: &[(String, String)]) -> Child {
+    let log = File::create(logs.join(format!("{name}.log"))).expect("log file");
+    let err = log.try_clone().expect("log file");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn trawl")
+}
+
+async fn wait_for(http: &reqwest::Client, url: &str, logs: &std::path::Path) {
+    for _ in 0..200 {
+        if http.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up; logs in {}", logs.display());
+}

@@ -1,0 +1,191 @@
+//! The worker's metrics (design §8): labels from closed sets only (query-type class, outcome, job
+//! kind, item kind), every known label set registered at zero. Usernames, targets and URLs go to
+//! tracing spans, never here.
+
+use prometheus::{
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+};
+use trawl_shared::JobKind;
+use trawl_shared::limiter::QueryClass;
+
+/// How one request to Instagram ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    NotFound,
+    Forbidden,
+    RateLimited,
+    Checkpoint,
+    LoginRequired,
+    BadRequest,
+    ServerError,
+    InvalidJson,
+    Transport,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Ok,
+        Outcome::NotFound,
+        Outcome::Forbidden,
+        Outcome::RateLimited,
+        Outcome::Checkpoint,
+        Outcome::LoginRequired,
+        Outcome::BadRequest,
+        Outcome::ServerError,
+        Outcome::InvalidJson,
+        Outcome::Transport,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::NotFound => "not_found",
+            Outcome::Forbidden => "forbidden",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Checkpoint => "checkpoint",
+            Outcome::LoginRequired => "login_required",
+            Outcome::BadRequest => "bad_request",
+            Outcome::ServerError => "server_error",
+            Outcome::InvalidJson => "invalid_json",
+            Outcome::Transport => "transport_error",
+        }
+    }
+}
+
+/// How one job attempt ended on this worker.
+pub const JOB_OUTCOMES: [&str; 5] = ["completed", "failed", "retried", "snoozed", "released"];
+/// What a crawler stores.
+pub const ITEM_KINDS: [&str; 6] = ["user", "post", "comment", "follow", "story", "hashtag_post"];
+
+pub struct WorkerMetrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub jobs: IntCounterVec,
+    pub job_seconds: HistogramVec,
+    pub items: IntCounterVec,
+    pub account_held: IntGauge,
+    pub logins: IntCounterVec,
+    pub last_activity: Gauge,
+    pub build_info: GaugeVec,
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "trawl_instagram_requests_total",
+                "Requests sent to Instagram, by query-type class and outcome",
+            ),
+            &["class", "outcome"],
+        )?;
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "trawl_instagram_request_duration_seconds",
+                "Time from sending a request to Instagram to reading its whole answer",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["class"],
+        )?;
+        let jobs = IntCounterVec::new(
+            Opts::new(
+                "trawl_worker_jobs_total",
+                "Job attempts finished by this worker, by kind and outcome",
+            ),
+            &["kind", "outcome"],
+        )?;
+        let job_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "trawl_worker_job_duration_seconds",
+                "Time a job attempt held its lease on this worker",
+            )
+            .buckets(vec![
+                0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0,
+            ]),
+            &["kind"],
+        )?;
+        let items = IntCounterVec::new(
+            Opts::new(
+                "trawl_worker_items_stored_total",
+                "Items written to the results tables (an upsert of an item seen before counts)",
+            ),
+            &["item"],
+        )?;
+        let account_held = IntGauge::new(
+            "trawl_worker_account_held",
+            "1 while this worker holds an account lease, 0 while it waits for one",
+        )?;
+        let logins = IntCounterVec::new(
+            Opts::new(
+                "trawl_worker_logins_total",
+                "Login attempts by this worker, by result",
+            ),
+            &["result"],
+        )?;
+        let last_activity = Gauge::new(
+            "trawl_worker_last_activity_timestamp_seconds",
+            "Unix time of this worker's last finished request or job",
+        )?;
+        let build_info = GaugeVec::new(
+            Opts::new(
+                "trawl_worker_build_info",
+                "Always 1; the labels say the build",
+            ),
+            &["version"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_seconds.clone()))?;
+        registry.register(Box::new(jobs.clone()))?;
+        registry.register(Box::new(job_seconds.clone()))?;
+        registry.register(Box::new(items.clone()))?;
+        registry.register(Box::new(account_held.clone()))?;
+        registry.register(Box::new(logins.clone()))?;
+        registry.register(Box::new(last_activity.clone()))?;
+        registry.register(Box::new(build_info.clone()))?;
+        for class in QueryClass::ALL {
+            request_seconds.with_label_values(&[class.as_str()]);
+            for outcome in Outcome::ALL {
+                requests.with_label_values(&[class.as_str(), outcome.as_str()]);
+            }
+        }
+        for kind in JobKind::ALL {
+            job_seconds.with_label_values(&[kind.as_str()]);
+            for outcome in JOB_OUTCOMES {
+                jobs.with_label_values(&[kind.as_str(), outcome]);
+            }
+        }
+        for item in ITEM_KINDS {
+            items.with_label_values(&[item]);
+        }
+        for result in ["ok", "refused", "error"] {
+            logins.with_label_values(&[result]);
+        }
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        Ok(Self {
+            registry,
+            requests,
+            request_seconds,
+            jobs,
+            job_seconds,
+            items,
+            account_held,
+            logins,
+            last_activity,
+            build_info,
+        })
+    }
+
+    pub fn touch(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_activity.set(now);
+    }
+}
