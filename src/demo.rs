@@ -61,15 +61,17 @@ struct Database {
 }
 
 /// `DATABASE_URL` (or `TRAWL_DATABASE__URL`) when given; otherwise the kept private cluster.
-async fn database(data_dir: &Path) -> Result<Database, CliError> {
+async fn database(data_dir: &Path, quiet: bool) -> Result<Database, CliError> {
     if let Some(url) = ["DATABASE_URL", "TRAWL_DATABASE__URL"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     {
-        println!(
-            "      using the server from the environment: {}",
-            trawl_shared::secret::redact_url_password(&url)
-        );
+        if !quiet {
+            println!(
+                "      using the server from the environment: {}",
+                trawl_shared::secret::redact_url_password(&url)
+            );
+        }
         return Ok(Database { url, cluster: None });
     }
     let dir = data_dir.join("postgres");
@@ -85,11 +87,13 @@ async fn database(data_dir: &Path) -> Result<Database, CliError> {
                 data_dir.display()
             )),
         })?;
-    println!(
-        "      PostgreSQL on 127.0.0.1:{} (data kept in {})",
-        cluster.port(),
-        cluster.data_dir().display()
-    );
+    if !quiet {
+        println!(
+            "      PostgreSQL on 127.0.0.1:{} (data kept in {})",
+            cluster.port(),
+            cluster.data_dir().display()
+        );
+    }
     // A fresh demo database each run; the cluster itself is reused.
     let mut admin = PgConnection::connect(&cluster.url("postgres"))
         .await
@@ -150,7 +154,7 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
         .map_err(|e| fail("cannot create the data directory")(e.to_string()))?;
 
     say("[1/6] PostgreSQL");
-    let database = database(&data_dir).await?;
+    let database = database(&data_dir, quiet).await?;
     let pool = db::connect_url(&database.url, 20, Duration::from_secs(10))
         .await
         .map_err(|e| CliError::Failure(e.to_string()))?;
@@ -169,12 +173,7 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
     ));
     let data = DataSet::generate(SEED, Sizes::default());
     let passwords: Vec<(String, String)> = (0..args.workers)
-        .map(|k| {
-            (
-                format!("sim_account{k}"),
-                format!("{:016x}", trawl_simulator::data::mix(SEED, 77, k as u64, 0)),
-            )
-        })
+        .map(|k| trawl_simulator::data::generated_account(SEED, k))
         .collect();
     let targets = demo_targets(&data, args.profiles);
     let sim = Sim::new(SimConfig {

@@ -134,13 +134,7 @@ async fn run_scheduler(config: &Config) -> Result<(), CliError> {
         .await
         .map_err(|e| match e {
             trawl_scheduler::SchedulerError::NoToken => CliError::Config(e.to_string()),
-            trawl_scheduler::SchedulerError::Database(ref d) => match d {
-                db::DbError::Connect { .. } => CliError::Unreachable {
-                    url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
-                    reason: d.to_string(),
-                },
-                _ => CliError::Failure(e.to_string()),
-            },
+            trawl_scheduler::SchedulerError::Database(d) => CliError::from(d),
             other => CliError::Failure(other.to_string()),
         })
 }
@@ -164,25 +158,13 @@ async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliEr
         .await
         .map_err(|e| match e {
             trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
-            trawl_worker::WorkerError::Database(ref d) => match d {
-                db::DbError::Connect { .. } => CliError::Unreachable {
-                    url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
-                    reason: d.to_string(),
-                },
-                _ => CliError::Failure(e.to_string()),
-            },
+            trawl_worker::WorkerError::Database(d) => CliError::from(d),
             other => CliError::Failure(other.to_string()),
         })
 }
 
 async fn migrate(config: &Config) -> Result<(), CliError> {
-    let pool = db::connect(&config.database).await.map_err(|e| match e {
-        db::DbError::Connect { .. } => CliError::Unreachable {
-            url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
-            reason: e.to_string(),
-        },
-        other => CliError::Failure(other.to_string()),
-    })?;
+    let pool = db::connect(&config.database).await?;
     db::migrate(&pool)
         .await
         .map_err(|e| CliError::Failure(e.to_string()))?;

@@ -70,12 +70,9 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         .collect();
     let mut accounts: Vec<(String, String)> = parsed.into_iter().map(|(n, p, _)| (n, p)).collect();
     for k in 0..args.generate_accounts {
-        let password = format!(
-            "{:016x}",
-            trawl_simulator::data::mix(args.seed, 77, k as u64, 0)
-        );
-        println!("account sim_account{k} password {password}");
-        accounts.push((format!("sim_account{k}"), password));
+        let (name, password) = trawl_simulator::data::generated_account(args.seed, k);
+        println!("account {name} password {password}");
+        accounts.push((name, password));
     }
     eprintln!(
         "generated {} users (seed {}) in {:.2?}",

@@ -124,6 +124,36 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+impl AccountState {
+    pub const ALL: [AccountState; 5] = [
+        AccountState::Available,
+        AccountState::Leased,
+        AccountState::Cooldown,
+        AccountState::Checkpoint,
+        AccountState::Disabled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Available => "available",
+            AccountState::Leased => "leased",
+            AccountState::Cooldown => "cooldown",
+            AccountState::Checkpoint => "checkpoint",
+            AccountState::Disabled => "disabled",
+        }
+    }
+}
+
+/// Accounts per state (a lease whose holder stopped heartbeating still counts as `leased` until
+/// another worker takes it). Needs no key: nothing secret is read.
+pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(AccountState, i64)>, AccountError> {
+    Ok(
+        sqlx::query_as("SELECT state, count(*) FROM accounts GROUP BY state ORDER BY state")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 pub struct Accounts {
     pool: PgPool,
     secrets: SecretBox,

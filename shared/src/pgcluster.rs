@@ -59,15 +59,7 @@ pub struct PrivateCluster {
 impl PrivateCluster {
     /// Finds the binaries, creates the cluster and starts it.
     pub fn start(durability: Durability) -> Result<Self, ClusterError> {
-        let bin = find_bin_dir().ok_or(ClusterError::BinariesMissing)?;
-        let run_as = if is_root() {
-            if !user_exists("postgres") {
-                return Err(ClusterError::NoUnprivilegedUser);
-            }
-            Some("postgres".to_owned())
-        } else {
-            None
-        };
+        let (bin, run_as) = binaries_and_user()?;
         let parent = std::env::temp_dir().join("trawl-pg");
         std::fs::create_dir_all(&parent)?;
         // Shared by every user's clusters, like /tmp itself.
@@ -91,50 +83,16 @@ impl PrivateCluster {
             stopped: false,
             persistent: false,
         };
-        if let Some(user) = &cluster.run_as {
-            run(
-                "chown",
-                Command::new("chown").arg("-R").arg(user).arg(&cluster.root),
-            )?;
-        }
-        let data = cluster.data_dir();
-        let mut initdb = cluster.command("initdb");
-        run(
-            "initdb",
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
-                .arg("--no-sync")
-                .arg("--no-instructions"),
-        )?;
-        let mut last_error = None;
-        // Another process can take the free port we picked before the server binds it; try again.
-        for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.pg_ctl_start(durability) {
-                Ok(()) => return Ok(cluster),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or(ClusterError::Step {
-            step: "pg_ctl start",
-            detail: "no attempt made".into(),
-        }))
+        cluster.give_to_run_as()?;
+        cluster.initdb(true)?;
+        cluster.start_on_a_free_port(durability)?;
+        Ok(cluster)
     }
 
     /// A cluster kept in `dir`: created there on first use, started again by later runs, and
     /// stopped but not deleted at the end. Fails clearly when another server already runs on it.
     pub fn open(dir: &Path) -> Result<Self, ClusterError> {
-        let bin = find_bin_dir().ok_or(ClusterError::BinariesMissing)?;
-        let run_as = if is_root() {
-            if !user_exists("postgres") {
-                return Err(ClusterError::NoUnprivilegedUser);
-            }
-            Some("postgres".to_owned())
-        } else {
-            None
-        };
+        let (bin, run_as) = binaries_and_user()?;
         std::fs::create_dir_all(dir)?;
         let root = std::fs::canonicalize(dir)?;
         let mut cluster = Self {
@@ -145,29 +103,45 @@ impl PrivateCluster {
             stopped: false,
             persistent: true,
         };
-        if let Some(user) = &cluster.run_as {
+        cluster.give_to_run_as()?;
+        if !cluster.data_dir().join("PG_VERSION").exists() {
+            cluster.initdb(false)?;
+        }
+        cluster.start_on_a_free_port(Durability::Defaults)?;
+        Ok(cluster)
+    }
+
+    fn give_to_run_as(&self) -> Result<(), ClusterError> {
+        if let Some(user) = &self.run_as {
             run(
                 "chown",
-                Command::new("chown").arg("-R").arg(user).arg(&cluster.root),
+                Command::new("chown").arg("-R").arg(user).arg(&self.root),
             )?;
         }
-        let data = cluster.data_dir();
-        if !data.join("PG_VERSION").exists() {
-            let mut initdb = cluster.command("initdb");
-            run(
-                "initdb",
-                initdb
-                    .arg("-D")
-                    .arg(&data)
-                    .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
-                    .arg("--no-instructions"),
-            )?;
+        Ok(())
+    }
+
+    /// `initdb`; `no_sync` for clusters whose data is thrown away.
+    fn initdb(&self, no_sync: bool) -> Result<(), ClusterError> {
+        let mut initdb = self.command("initdb");
+        initdb
+            .arg("-D")
+            .arg(self.data_dir())
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"])
+            .arg("--no-instructions");
+        if no_sync {
+            initdb.arg("--no-sync");
         }
+        run("initdb", &mut initdb)
+    }
+
+    /// Another process can take the free port we picked before the server binds it; try again.
+    fn start_on_a_free_port(&mut self, durability: Durability) -> Result<(), ClusterError> {
         let mut last_error = None;
         for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.pg_ctl_start(Durability::Defaults) {
-                Ok(()) => return Ok(cluster),
+            self.port = free_port()?;
+            match self.pg_ctl_start(durability) {
+                Ok(()) => return Ok(()),
                 Err(e) => last_error = Some(e),
             }
         }
@@ -309,6 +283,21 @@ fn run(step: &'static str, cmd: &mut Command) -> Result<(), ClusterError> {
             ),
         })
     }
+}
+
+/// The server binaries, and the user to run them as (`postgres` when we are root: `initdb`
+/// refuses root).
+fn binaries_and_user() -> Result<(PathBuf, Option<String>), ClusterError> {
+    let bin = find_bin_dir().ok_or(ClusterError::BinariesMissing)?;
+    let run_as = if is_root() {
+        if !user_exists("postgres") {
+            return Err(ClusterError::NoUnprivilegedUser);
+        }
+        Some("postgres".to_owned())
+    } else {
+        None
+    };
+    Ok((bin, run_as))
 }
 
 /// The folder holding `initdb`, `pg_ctl` and `postgres`: the newest `/usr/lib/postgresql/*/bin`,

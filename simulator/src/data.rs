@@ -3,6 +3,15 @@
 //! (seed, user, index), so 100,000 users with millions of posts fit in tens of megabytes.
 
 /// splitmix64 over the inputs: the one source of randomness, so the same seed gives the same bytes.
+/// The password of the simulator's generated account `sim_account{k}` (`trawl sim --accounts N`):
+/// deterministic, so tests, benchmarks and the demo can log in without reading the server's output.
+pub fn generated_account(seed: u64, k: usize) -> (String, String) {
+    (
+        format!("sim_account{k}"),
+        format!("{:016x}", mix(seed, 77, k as u64, 0)),
+    )
+}
+
 pub fn mix(seed: u64, a: u64, b: u64, c: u64) -> u64 {
     let mut z = seed
         ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15)

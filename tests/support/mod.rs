@@ -29,6 +29,9 @@ pub struct FleetOptions {
     pub seed: u64,
     pub sizes: Sizes,
     pub time_scale: f64,
+    /// The simulator's own time scale when it differs from the workers' (a larger one makes its
+    /// windows longer than the workers believe, so they earn 429s).
+    pub sim_time_scale: Option<f64>,
     /// Login accounts the simulator knows and the database holds (`sim_account{k}`).
     pub accounts: usize,
     pub workers: usize,
@@ -41,6 +44,8 @@ pub struct FleetOptions {
     /// Store the simulator's accounts with their right passwords (tests of bad credentials add
     /// their own).
     pub add_accounts: bool,
+    /// Give each worker a known `/metrics` port (`Fleet::worker_ports`).
+    pub metrics_ports: bool,
 }
 
 impl Default for FleetOptions {
@@ -54,6 +59,7 @@ impl Default for FleetOptions {
                 max_comments: 12,
             },
             time_scale: 0.01,
+            sim_time_scale: None,
             accounts: 4,
             workers: 4,
             page_length: 12,
@@ -61,6 +67,7 @@ impl Default for FleetOptions {
             worker_env: Vec::new(),
             with_scheduler: true,
             add_accounts: true,
+            metrics_ports: false,
         }
     }
 }
@@ -74,7 +81,11 @@ pub struct Fleet {
     pub logs: PathBuf,
     sim: Child,
     scheduler: Option<Child>,
+    /// The scheduler's API (and /metrics) port.
+    pub scheduler_port: u16,
     workers: Vec<Option<Child>>,
+    /// Each worker's `/metrics` port, when `metrics_ports` is set.
+    pub worker_ports: Vec<u16>,
     started_workers: usize,
     http: reqwest::Client,
 }
@@ -88,7 +99,7 @@ pub fn free_port() -> u16 {
 
 /// The simulator's generated password of `sim_account{k}` (it prints the same).
 pub fn sim_password(seed: u64, k: usize) -> String {
-    format!("{:016x}", trawl_simulator::data::mix(seed, 77, k as u64, 0))
+    trawl_simulator::data::generated_account(seed, k).1
 }
 
 impl Fleet {
@@ -115,7 +126,10 @@ impl Fleet {
             "--max-comments",
             &s.max_comments.to_string(),
             "--time-scale",
-            &options.time_scale.to_string(),
+            &options
+                .sim_time_scale
+                .unwrap_or(options.time_scale)
+                .to_string(),
             "--accounts",
             &options.accounts.to_string(),
         ]
@@ -128,10 +142,10 @@ impl Fleet {
         wait_for(&http, &format!("{sim_url}/__sim/oracle"), &logs).await;
         let accounts = Accounts::new(db.pool.clone(), SecretBox::from_hex(KEY).expect("key"));
         for k in (0..options.accounts).filter(|_| options.add_accounts) {
-            let password = sim_password(options.seed, k);
+            let (name, password) = trawl_simulator::data::generated_account(options.seed, k);
             accounts
                 .add(&NewAccount {
-                    name: &format!("sim_account{k}"),
+                    name: &name,
                     password: Some(&password),
                     ..NewAccount::default()
                 })
@@ -149,7 +163,9 @@ impl Fleet {
             logs,
             sim,
             scheduler: None,
+            scheduler_port: 0,
             workers: Vec::new(),
+            worker_ports: Vec::new(),
             started_workers: 0,
             http,
         };
@@ -228,6 +244,7 @@ impl Fleet {
 
     pub fn start_scheduler(&mut self) {
         let port = free_port();
+        self.scheduler_port = port;
         let args = vec![
             "scheduler".to_owned(),
             "--listen".into(),
@@ -247,7 +264,17 @@ impl Fleet {
     pub fn start_worker(&mut self, i: usize) {
         self.started_workers += 1;
         let name = format!("worker{i}-{}", self.started_workers);
-        let child = spawn(&self.logs, &name, &["worker".to_owned()], &self.env());
+        let mut env = self.env();
+        if self.options.metrics_ports {
+            while self.worker_ports.len() <= i {
+                self.worker_ports.push(free_port());
+            }
+            env.push((
+                "TRAWL_WORKER__LISTEN".into(),
+                format!("127.0.0.1:{}", self.worker_ports[i]),
+            ));
+        }
+        let child = spawn(&self.logs, &name, &["worker".to_owned()], &env);
         self.workers[i] = Some(child);
     }
 

@@ -102,31 +102,31 @@ impl Sink {
     }
 }
 
+/// A GraphQL connection (`edges` of `node`s, `page_info`) read into a page, one entry per node.
 fn edge_page(
     connection: &Value,
     what: &str,
-) -> Result<(Vec<Value>, Option<String>, bool), ShapeError> {
+    entry: impl Fn(&Value) -> Result<Entry, ShapeError>,
+) -> Result<PageData, ShapeError> {
     let edges = connection["edges"]
         .as_array()
         .ok_or_else(|| ShapeError(format!("{what}: no edges")))?;
-    let nodes = edges.iter().map(|e| e["node"].clone()).collect();
+    let entries = edges
+        .iter()
+        .map(|e| entry(&e["node"]))
+        .collect::<Result<_, _>>()?;
     let info = &connection["page_info"];
     let end_cursor = info["end_cursor"].as_str().map(str::to_owned);
     let has_next = info["has_next_page"].as_bool().unwrap_or(false) && end_cursor.is_some();
-    Ok((nodes, end_cursor, has_next))
-}
-
-fn posts_page(connection: &Value, what: &str) -> Result<PageData, ShapeError> {
-    let (nodes, end_cursor, has_next) = edge_page(connection, what)?;
-    let entries = nodes
-        .iter()
-        .map(|n| PostRow::from_node(n).map(Entry::Post))
-        .collect::<Result<_, _>>()?;
     Ok(PageData {
         entries,
         end_cursor,
         has_next,
     })
+}
+
+fn posts_page(connection: &Value, what: &str) -> Result<PageData, ShapeError> {
+    edge_page(connection, what, |n| PostRow::from_node(n).map(Entry::Post))
 }
 
 impl Crawl<'_> {
@@ -286,16 +286,8 @@ impl Crawl<'_> {
                 if media.is_null() {
                     return Err(ShapeError("no such post".into()));
                 }
-                let (nodes, end_cursor, has_next) =
-                    edge_page(&media["edge_media_to_comment"], "comments")?;
-                let entries = nodes
-                    .iter()
-                    .map(|n| CommentRow::thread(&code, n).map(Entry::Thread))
-                    .collect::<Result<_, _>>()?;
-                Ok(PageData {
-                    entries,
-                    end_cursor,
-                    has_next,
+                edge_page(&media["edge_media_to_comment"], "comments", |n| {
+                    CommentRow::thread(&code, n).map(Entry::Thread)
                 })
             },
         )
@@ -332,16 +324,7 @@ impl Crawl<'_> {
                 if user.is_null() {
                     return Err(ShapeError("no such user".into()));
                 }
-                let (nodes, end_cursor, has_next) = edge_page(&user[edge], edge)?;
-                let entries = nodes
-                    .iter()
-                    .map(|n| UserRow::from_web(n).map(Entry::User))
-                    .collect::<Result<_, _>>()?;
-                Ok(PageData {
-                    entries,
-                    end_cursor,
-                    has_next,
-                })
+                edge_page(&user[edge], edge, |n| UserRow::from_web(n).map(Entry::User))
             },
         )
         .await

@@ -80,11 +80,21 @@ impl Api {
 }
 
 /// One account's cookies and the headers the mobile API asked to have sent back.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Session {
     cookies: BTreeMap<String, String>,
     ig_set: BTreeMap<String, String>,
     pigeon_session_id: String,
+}
+
+/// Cookie names only: their values are secrets.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("cookies", &self.cookies.keys().collect::<Vec<_>>())
+            .field("ig_set", &self.ig_set.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Session {
@@ -201,8 +211,9 @@ pub fn decode_rur(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A request as the crawlers describe it.
-#[derive(Debug, Clone)]
+/// A request as the crawlers describe it. Its `Debug` leaves out form values (a login form holds
+/// the password).
+#[derive(Clone)]
 pub struct Call {
     pub api: Api,
     /// Path below the API's base, e.g. `/api/v1/users/web_profile_info/`.
@@ -216,6 +227,23 @@ pub struct Call {
     pub referer: Option<String>,
     /// An HTML page (the home page): a body that is not JSON is the answer, not an error.
     pub html: bool,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("api", &self.api)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field(
+                "form",
+                &self
+                    .form
+                    .as_ref()
+                    .map(|fields| fields.iter().map(|(k, _)| k).collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 impl Call {
@@ -842,6 +870,16 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_shows_cookie_or_form_values() {
+        let s = Session::from_cookie_string("sessionid=SECRETVALUE; csrftoken=t");
+        assert!(!format!("{s:?}").contains("SECRETVALUE"));
+        let mut call = Call::web("/login", &[]);
+        call.form = Some(vec![("enc_password".into(), "hunter2".into())]);
+        let shown = format!("{call:?}");
+        assert!(shown.contains("enc_password") && !shown.contains("hunter2"));
+    }
 
     #[test]
     fn rur_is_unquoted_and_unescaped() {

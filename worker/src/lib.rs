@@ -151,7 +151,21 @@ pub async fn run(
         },
         shutdown.clone(),
     ));
-    worker.clone().account_loop().await;
+    let grace = config.worker.grace_period.0;
+    let out_of_grace = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.wait().await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    tokio::select! {
+        () = worker.clone().account_loop() => {}
+        () = out_of_grace => tracing::warn!(
+            "the grace period ended before the page in flight did; exiting, the job and account \
+             leases will expire and be rescued"
+        ),
+    }
     tracing::info!(owner = %worker.owner, "worker stopped");
     pool.close().await;
     probes.await.map_err(std::io::Error::other)??;

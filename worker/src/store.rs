@@ -208,8 +208,24 @@ fn dedup<T>(rows: &[T], key: impl Fn(&T) -> String) -> Vec<&T> {
     out
 }
 
-fn as_json<T: Serialize>(rows: &[&T]) -> Result<Value, sqlx::Error> {
-    serde_json::to_value(rows).map_err(|e| sqlx::Error::Encode(e.into()))
+/// Runs one upsert whose `$1` is the rows as a JSON array (read with `jsonb_to_recordset`) and
+/// whose `$2` is the job id.
+async fn upsert_records<T: Serialize>(
+    tx: &mut PgConnection,
+    job_id: i64,
+    rows: Vec<&T>,
+    sql: &'static str,
+) -> Result<u64, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let json = serde_json::to_value(&rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    let done = sqlx::query(sql)
+        .bind(json)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn upsert_users(
@@ -217,11 +233,10 @@ pub async fn upsert_users(
     job_id: i64,
     rows: &[UserRow],
 ) -> Result<u64, sqlx::Error> {
-    let rows = dedup(rows, |r| r.id.to_string());
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
+    upsert_records(
+        tx,
+        job_id,
+        dedup(rows, |r| r.id.to_string()),
         "INSERT INTO ig_users (id, username, full_name, is_private, is_verified, biography,
                                follower_count, following_count, post_count, raw, last_job_id)
          SELECT id, username, full_name, is_private, is_verified, biography, follower_count,
@@ -241,11 +256,7 @@ pub async fn upsert_users(
              raw = ig_users.raw || EXCLUDED.raw,
              last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
     )
-    .bind(as_json(&rows)?)
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 pub async fn upsert_posts(
@@ -253,11 +264,10 @@ pub async fn upsert_posts(
     job_id: i64,
     rows: &[PostRow],
 ) -> Result<u64, sqlx::Error> {
-    let rows = dedup(rows, |r| r.id.to_string());
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
+    upsert_records(
+        tx,
+        job_id,
+        dedup(rows, |r| r.id.to_string()),
         "INSERT INTO ig_posts (id, shortcode, owner_id, owner_username, typename, taken_at, caption,
                                like_count, comment_count, is_video, raw, last_job_id)
          SELECT id, shortcode, owner_id, owner_username, typename, taken_at, caption, like_count,
@@ -277,11 +287,7 @@ pub async fn upsert_posts(
              raw = ig_posts.raw || EXCLUDED.raw,
              last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
     )
-    .bind(as_json(&rows)?)
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 pub async fn upsert_comments(
@@ -289,11 +295,10 @@ pub async fn upsert_comments(
     job_id: i64,
     rows: &[CommentRow],
 ) -> Result<u64, sqlx::Error> {
-    let rows = dedup(rows, |r| r.id.to_string());
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
+    upsert_records(
+        tx,
+        job_id,
+        dedup(rows, |r| r.id.to_string()),
         "INSERT INTO ig_comments (id, post_shortcode, parent_id, owner_id, owner_username, text,
                                   created_at, like_count, raw, last_job_id)
          SELECT id, post_shortcode, parent_id, owner_id, owner_username, text, created_at,
@@ -308,11 +313,7 @@ pub async fn upsert_comments(
              like_count = EXCLUDED.like_count, raw = EXCLUDED.raw,
              last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
     )
-    .bind(as_json(&rows)?)
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Follow edges: (follower, followee).
@@ -370,11 +371,10 @@ pub async fn upsert_stories(
     job_id: i64,
     rows: &[StoryRow],
 ) -> Result<u64, sqlx::Error> {
-    let rows = dedup(rows, |r| r.id.clone());
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let done = sqlx::query(
+    upsert_records(
+        tx,
+        job_id,
+        dedup(rows, |r| r.id.clone()),
         "INSERT INTO ig_stories (id, owner_id, highlight_id, highlight_title, taken_at,
                                  expiring_at, media_type, raw, last_job_id)
          SELECT id, owner_id, highlight_id, highlight_title, taken_at, expiring_at, media_type,
@@ -389,11 +389,7 @@ pub async fn upsert_stories(
              media_type = EXCLUDED.media_type, raw = EXCLUDED.raw,
              last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
     )
-    .bind(as_json(&rows)?)
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    Ok(done.rows_affected())
+    .await
 }
 
 /// Which item a page's listing is made of, for the fast-update check.

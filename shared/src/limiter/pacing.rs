@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use governor::{DefaultDirectRateLimiter, Jitter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::{Profile, QueryType};
 use crate::config::LimiterConfig;
@@ -52,13 +52,19 @@ impl Pacer {
             .clone()
     }
 
-    /// Waits for this worker's next slot of `q`; returns how long it waited.
+    /// Waits for this worker's next slot of `q`, then a random jitter; returns how long it waited.
+    ///
+    /// The slot is taken before the jitter is slept (not after, as governor's
+    /// `until_ready_with_jitter` does), so the jitter moves each request within its slot without
+    /// pushing every later slot back: the steady rate stays one per period.
     pub async fn pace(&self, q: &QueryType) -> Duration {
         let started = Instant::now();
         let limiter = self.limiter(q);
-        limiter
-            .until_ready_with_jitter(Jitter::up_to(self.jitter))
-            .await;
+        limiter.until_ready().await;
+        let jitter = self.jitter.mul_f64(rand::random::<f64>());
+        if !jitter.is_zero() {
+            tokio::time::sleep(jitter).await;
+        }
         started.elapsed()
     }
 }
