@@ -75,5 +75,9 @@ impl Maintenance {
             Ok(stats) => self.metrics.set_queue(&stats),
             Err(e) => tracing::warn!(error = %e, "refreshing queue metrics failed"),
         }
+        match trawl_shared::accounts::count_by_state(self.queue.pool()).await {
+            Ok(counts) => self.metrics.set_accounts(&counts),
+            Err(e) => tracing::warn!(error = %e, "refreshing account metrics failed"),
+        }
     }
 }

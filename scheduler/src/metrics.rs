@@ -3,6 +3,7 @@
 //! Grafana would multiply them).
 
 use prometheus::{Gauge, GaugeVec, IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
+use trawl_shared::accounts::AccountState;
 use trawl_shared::domain::{JobKind, JobState};
 use trawl_shared::queue::QueueStats;
 
@@ -16,6 +17,7 @@ pub struct SchedulerMetrics {
     queue_jobs: IntGaugeVec,
     oldest_runnable_age: GaugeVec,
     last_refresh: Gauge,
+    accounts: IntGaugeVec,
 }
 
 /// The label used for a kind this binary does not know (a row written by a newer version).
@@ -68,6 +70,11 @@ impl SchedulerMetrics {
             "trawl_queue_stats_refreshed_timestamp_seconds",
             "Unix time of the last queue statistics refresh",
         ))?;
+        let accounts = IntGaugeVec::new(
+            Opts::new("trawl_accounts", "Instagram accounts by state"),
+            &["state"],
+        )?;
+        leader.register(Box::new(accounts.clone()))?;
         leader.register(Box::new(queue_jobs.clone()))?;
         leader.register(Box::new(oldest_runnable_age.clone()))?;
         leader.register(Box::new(last_refresh.clone()))?;
@@ -81,8 +88,10 @@ impl SchedulerMetrics {
             queue_jobs,
             oldest_runnable_age,
             last_refresh,
+            accounts,
         };
         metrics.reset_queue();
+        metrics.set_accounts(&[]);
         Ok(metrics)
     }
 
@@ -120,6 +129,17 @@ impl SchedulerMetrics {
             }
         }
         self.last_refresh.set(chrono::Utc::now().timestamp() as f64);
+    }
+
+    /// Replaces the accounts gauge; states not in `counts` are 0.
+    pub fn set_accounts(&self, counts: &[(AccountState, i64)]) {
+        for state in AccountState::ALL {
+            let n = counts
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.accounts.with_label_values(&[state.as_str()]).set(n);
+        }
     }
 
     /// The text exposition; queue families only when this process leads.

@@ -182,6 +182,7 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/mobile/api/v1/feed/reels_media/", get(mobile_reels_media))
         .route("/__sim/audit.jsonl", get(audit_dump))
         .route("/__sim/oracle", get(oracle))
+        .route("/__sim/metrics", get(metrics))
         .route("/__sim/faults", get(get_faults).post(set_faults))
         .merge(crate::v1::routes())
         .fallback(not_found)
@@ -1183,6 +1184,82 @@ async fn audit_dump(State(sim): State<Arc<Sim>>) -> Response {
         }
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
+}
+
+/// What the simulator received, in Prometheus's text format: requests by query-type class and
+/// status, and each window's busiest moment over every scope as a share of its cap.
+async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
+    let log = sim.audit.lock().map(|l| l.clone()).unwrap_or_default();
+    let limits = sim
+        .windows
+        .lock()
+        .map(|w| w.limits())
+        .unwrap_or(Limits::instagram(1.0));
+    let class = |q: &str| -> &'static str {
+        if q.starts_with("qh:") {
+            "graphql"
+        } else if q.starts_with("doc:") {
+            "doc_id"
+        } else if q == "iphone" {
+            "iphone"
+        } else {
+            "other"
+        }
+    };
+    let mut requests: std::collections::BTreeMap<(&str, u16), u64> =
+        ["graphql", "doc_id", "iphone", "other"]
+            .iter()
+            .flat_map(|c| [(*c, 200), (*c, 429)])
+            .map(|k| (k, 0))
+            .collect();
+    for e in &log {
+        *requests
+            .entry((class(&e.query_type), e.status))
+            .or_default() += 1;
+    }
+    let mut peaks: std::collections::BTreeMap<&str, f64> =
+        ["per_type", "graphql_total", "iphone_30m", "other"]
+            .iter()
+            .map(|w| (*w, 0.0))
+            .collect();
+    for p in audit::oracle(&log, &limits).peaks {
+        let window = match p.key.as_str() {
+            "graphql" => "graphql_total",
+            "iphone-30m" => "iphone_30m",
+            "other" => "other",
+            _ => "per_type",
+        };
+        let ratio = p.most as f64 / p.cap.max(1) as f64;
+        let slot = peaks.entry(window).or_default();
+        *slot = slot.max(ratio);
+    }
+    let mut text = String::from(
+        "# HELP trawl_sim_requests_total Requests the simulator received, by query-type class and status\n\
+         # TYPE trawl_sim_requests_total counter\n",
+    );
+    for ((c, status), n) in &requests {
+        text.push_str(&format!(
+            "trawl_sim_requests_total{{class=\"{c}\",status=\"{status}\"}} {n}\n"
+        ));
+    }
+    text.push_str(
+        "# HELP trawl_sim_window_peak_ratio The busiest sliding window so far over every scope, divided by its cap\n\
+         # TYPE trawl_sim_window_peak_ratio gauge\n",
+    );
+    for (w, r) in &peaks {
+        text.push_str(&format!(
+            "trawl_sim_window_peak_ratio{{window=\"{w}\"}} {r}\n"
+        ));
+    }
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn oracle(State(sim): State<Arc<Sim>>) -> Response {
