@@ -25,6 +25,28 @@ const MAX_EGRESS_LEN: usize = 64;
 pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliError> {
     match command {
         AccountsCommand::NewKey => new_key(),
+        AccountsCommand::RotateKey => {
+            let current = sealing_key(config, false)?;
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| CliError::Usage(format!("cannot read the new key from stdin: {e}")))?;
+            let new = SecretBox::from_hex(line.trim())
+                .map_err(|e| CliError::Usage(format!("the new key (stdin): {e}")))?;
+            let (pool, accounts) = open(config, current).await?;
+            let rotated = accounts.rotate_key(&new).await.map_err(|e| match e {
+                AccountError::Rotate(..) => CliError::Config(e.to_string()),
+                other => account_error(other),
+            });
+            pool.close().await;
+            let n = rotated?;
+            println!(
+                "re-encrypted the secrets of {n} account(s); set secrets.key (TRAWL_SECRETS__KEY) \
+                 to the new key before starting workers"
+            );
+            Ok(())
+        }
         AccountsCommand::Add {
             name,
             password_stdin,

@@ -87,6 +87,16 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the Instagram simulator (tests, demos and benchmarks without the internet).
     Sim(SimArgs),
+    /// Probe a local scheduler or worker (for container health checks, no shell needed): exit 0
+    /// when it answers 200.
+    Healthcheck {
+        /// Whose probe: the worker (worker.listen) or the scheduler (scheduler.listen).
+        #[arg(long, value_enum, default_value = "worker")]
+        role: HealthRole,
+        /// Ask /readyz (ready to work) instead of /healthz (alive).
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +162,9 @@ pub enum SimCommand {
         #[arg(long, default_value_t = 20)]
         count: usize,
     },
+    /// Print the generated login accounts (`--accounts N`) as `NAME PASSWORD` lines, for scripts
+    /// that add them to Trawl (`trawl accounts add NAME --password-stdin`).
+    Accounts,
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +323,10 @@ pub enum AccountsCommand {
         #[arg(long)]
         insecure_dev_key: bool,
     },
+    /// Re-encrypt every stored password and session with a new key, in one transaction. The
+    /// current key comes from secrets.key; the new one is read from stdin (64 hex characters).
+    /// A value the current key cannot open aborts the rotation and changes nothing.
+    RotateKey,
     /// Print a new random key for secrets.key (needs no database).
     NewKey,
 }
@@ -381,4 +398,10 @@ pub struct DemoArgs {
     /// (default: $TMPDIR/trawl-demo-UID).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HealthRole {
+    Worker,
+    Scheduler,
 }

@@ -85,6 +85,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Demo(args) => demo::run(args, &config).await,
         Command::Sim(args) => sim::run(args).await,
+        Command::Healthcheck { role, ready } => healthcheck(&config, role, ready).await,
     }
 }
 
@@ -161,6 +162,30 @@ async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliEr
             trawl_worker::WorkerError::Database(d) => CliError::from(d),
             other => CliError::Failure(other.to_string()),
         })
+}
+
+async fn healthcheck(config: &Config, role: cli::HealthRole, ready: bool) -> Result<(), CliError> {
+    let mut address = match role {
+        cli::HealthRole::Worker => config.worker.listen,
+        cli::HealthRole::Scheduler => config.scheduler.listen,
+    };
+    // A server listening on every interface is probed on loopback.
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!(
+        "http://{address}/{}",
+        if ready { "readyz" } else { "healthz" }
+    );
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| CliError::Failure(e.to_string()))?;
+    match http.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(CliError::Failure(format!("{url} answered {}", r.status()))),
+        Err(e) => Err(CliError::Failure(format!("cannot reach {url}: {e}"))),
+    }
 }
 
 async fn migrate(config: &Config) -> Result<(), CliError> {

@@ -42,6 +42,13 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
     };
     let started = std::time::Instant::now();
     let data = DataSet::generate(args.seed, sizes);
+    if let Some(SimCommand::Accounts) = args.command {
+        for k in 0..args.generate_accounts {
+            let (name, password) = trawl_simulator::data::generated_account(args.seed, k);
+            println!("{name} {password}");
+        }
+        return Ok(());
+    }
     if let Some(SimCommand::Users { count }) = args.command {
         println!(
             "{:<24} {:>6} {:>9} {:>9}  PRIVATE",

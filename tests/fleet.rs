@@ -523,6 +523,23 @@ async fn sigterm_gives_the_job_and_the_account_back_at_once() {
     assert!(metrics.contains("trawl_instagram_requests_total{class=\"graphql\",outcome=\"ok\"}"));
     assert!(metrics.contains("trawl_limiter_grants_total"));
 
+    // The container health check: the same probe without a shell.
+    let probe = |port: u16, ready: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trawl"));
+        cmd.args(["healthcheck", "--role", "worker"])
+            .env_clear()
+            .env("TRAWL_WORKER__LISTEN", format!("127.0.0.1:{port}"));
+        if ready {
+            cmd.arg("--ready");
+        }
+        cmd.output().unwrap()
+    };
+    assert!(probe(port, false).status.success());
+    assert!(probe(port, true).status.success());
+    let dead = probe(support::free_port(), false);
+    assert_eq!(dead.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("cannot reach"));
+
     let stopped_at = std::time::Instant::now();
     fleet.signal_worker(0, libc::SIGTERM);
     let code = fleet.wait_worker(0, Duration::from_secs(10)).await;

@@ -42,6 +42,12 @@ pub enum AccountError {
     LeaseLost(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// A sealed value the configured key cannot open (a wrong or rotated `secrets.key`).
+    #[error(
+        "cannot open the secrets of account {0:?} with the configured secrets.key ({1}); nothing \
+         was changed"
+    )]
+    Rotate(String, CryptoError),
 }
 
 /// What `trawl accounts list` shows: never a secret, only whether one is stored.
@@ -317,9 +323,30 @@ impl Accounts {
                 .transpose()
                 .map_err(AccountError::from)
         };
+        let opened = open(password, "password").and_then(|p| Ok((p, open(session, "session")?)));
+        let (password, session) = match opened {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                // A wrong key: give the account straight back rather than hold it until the
+                // lease expires, and say which account could not be opened.
+                sqlx::query(
+                    "UPDATE accounts SET state = 'available', lease_owner = NULL, lease_token = NULL,
+                            lease_expires_at = NULL, updated_at = now()
+                     WHERE name = $1 AND lease_token = $2",
+                )
+                .bind(&name)
+                .bind(token)
+                .execute(&self.pool)
+                .await?;
+                return Err(match e {
+                    AccountError::Crypto(c) => AccountError::Rotate(name, c),
+                    other => other,
+                });
+            }
+        };
         Ok(Some(LeasedAccount {
-            password: open(password, "password")?,
-            session: open(session, "session")?,
+            password,
+            session,
             name,
             token,
             anonymous,
@@ -383,6 +410,48 @@ impl Accounts {
         .bind(account.token)
         .bind(reason.chars().take(500).collect::<String>());
         self.fenced(account, q).await
+    }
+
+    /// Re-seals every password and session under `new` (this handle's key is the old one), in
+    /// one transaction: a value the old key cannot open aborts it all and changes nothing.
+    /// Returns how many accounts were re-sealed.
+    pub async fn rotate_key(&self, new: &SecretBox) -> Result<u64, AccountError> {
+        let mut tx = self.pool.begin().await?;
+        type Sealed = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+        let rows: Vec<Sealed> = sqlx::query_as(
+            "SELECT name, password_sealed, session_sealed FROM accounts ORDER BY name FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let reseal = |name: &str, what: &str, sealed: Option<Vec<u8>>| {
+            sealed
+                .map(|s| {
+                    let who = owner(name, what);
+                    let plain = self
+                        .secrets
+                        .open(&s, &who)
+                        .map_err(|e| AccountError::Rotate(name.to_owned(), e))?;
+                    new.seal(&plain, &who).map_err(AccountError::from)
+                })
+                .transpose()
+        };
+        let mut count = 0;
+        for (name, password, session) in rows {
+            let password = reseal(&name, "password", password)?;
+            let session = reseal(&name, "session", session)?;
+            sqlx::query(
+                "UPDATE accounts SET password_sealed = $2, session_sealed = $3, updated_at = now()
+                 WHERE name = $1",
+            )
+            .bind(&name)
+            .bind(password)
+            .bind(session)
+            .execute(&mut *tx)
+            .await?;
+            count += 1;
+        }
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// Stores a refreshed session (after a login), sealed.

@@ -66,7 +66,7 @@ async fn secrets_are_sealed_at_rest_and_opened_for_the_holder() {
     accounts.release(&held).await.unwrap();
     assert!(matches!(
         other.lease("worker-2", Duration::from_secs(60)).await,
-        Err(AccountError::Crypto(_))
+        Err(AccountError::Rotate(name, _)) if name == "researcher1"
     ));
 }
 
@@ -299,4 +299,74 @@ async fn an_imported_session_replaces_the_old_one_sealed_for_its_account() {
         Err(AccountError::BadName(_))
     ));
     assert_eq!(accounts.list().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn rotating_the_key_reseals_everything_or_nothing() {
+    let db = fresh_db().await;
+    let old = Accounts::new(
+        db.pool.clone(),
+        SecretBox::from_hex(&"1".repeat(64)).unwrap(),
+    );
+    for name in ["a1", "a2"] {
+        old.add(&NewAccount {
+            name,
+            password: Some("pw-secret"),
+            session: Some("sessionid=s1; ds_user_id=1"),
+            ..NewAccount::default()
+        })
+        .await
+        .unwrap();
+    }
+    let new_key = SecretBox::from_hex(&"2".repeat(64)).unwrap();
+    // A wrong current key changes nothing.
+    let wrong = Accounts::new(
+        db.pool.clone(),
+        SecretBox::from_hex(&"3".repeat(64)).unwrap(),
+    );
+    let before: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT password_sealed FROM accounts ORDER BY name")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(matches!(
+        wrong.rotate_key(&new_key).await,
+        Err(AccountError::Rotate(name, _)) if name == "a1"
+    ));
+    let after: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT password_sealed FROM accounts ORDER BY name")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(before, after);
+
+    assert_eq!(old.rotate_key(&new_key).await.unwrap(), 2);
+    // The old key no longer opens them; the new one does.
+    let rotated = Accounts::new(
+        db.pool.clone(),
+        SecretBox::from_hex(&"2".repeat(64)).unwrap(),
+    );
+    let leased = rotated
+        .lease("w", std::time::Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leased.password.as_deref(), Some("pw-secret"));
+    assert_eq!(
+        leased.session.as_deref(),
+        Some("sessionid=s1; ds_user_id=1")
+    );
+    rotated.release(&leased).await.unwrap();
+    assert!(matches!(
+        old.lease("w", std::time::Duration::from_secs(30)).await,
+        Err(AccountError::Rotate(..))
+    ));
+    let leased: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts WHERE state = 'leased'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        leased, 0,
+        "a lease that cannot open its secrets is given back at once"
+    );
 }
