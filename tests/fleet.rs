@@ -6,27 +6,13 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::{Fleet, FleetOptions};
+use support::{Fleet, FleetOptions, posts_with_comments};
 use trawl_shared::JobSpec;
-use trawl_shared::domain::JobOptions;
 
 fn profile_posts_of(users: &[String]) -> Vec<JobSpec> {
     users
         .iter()
         .map(|u| JobSpec::new("profile_posts", u))
-        .collect()
-}
-
-fn posts_with_comments(users: &[String]) -> Vec<JobSpec> {
-    users
-        .iter()
-        .map(|u| JobSpec {
-            options: Some(JobOptions {
-                with_comments: true,
-                ..JobOptions::default()
-            }),
-            ..JobSpec::new("profile_posts", u)
-        })
         .collect()
 }
 
@@ -38,15 +24,7 @@ async fn four_workers_store_every_post_and_comment_once_without_a_429() {
     fleet.submit(posts_with_comments(&users)).await;
     fleet.wait_until_done(Duration::from_secs(120)).await;
 
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
-    assert_eq!(fleet.ids("SELECT id FROM ig_posts").await, posts);
-    assert_eq!(fleet.ids("SELECT id FROM ig_comments").await, comments);
+    fleet.assert_stored_exactly(&posts, Some(&comments)).await;
     fleet.assert_windows_held().await;
 }
 
@@ -104,15 +82,7 @@ async fn killing_workers_loses_and_duplicates_nothing_and_resumes_from_cursors()
     }
     fleet.wait_until_done(Duration::from_secs(120)).await;
 
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
-    assert_eq!(fleet.ids("SELECT id FROM ig_posts").await, posts);
-    assert_eq!(fleet.ids("SELECT id FROM ig_comments").await, comments);
+    fleet.assert_stored_exactly(&posts, Some(&comments)).await;
     fleet.assert_windows_held().await;
 
     // Resumed, not restarted: each kill costs at most the page in flight, while restarting an
@@ -214,15 +184,7 @@ async fn a_checkpointed_account_leaves_rotation_and_its_job_completes_elsewhere(
         .await;
     fleet.wait_until_done(Duration::from_secs(120)).await;
 
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
-    assert_eq!(fleet.ids("SELECT id FROM ig_posts").await, posts);
-    assert_eq!(fleet.ids("SELECT id FROM ig_comments").await, comments);
+    fleet.assert_stored_exactly(&posts, Some(&comments)).await;
     let (state, reason): (String, Option<String>) =
         sqlx::query_as("SELECT state::text, last_error FROM accounts WHERE name = 'sim_account1'")
             .fetch_one(fleet.pool())
@@ -600,15 +562,7 @@ async fn transient_faults_are_retried_and_change_nothing_stored() {
     let (posts, comments) = fleet.expected_posts_and_comments(&users);
     fleet.submit(posts_with_comments(&users)).await;
     fleet.wait_until_done(Duration::from_secs(120)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
-    assert_eq!(fleet.ids("SELECT id FROM ig_posts").await, posts);
-    assert_eq!(fleet.ids("SELECT id FROM ig_comments").await, comments);
+    fleet.assert_stored_exactly(&posts, Some(&comments)).await;
     let audit = fleet.audit().await;
     let faulted = audit
         .iter()

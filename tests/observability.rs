@@ -10,9 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Fleet, FleetOptions};
+use support::{Fleet, FleetOptions, posts_with_comments};
 use trawl_shared::JobSpec;
-use trawl_shared::domain::JobOptions;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -367,16 +366,7 @@ async fn every_panel_and_alert_has_data_from_a_real_prometheus_during_a_crawl() 
     .await;
     let prometheus = start_prometheus(&fleet);
     let users = fleet.public_users_with_posts(30);
-    let mut jobs: Vec<JobSpec> = users
-        .iter()
-        .map(|u| JobSpec {
-            options: Some(JobOptions {
-                with_comments: true,
-                ..JobOptions::default()
-            }),
-            ..JobSpec::new("profile_posts", u)
-        })
-        .collect();
+    let mut jobs = posts_with_comments(&users);
     jobs.extend(users.iter().take(4).map(|u| JobSpec::new("stories", u)));
     jobs.extend(users.iter().take(4).map(|u| JobSpec::new("followers", u)));
     fleet.submit(jobs).await;

@@ -282,6 +282,17 @@ impl Accounts {
         owner_name: &str,
         ttl: Duration,
     ) -> Result<Option<LeasedAccount>, AccountError> {
+        self.lease_excluding(owner_name, ttl, &[]).await
+    }
+
+    /// [`Accounts::lease`], skipping the accounts named in `exclude` (those this worker's key
+    /// could not open, so one unreadable account does not hide the others).
+    pub async fn lease_excluding(
+        &self,
+        owner_name: &str,
+        ttl: Duration,
+        exclude: &[String],
+    ) -> Result<Option<LeasedAccount>, AccountError> {
         let row: Option<LeaseRow> = sqlx::query_as(
             "UPDATE accounts SET state = 'leased', lease_owner = $1,
                         lease_token = gen_random_uuid(),
@@ -289,9 +300,10 @@ impl Accounts {
                         cooldown_until = NULL, updated_at = now()
                  WHERE name = (
                      SELECT name FROM accounts
-                     WHERE state = 'available'
+                     WHERE (state = 'available'
                         OR (state = 'cooldown' AND cooldown_until <= now())
-                        OR (state = 'leased' AND lease_expires_at < now())
+                        OR (state = 'leased' AND lease_expires_at < now()))
+                       AND name <> ALL($3)
                      ORDER BY error_score, name
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
@@ -300,6 +312,7 @@ impl Accounts {
         )
         .bind(owner_name)
         .bind(ttl.as_secs_f64())
+        .bind(exclude)
         .fetch_optional(&self.pool)
         .await?;
         let Some(LeaseRow {

@@ -369,4 +369,22 @@ async fn rotating_the_key_reseals_everything_or_nothing() {
         leased, 0,
         "a lease that cannot open its secrets is given back at once"
     );
+    // Skipping the unreadable ones, an account this key can open is leased.
+    old.add(&NewAccount {
+        name: "zz",
+        password: Some("pw"),
+        ..NewAccount::default()
+    })
+    .await
+    .unwrap();
+    let next = old
+        .lease_excluding(
+            "w",
+            std::time::Duration::from_secs(30),
+            &["a1".into(), "a2".into()],
+        )
+        .await
+        .unwrap()
+        .expect("the readable account");
+    assert_eq!(next.name, "zz");
 }

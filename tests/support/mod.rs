@@ -15,6 +15,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use trawl_shared::accounts::{Accounts, NewAccount};
 use trawl_shared::crypto::SecretBox;
+use trawl_shared::domain::JobOptions;
 use trawl_shared::queue::{Queue, QueueSettings};
 use trawl_shared::testing::{TestDb, fresh_db};
 use trawl_shared::{JobSpec, NewJob};
@@ -88,6 +89,20 @@ pub struct Fleet {
     pub worker_ports: Vec<u16>,
     started_workers: usize,
     http: reqwest::Client,
+}
+
+/// `profile_posts` of each user, with a `post_comments` job fanned out for every post.
+pub fn posts_with_comments(users: &[String]) -> Vec<JobSpec> {
+    users
+        .iter()
+        .map(|u| JobSpec {
+            options: Some(JobOptions {
+                with_comments: true,
+                ..JobOptions::default()
+            }),
+            ..JobSpec::new("profile_posts", u)
+        })
+        .collect()
 }
 
 pub fn free_port() -> u16 {
@@ -446,6 +461,25 @@ impl Fleet {
             }
         }
         (posts, comments)
+    }
+
+    /// No job failed, and exactly these posts (and comments, when given) are stored.
+    pub async fn assert_stored_exactly(
+        &self,
+        posts: &BTreeSet<i64>,
+        comments: Option<&BTreeSet<i64>>,
+    ) {
+        let states = self.job_states().await;
+        assert_eq!(
+            states.get("failed"),
+            None,
+            "{states:?}; logs in {}",
+            self.logs.display()
+        );
+        assert_eq!(&self.ids("SELECT id FROM ig_posts").await, posts);
+        if let Some(comments) = comments {
+            assert_eq!(&self.ids("SELECT id FROM ig_comments").await, comments);
+        }
     }
 
     pub async fn ids(&self, sql: &str) -> BTreeSet<i64> {

@@ -184,8 +184,14 @@ impl Worker {
     async fn account_loop(self: Arc<Self>) {
         let ttl = self.config.worker.account_lease.0;
         let mut waiting_logged = false;
+        // Accounts this worker's key cannot open: skipped, so the others stay usable.
+        let mut unreadable: Vec<String> = Vec::new();
         while !self.shutdown.is_triggered() {
-            let account = match self.accounts.lease(&self.owner, ttl).await {
+            let leased = self
+                .accounts
+                .lease_excluding(&self.owner, ttl, &unreadable)
+                .await;
+            let account = match leased {
                 Ok(Some(a)) => a,
                 Ok(None) => {
                     if !waiting_logged {
@@ -195,6 +201,13 @@ impl Worker {
                     if self.sleep_or_stop(self.config.worker.account_poll.0).await {
                         break;
                     }
+                    continue;
+                }
+                Err(AccountError::Rotate(name, e)) => {
+                    tracing::error!(account = %name, error = %e,
+                        "cannot open this account's secrets with secrets.key (a wrong or rotated \
+                         key); skipping it");
+                    unreadable.push(name);
                     continue;
                 }
                 Err(e) => {
