@@ -64,7 +64,36 @@ async fn killing_workers_loses_and_duplicates_nothing_and_resumes_from_cursors()
 
     let started = std::time::Instant::now();
     let mut kills = 0u64;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first kill is aimed: the worker in the middle of a profile crawl (two pages stored),
+    // so that resumption is always exercised; the rest are random.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let owner: Option<String> = sqlx::query_scalar(
+            "SELECT lease_owner FROM jobs WHERE kind = 'profile_posts' AND state = 'running'
+               AND coalesce((checkpoint->>'pages')::int, 0) >= 2 LIMIT 1",
+        )
+        .fetch_optional(fleet.pool())
+        .await
+        .unwrap()
+        .flatten();
+        let victim = owner.and_then(|o| {
+            let pid: u32 = o.rsplit('-').nth(1)?.parse().ok()?;
+            (0..fleet.worker_count()).find(|&i| fleet.worker_pid(i) == Some(pid))
+        });
+        if let Some(i) = victim {
+            fleet.kill_worker(i);
+            fleet.start_worker(i);
+            kills += 1;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no profile crawl got two pages in; logs in {}",
+            fleet.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     loop {
         let active: i64 =
             sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")

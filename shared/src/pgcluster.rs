@@ -175,14 +175,13 @@ impl PrivateCluster {
         let mut cmd = self.command("pg_ctl");
         run(
             "pg_ctl restart",
-            cmd.arg("-D").arg(self.data_dir()).args([
-                "-m",
-                "immediate",
-                "-w",
-                "-t",
-                "60",
-                "restart",
-            ]),
+            // With its log file: a server started without one inherits pg_ctl's output pipes,
+            // and reading them to the end would wait for the server to exit.
+            cmd.arg("-D")
+                .arg(self.data_dir())
+                .arg("-l")
+                .arg(self.root.join("postgres.log"))
+                .args(["-m", "immediate", "-w", "-t", "60", "restart"]),
         )
     }
 

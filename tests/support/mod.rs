@@ -119,7 +119,11 @@ pub fn sim_password(seed: u64, k: usize) -> String {
 
 impl Fleet {
     pub async fn start(options: FleetOptions) -> Self {
-        let db = fresh_db().await;
+        Self::start_on(options, fresh_db().await).await
+    }
+
+    /// A fleet on a database the test provides (a cluster of its own, to restart or cut off).
+    pub async fn start_on(options: FleetOptions, db: TestDb) -> Self {
         let logs =
             std::env::temp_dir().join(format!("trawl-fleet-{}-{}", std::process::id(), db.name));
         std::fs::create_dir_all(&logs).expect("log directory");
@@ -291,6 +295,28 @@ impl Fleet {
         }
         let child = spawn(&self.logs, &name, &["worker".to_owned()], &env);
         self.workers[i] = Some(child);
+    }
+
+    /// Whether every started process (scheduler, workers, simulator) is still running.
+    pub fn all_alive(&mut self) -> Result<(), String> {
+        let mut dead = Vec::new();
+        for (i, child) in self.workers.iter_mut().enumerate() {
+            if let Some(c) = child
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                dead.push(format!("worker {i} exited: {status}"));
+            }
+        }
+        if let Some(c) = self.scheduler.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            dead.push(format!("scheduler exited: {status}"));
+        }
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(dead.join("; "))
+        }
     }
 
     pub fn worker_count(&self) -> usize {
