@@ -261,6 +261,25 @@ impl Fleet {
         env
     }
 
+    /// Another scheduler process (the test owns it); returns it and its port.
+    pub fn spawn_scheduler(&mut self, name: &str) -> (Child, u16) {
+        let port = free_port();
+        let args = vec![
+            "scheduler".to_owned(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        (spawn(&self.logs, name, &args, &self.env()), port)
+    }
+
+    /// SIGKILLs the fleet's own scheduler.
+    pub fn kill_scheduler(&mut self) {
+        if let Some(mut child) = self.scheduler.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn start_scheduler(&mut self) {
         let port = free_port();
         self.scheduler_port = port;
