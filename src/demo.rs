@@ -176,16 +176,11 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
         .map(|k| trawl_simulator::data::generated_account(SEED, k))
         .collect();
     let targets = demo_targets(&data, args.profiles);
-    let sim = Sim::new(SimConfig {
+    let sim = Sim::new(SimConfig::fault_free(
         data,
-        faults: Default::default(),
-        checkpoint_after_429s: 0,
-        challenges: Vec::new(),
-        session_ttl: None,
-        accounts: passwords.clone(),
-        time_scale: args.time_scale,
-        trust_forwarded_for: false,
-    });
+        passwords.clone(),
+        args.time_scale,
+    ));
 
     let key = demo_key(&data_dir)?;
     let mut config = base.clone();

@@ -88,6 +88,23 @@ pub struct SimConfig {
     pub trust_forwarded_for: bool,
 }
 
+impl SimConfig {
+    /// A well-behaved Instagram: no faults, no challenges, sessions that never end, the given
+    /// login accounts, windows scaled by `time_scale` (demos and benchmarks).
+    pub fn fault_free(data: DataSet, accounts: Vec<(String, String)>, time_scale: f64) -> Self {
+        Self {
+            data,
+            faults: Faults::default(),
+            checkpoint_after_429s: 0,
+            challenges: Vec::new(),
+            session_ttl: None,
+            accounts,
+            time_scale,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
 impl Sim {
     pub fn new(config: SimConfig) -> Arc<Self> {
         Arc::new(Self {

@@ -113,16 +113,7 @@ async fn run(server: &Server, args: &Args, accounts: usize) -> Result<Run> {
     let passwords: Vec<(String, String)> = (0..accounts)
         .map(|k| trawl_simulator::data::generated_account(SEED, k))
         .collect();
-    let sim = Sim::new(SimConfig {
-        data,
-        faults: Default::default(),
-        checkpoint_after_429s: 0,
-        challenges: Vec::new(),
-        session_ttl: None,
-        accounts: passwords.clone(),
-        time_scale: scale,
-        trust_forwarded_for: false,
-    });
+    let sim = Sim::new(SimConfig::fault_free(data, passwords.clone(), scale));
     let store = Accounts::new(pool.clone(), SecretBox::from_hex(KEY)?);
     for (name, password) in &passwords {
         store
