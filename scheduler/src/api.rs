@@ -604,15 +604,19 @@ fn ledger_unavailable(e: trawl_shared::limiter::LedgerError) -> ApiError {
 }
 
 async fn readyz(State(state): State<ApiState>) -> Response {
-    match sqlx::query("SELECT 1").execute(state.queue.pool()).await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            format!("database not reachable: {e}"),
-        )
-        .into_response(),
-    }
+    // Bounded: behind a network partition the query hangs rather than fails, and a probe that
+    // never answers is read by orchestrators as a timeout, not as "not ready".
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(state.queue.pool()),
+    )
+    .await;
+    let problem = match probe {
+        Ok(Ok(_)) => return (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => format!("database not reachable: {e}"),
+        Err(_) => "database not reachable: no answer within 2 s".to_owned(),
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", problem).into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

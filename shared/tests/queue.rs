@@ -190,6 +190,63 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
     assert_eq!(state_of(&queue, id).await, JobState::Completed);
 }
 
+/// Design invariant 4 holds before the rescuer runs too: a lease that expired on the database
+/// clock cannot be revived by a late heartbeat nor write anything (a worker back from a network
+/// partition longer than its lease), and the rescuer then requeues the job.
+#[tokio::test]
+async fn an_expired_lease_writes_nothing_even_before_the_rescuer_runs() {
+    let (_db, queue) = queue_with(QueueSettings {
+        lease: Duration::from_millis(300),
+        ..settings()
+    })
+    .await;
+    let id = queue
+        .submit(&job("profile_posts", "natgeo"))
+        .await
+        .unwrap()
+        .id;
+    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let late = Checkpoint {
+        cursor: Some("late".into()),
+        ..Checkpoint::default()
+    };
+    assert!(matches!(
+        queue.heartbeat(&leased.lease).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        Queue::checkpoint(queue.pool(), &leased.lease, &late).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.complete(&leased.lease).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue
+            .fail(&leased.lease, "late", Failure::Permanent, 1)
+            .await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.snooze(&leased.lease, Duration::from_secs(5)).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        queue.release(&leased.lease).await,
+        Err(QueueError::LeaseLost { .. })
+    ));
+    let row = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.checkpoint),
+        (JobState::Running, None),
+        "nothing written"
+    );
+    assert_eq!(queue.rescue_expired().await.unwrap().requeued, 1);
+    assert_eq!(state_of(&queue, id).await, JobState::Queued);
+}
+
 #[tokio::test]
 async fn a_heartbeat_keeps_a_lease_from_being_rescued() {
     let (_db, queue) = queue_with(QueueSettings {

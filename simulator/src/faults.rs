@@ -22,7 +22,8 @@ pub struct Faults {
     pub drop_rate: f64,
     /// Accounts that get `checkpoint_required` on every request.
     pub checkpoint: BTreeSet<String>,
-    /// Accounts whose sessions are ended (their next requests are anonymous).
+    /// Accounts whose sessions end when this is posted (their next requests are sent to the
+    /// login page; a new login works). One-shot: not kept in the settings.
     pub logout: BTreeSet<String>,
 }
 

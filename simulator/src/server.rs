@@ -48,6 +48,8 @@ pub struct Sim {
     /// Two-factor identifiers handed out → account.
     pending_two_factor: Mutex<HashMap<String, String>>,
     started: Instant,
+    /// The wall clock at `started`, so that audit times can be put beside other clocks.
+    started_unix: f64,
     counter: AtomicU64,
     faults: Mutex<Faults>,
     /// Rendered deterministic pages: key → (headers, body).
@@ -117,6 +119,9 @@ impl Sim {
             session_ttl: config.session_ttl,
             pending_two_factor: Mutex::new(HashMap::new()),
             started: Instant::now(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             counter: AtomicU64::new(1),
             faults: Mutex::new(config.faults),
             cache: std::sync::RwLock::new(HashMap::new()),
@@ -199,11 +204,21 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/mobile/api/v1/feed/reels_media/", get(mobile_reels_media))
         .route("/__sim/audit.jsonl", get(audit_dump))
         .route("/__sim/oracle", get(oracle))
+        .route("/__sim/clock", get(clock))
         .route("/__sim/metrics", get(metrics))
         .route("/__sim/faults", get(get_faults).post(set_faults))
         .merge(crate::v1::routes())
         .fallback(not_found)
         .with_state(sim)
+}
+
+/// The simulator's clock: `t` as in the audit log, and the Unix time the log's zero stands for, so
+/// a test can compare audit times with the database's (`started_unix + t`).
+async fn clock(State(sim): State<Arc<Sim>>) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"t": sim.started.elapsed().as_secs_f64(), "started_unix": sim.started_unix}),
+    )
 }
 
 /// Who is asking: the logged-in account (from `sessionid`) or only an IP.
@@ -235,9 +250,7 @@ fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
         let mut sessions = sim.sessions.lock().ok()?;
         let (account, since) = sessions.get(s).cloned()?;
         let expired = sim.session_ttl.is_some_and(|ttl| since.elapsed() >= ttl);
-        let logged_out = sim.faults.lock().is_ok_and(|f| f.logout.contains(&account));
-        if logged_out || expired {
-            // A forced logout or an expiry ends the session for good.
+        if expired {
             sessions.remove(s);
             return None;
         }
@@ -1310,8 +1323,18 @@ async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     if let Err(e) = faults.validate() {
         return fail(StatusCode::BAD_REQUEST, &e);
     }
+    // A forced logout happens now: the sessions the accounts hold end, and a later login starts
+    // a session that works (as when Instagram logs a device out once).
+    if !faults.logout.is_empty()
+        && let Ok(mut sessions) = sim.sessions.lock()
+    {
+        sessions.retain(|_, (account, _)| !faults.logout.contains(account));
+    }
     if let Ok(mut current) = sim.faults.lock() {
-        *current = faults.clone();
+        *current = Faults {
+            logout: Default::default(),
+            ..faults.clone()
+        };
     }
     json_response(
         StatusCode::OK,

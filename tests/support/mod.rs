@@ -87,6 +87,8 @@ pub struct Fleet {
     workers: Vec<Option<Child>>,
     /// Each worker's `/metrics` port, when `metrics_ports` is set.
     pub worker_ports: Vec<u16>,
+    /// Environment of one worker only, kept across its restarts (`add_worker_with`).
+    worker_envs: Vec<Vec<(String, String)>>,
     started_workers: usize,
     http: reqwest::Client,
 }
@@ -185,6 +187,7 @@ impl Fleet {
             scheduler_port: 0,
             workers: Vec::new(),
             worker_ports: Vec::new(),
+            worker_envs: Vec::new(),
             started_workers: 0,
             http,
         };
@@ -293,8 +296,14 @@ impl Fleet {
 
     /// Starts one more worker process; returns its index.
     pub fn add_worker(&mut self) -> usize {
+        self.add_worker_with(Vec::new())
+    }
+
+    /// Starts one more worker process with environment of its own on top of the fleet's.
+    pub fn add_worker_with(&mut self, env: Vec<(String, String)>) -> usize {
         let i = self.workers.len();
         self.workers.push(None);
+        self.worker_envs.push(env);
         self.start_worker(i);
         i
     }
@@ -312,6 +321,7 @@ impl Fleet {
                 format!("127.0.0.1:{}", self.worker_ports[i]),
             ));
         }
+        env.extend(self.worker_envs[i].iter().cloned());
         let child = spawn(&self.logs, &name, &["worker".to_owned()], &env);
         self.workers[i] = Some(child);
     }
