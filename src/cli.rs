@@ -83,6 +83,9 @@ pub enum Command {
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// API tokens for the scheduler.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Start a private PostgreSQL and a scheduler, submit sample jobs and show them being worked.
     Demo(DemoArgs),
     /// Run the Instagram simulator (tests, demos and benchmarks without the internet).
@@ -375,6 +378,26 @@ pub enum ExportFormat {
 pub enum ConfigCommand {
     /// Print the effective configuration as TOML, secrets redacted.
     Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh random token, and the lines to add to the scheduler's trawl.toml (which
+    /// holds only the token's SHA-256). The token itself is shown once, here.
+    New {
+        /// What it may do: read (list and show), submit (submit, cancel, retry), admin
+        /// (pause and resume kinds; everything). Repeat or separate with commas.
+        #[arg(long = "scope", required = true, value_delimiter = ',', value_parser = parse_scope)]
+        scopes: Vec<trawl_shared::tokens::Scope>,
+        /// Who will hold it (letters, digits, '-', '_', '.'), shown in the scheduler's answers.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<trawl_shared::tokens::Scope, String> {
+    trawl_shared::tokens::Scope::parse(text)
+        .ok_or_else(|| format!("unknown scope {text:?}: expected read, submit or admin"))
 }
 
 #[derive(Debug, Args)]

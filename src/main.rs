@@ -15,7 +15,7 @@ use clap::Parser;
 use trawl_shared::config::{Config, ConfigLoader, LogFormat};
 use trawl_shared::db;
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, TokenCommand};
 use crate::client::{ApiClient, CliError};
 
 fn main() -> ExitCode {
@@ -83,10 +83,46 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", config.to_redacted_toml());
             Ok(())
         }
+        Command::Token(TokenCommand::New { scopes, name }) => new_token(&scopes, &name),
         Command::Demo(args) => demo::run(args, &config).await,
         Command::Sim(args) => sim::run(args).await,
         Command::Healthcheck { role, ready } => healthcheck(&config, role, ready).await,
     }
+}
+
+/// Prints a fresh token and its configuration entry. The entry is checked the way the scheduler
+/// will check it, so what is printed always loads.
+fn new_token(scopes: &[trawl_shared::tokens::Scope], name: &str) -> Result<(), CliError> {
+    use trawl_shared::tokens::{self, TokenEntry, TokenSet};
+    let (token, sha256) = tokens::generate()
+        .map_err(|_| CliError::Usage("the system random generator failed".into()))?;
+    let mut scopes = scopes.to_vec();
+    scopes.sort();
+    scopes.dedup();
+    let entry = TokenEntry {
+        name: name.to_owned(),
+        sha256,
+        scopes,
+    };
+    TokenSet::new(std::slice::from_ref(&entry), None)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let scopes: Vec<&str> = entry.scopes.iter().map(|s| s.as_str()).collect();
+    println!("token: {token}");
+    println!();
+    println!("# Add to the scheduler's trawl.toml (it holds only the hash); give the token to its");
+    println!("# holder as client.token or TRAWL_CLIENT__TOKEN. It is not shown again.");
+    println!("[[scheduler.tokens]]");
+    println!("name = {:?}", entry.name);
+    println!("sha256 = {:?}", entry.sha256);
+    println!(
+        "scopes = [{}]",
+        scopes
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 fn client(config: &Config) -> Result<ApiClient, CliError> {

@@ -1,4 +1,4 @@
-//! The HTTP JSON API under `/v1` (bearer token), plus the open `/healthz`, `/readyz` and
+//! The HTTP JSON API under `/v1` (bearer tokens with scopes), plus the open `/healthz`, `/readyz` and
 //! `/metrics`. Errors have one shape, from the API-design seed:
 //! `{"error": {"code": "...", "message": "...", "details": {...}}}`.
 
@@ -20,7 +20,7 @@ use trawl_shared::domain::{JobKind, JobSpec, JobState, ValidationError};
 use trawl_shared::limiter::ledger::ScopeUsage;
 use trawl_shared::limiter::{Ledger, Scope};
 use trawl_shared::queue::{Job, ListFilter, Queue, QueueError, QueueStats, Submitted};
-use trawl_shared::secret::Secret;
+use trawl_shared::tokens::{Scope as TokenScope, TokenSet};
 
 use crate::metrics::SchedulerMetrics;
 
@@ -28,9 +28,11 @@ use crate::metrics::SchedulerMetrics;
 #[derive(Clone)]
 pub struct ApiState {
     pub queue: Queue,
-    pub token: Secret,
+    pub tokens: Arc<TokenSet>,
     pub max_batch: usize,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request body before it is answered 408.
+    pub body_timeout: std::time::Duration,
     pub default_max_attempts: i32,
     pub metrics: Arc<SchedulerMetrics>,
     pub is_leader: Arc<AtomicBool>,
@@ -162,19 +164,30 @@ impl From<QueueError> for ApiError {
     }
 }
 
-/// A JSON body parsed with field paths in its errors, under the configured size limit.
+/// A JSON body parsed with field paths in its errors, under the configured size limit and
+/// deadline.
 pub struct JsonBody<T>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
+impl<T> FromRequest<ApiState> for JsonBody<T>
 where
-    S: Send + Sync,
     T: DeserializeOwned,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
+    async fn from_request(req: Request, state: &ApiState) -> Result<Self, Self::Rejection> {
+        let read = tokio::time::timeout(state.body_timeout, Bytes::from_request(req, state));
+        let bytes = read
             .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    format!(
+                        "the request body did not arrive within {} s (scheduler.body_timeout)",
+                        state.body_timeout.as_secs_f64()
+                    ),
+                )
+            })?
             .map_err(|e: BytesRejection| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::new(
@@ -233,6 +246,18 @@ fn backticked(message: &str) -> Option<String> {
     Some(message[start..start + len].to_owned())
 }
 
+/// The scope a `/v1` route needs: reading is `read`; creating, cancelling and retrying jobs is
+/// `submit`; pausing and resuming kinds is `admin`.
+fn required_scope(method: &axum::http::Method, path: &str) -> TokenScope {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        TokenScope::Read
+    } else if path.starts_with("/kinds/") || path.starts_with("/v1/kinds/") {
+        TokenScope::Admin
+    } else {
+        TokenScope::Submit
+    }
+}
+
 async fn require_token(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -255,15 +280,28 @@ async fn require_token(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match presented {
-        Some(token) if state.token.constant_time_eq(token) => next.run(request).await,
-        _ => ApiError::new(
+    let Some(bearer) = presented.and_then(|token| state.tokens.verify(token)) else {
+        return ApiError::new(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "invalid bearer token",
         )
-        .into_response(),
+        .into_response();
+    };
+    let needed = required_scope(request.method(), request.uri().path());
+    if !bearer.may(needed) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!(
+                "token {:?} lacks the '{needed}' scope this request needs",
+                bearer.name
+            ),
+        )
+        .with_details(json!({ "scope": needed.as_str() }))
+        .into_response();
     }
+    next.run(request).await
 }
 
 /// The answer to a single submission.
@@ -326,7 +364,7 @@ async fn submit_batch(
             StatusCode::PAYLOAD_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             format!(
-                "jobs: {} jobs in one batch; at most {} allowed",
+                "jobs: {} jobs in one batch; at most {} allowed (scheduler.max_batch)",
                 batch.jobs.len(),
                 state.max_batch
             ),

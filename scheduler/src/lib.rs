@@ -8,6 +8,7 @@
 pub mod api;
 pub mod maintenance;
 pub mod metrics;
+pub mod serve;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +19,9 @@ use trawl_shared::config::Config;
 use trawl_shared::db::{self, DbError};
 use trawl_shared::limiter::{Ledger, Profile};
 use trawl_shared::queue::{Queue, QueueSettings};
+use trawl_shared::secret::Secret;
 use trawl_shared::shutdown::Shutdown;
+use trawl_shared::tokens::TokenSet;
 
 use crate::api::ApiState;
 use crate::maintenance::Maintenance;
@@ -27,10 +30,13 @@ use crate::metrics::SchedulerMetrics;
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
     #[error(
-        "scheduler.api_token is not set: the API must not run open. Set it in trawl.toml or \
-         TRAWL_SCHEDULER__API_TOKEN"
+        "no API token is configured: the API must not run open, not even on loopback. Create \
+         one with `trawl token new --scope admin` and add the [[scheduler.tokens]] lines it \
+         prints to trawl.toml (or set scheduler.api_token for a development set-up)"
     )]
     NoToken,
+    #[error("scheduler.tokens: {0}")]
+    Tokens(#[from] trawl_shared::tokens::TokenError),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error("cannot register metrics: {0}")]
@@ -46,11 +52,19 @@ pub async fn run(
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), SchedulerError> {
-    let token = config
-        .scheduler
-        .api_token
-        .clone()
-        .ok_or(SchedulerError::NoToken)?;
+    let tokens = TokenSet::new(
+        &config.scheduler.tokens,
+        config.scheduler.api_token.as_ref().map(Secret::expose),
+    )?;
+    if tokens.is_empty() {
+        return Err(SchedulerError::NoToken);
+    }
+    if config.scheduler.api_token.is_some() {
+        tracing::warn!(
+            "scheduler.api_token is a plaintext token with every scope; for production, use \
+             hashed, scoped [[scheduler.tokens]] (`trawl token new`)"
+        );
+    }
     let pool = db::connect(&config.database).await?;
     db::check_schema(&pool).await?;
     let connect_options: PgConnectOptions =
@@ -79,18 +93,23 @@ pub async fn run(
     let maintenance = tokio::spawn(maintenance.run(shutdown.clone()));
     let state = ApiState {
         queue,
-        token,
+        tokens: Arc::new(tokens),
         max_batch: config.scheduler.max_batch,
         max_body_bytes: config.scheduler.max_body_bytes,
+        body_timeout: config.scheduler.body_timeout.0,
         default_max_attempts: config.queue.default_max_attempts,
         metrics,
         is_leader,
         ledger,
     };
     tracing::info!(address = %listener.local_addr()?, "scheduler listening");
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.wait())
-        .await;
+    let served = serve::serve(
+        listener,
+        api::router(state),
+        config.scheduler.header_timeout.0,
+        shutdown,
+    )
+    .await;
     let _ = maintenance.await;
     pool.close().await;
     served.map_err(SchedulerError::from)

@@ -95,11 +95,21 @@ pub struct DatabaseConfig {
 pub struct SchedulerConfig {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// Bearer token every `/v1` request must carry. The scheduler refuses to start without one.
+    /// A plaintext bearer token with every scope, for development set-ups. Production
+    /// configuration lists hashed, scoped `tokens` instead (`trawl token new`). The scheduler
+    /// refuses to start with neither.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_token: Option<Secret>,
+    /// Accepted API tokens, by SHA-256 hash, each with its scopes (`read`, `submit`, `admin`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<crate::tokens::TokenEntry>,
     /// Largest request body accepted (bytes); larger bodies get 413.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's head (and an idle connection may wait for
+    /// its next request) before the connection is closed.
+    pub header_timeout: HumanDuration,
+    /// How long a client may take to send a request's body before it is answered 408.
+    pub body_timeout: HumanDuration,
     /// Most jobs in one batch submission.
     pub max_batch: usize,
     /// How often the leader rescues expired leases, prunes old jobs and refreshes queue metrics.
@@ -239,7 +249,10 @@ impl Default for SchedulerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
+            tokens: Vec::new(),
             max_body_bytes: 2 * 1024 * 1024,
+            header_timeout: HumanDuration::from_secs(10),
+            body_timeout: HumanDuration::from_secs(30),
             max_batch: 10_000,
             maintenance_interval: HumanDuration::from_secs(5),
             retention: HumanDuration::from_secs(7 * 86_400),
@@ -482,6 +495,14 @@ impl Config {
         if self.scheduler.max_body_bytes < 1024 {
             return fail("scheduler.max_body_bytes", "must be at least 1024".into());
         }
+        for (key, value) in [
+            ("scheduler.header_timeout", self.scheduler.header_timeout.0),
+            ("scheduler.body_timeout", self.scheduler.body_timeout.0),
+        ] {
+            if value < Duration::from_millis(100) {
+                return fail(key, "must be at least 100ms".into());
+            }
+        }
         if self.scheduler.maintenance_interval.0 < Duration::from_millis(10) {
             return fail(
                 "scheduler.maintenance_interval",
@@ -560,6 +581,12 @@ impl Config {
         }
         if matches!(&self.scheduler.api_token, Some(t) if t.is_empty()) {
             return fail("scheduler.api_token", "must not be empty when set".into());
+        }
+        if let Err(e) = crate::tokens::TokenSet::new(
+            &self.scheduler.tokens,
+            self.scheduler.api_token.as_ref().map(Secret::expose),
+        ) {
+            return fail("scheduler.tokens", e.to_string());
         }
         Ok(())
     }

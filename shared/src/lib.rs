@@ -22,6 +22,7 @@ pub mod secret;
 pub mod shutdown;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tokens;
 
 pub use config::Config;
 pub use domain::{JobKind, JobSpec, JobState, NewJob};
