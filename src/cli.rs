@@ -131,8 +131,9 @@ pub struct SimArgs {
     /// whose login is challenged (repeatable). The two-factor code is 123456.
     #[arg(long = "account", value_name = "NAME:PASSWORD")]
     pub accounts: Vec<String>,
-    /// Also generate N login accounts; their passwords are printed at start.
-    #[arg(long = "accounts", default_value_t = 0)]
+    /// Also generate N login accounts, sim_account0 and on; `trawl sim accounts --accounts N`
+    /// prints their passwords (the server never logs them).
+    #[arg(long = "accounts", default_value_t = 0, global = true)]
     pub generate_accounts: usize,
     /// Take the client IP from X-Forwarded-For (to stand in for several IPs in tests).
     #[arg(long)]

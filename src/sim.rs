@@ -78,8 +78,18 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
     let mut accounts: Vec<(String, String)> = parsed.into_iter().map(|(n, p, _)| (n, p)).collect();
     for k in 0..args.generate_accounts {
         let (name, password) = trawl_simulator::data::generated_account(args.seed, k);
-        println!("account {name} password {password}");
         accounts.push((name, password));
+    }
+    if args.generate_accounts > 0 {
+        // Names only: a server's log is no place for passwords, even trial ones. The provisioning
+        // command prints them on purpose.
+        eprintln!(
+            "login accounts sim_account0..sim_account{}; their passwords: trawl sim accounts \
+             --seed {} --accounts {}",
+            args.generate_accounts - 1,
+            args.seed,
+            args.generate_accounts
+        );
     }
     eprintln!(
         "generated {} users (seed {}) in {:.2?}",
