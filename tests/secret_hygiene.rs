@@ -57,7 +57,9 @@ async fn no_password_cookie_token_or_key_is_shown_or_stored_in_the_clear() {
             sim_password(fleet.options.seed, k),
         ));
     }
-    let sealed: Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>)> =
+    /// An account's name, sealed password and sealed session.
+    type SealedRow = (String, Option<Vec<u8>>, Option<Vec<u8>>);
+    let sealed: Vec<SealedRow> =
         sqlx::query_as("SELECT name, password_sealed, session_sealed FROM accounts")
             .fetch_all(fleet.pool())
             .await

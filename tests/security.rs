@@ -55,12 +55,20 @@ async fn scheduler(args: &[&str], env: &[(&str, &str)]) -> Scheduler {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("spawn the scheduler");
-    let base = format!("http://{listen}");
+    // Owned by its guard from the start: a failed start still kills and reaps it.
+    let scheduler = Scheduler {
+        child: cmd.spawn().expect("spawn the scheduler"),
+        base: format!("http://{listen}"),
+    };
     let http = reqwest::Client::new();
     for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Scheduler { child, base };
+        if http
+            .get(format!("{}/healthz", scheduler.base))
+            .send()
+            .await
+            .is_ok()
+        {
+            return scheduler;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
