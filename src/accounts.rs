@@ -56,10 +56,13 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             insecure_dev_key,
         } => {
             if let Some(group) = &egress
-                && !(1..=MAX_EGRESS_LEN).contains(&group.chars().count())
+                && (!(1..=MAX_EGRESS_LEN).contains(&group.chars().count())
+                    || group.chars().any(char::is_control))
             {
+                // Control characters: `trawl limits --egress` and the API refuse such a name, so
+                // the group's usage could never be shown.
                 return Err(CliError::Usage(format!(
-                    "--egress must be 1 to {MAX_EGRESS_LEN} characters"
+                    "--egress must be 1 to {MAX_EGRESS_LEN} printable characters"
                 )));
             }
             // The key comes first, so nobody types a password only to learn it cannot be stored.

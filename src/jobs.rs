@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
+use trawl_shared::batch::{self, Batch};
 use trawl_shared::domain::{JobOptions, JobSpec, JobState};
 use trawl_shared::duration::HumanDuration;
 use trawl_shared::queue::{Job, QueueStats, Submitted};
@@ -105,33 +106,10 @@ async fn submit_file(
 ) -> Result<(), CliError> {
     let bytes = std::fs::read(path)
         .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
-    let mut good: Vec<(usize, JobSpec)> = Vec::new();
-    let mut rejected: Vec<(usize, String)> = Vec::new();
-    for (index, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line_no = index + 1;
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let text = match std::str::from_utf8(raw) {
-            Ok(t) => t,
-            Err(e) => {
-                rejected.push((line_no, format!("not valid UTF-8: {e}")));
-                continue;
-            }
-        };
-        let spec: JobSpec = match serde_json::from_str(text) {
-            Ok(s) => s,
-            Err(e) => {
-                rejected.push((line_no, format!("not a job object: {e}")));
-                continue;
-            }
-        };
-        match spec.clone().validate(default_attempts) {
-            Ok(_) => good.push((line_no, spec)),
-            Err(e) => rejected.push((line_no, e.to_string())),
-        }
-    }
+    let Batch {
+        jobs: good,
+        rejected,
+    } = batch::parse_jsonl(&bytes, default_attempts);
     let mut submitted: Vec<(usize, Submitted)> = Vec::with_capacity(good.len());
     for chunk in good.chunks(FILE_CHUNK) {
         let body = json!({ "jobs": chunk.iter().map(|(_, s)| s).collect::<Vec<_>>() });

@@ -54,7 +54,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         .flag_opt("database.url", cli.database_url.clone())
         .flag_opt("scheduler.listen", listen.map(|a| a.to_string()))
         .flag_opt("worker.listen", worker_listen.map(|a| a.to_string()))
-        .load()
+        .load_with(|c| {
+            tracing_subscriber::EnvFilter::try_new(&c.log.filter)
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        "log.filter",
+                        format!("{e} (expected a filter such as \"info\" or \"trawl_worker=debug,info\")"),
+                    )
+                })
+        })
         .map_err(|e| CliError::Config(e.to_string()))?;
     let server_role = matches!(
         cli.command,

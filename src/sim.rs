@@ -6,6 +6,9 @@ use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
 use crate::cli::{SimArgs, SimCommand};
 use crate::client::CliError;
 
+/// Most users a data set may have.
+const MAX_USERS: u32 = 1_000_000;
+
 /// Parses `NAME:PASSWORD` or `NAME:PASSWORD:2fa` / `NAME:PASSWORD:checkpoint`.
 fn account(spec: &str) -> Result<(String, String, Option<LoginChallenge>), CliError> {
     let bad = || {
@@ -28,6 +31,11 @@ fn account(spec: &str) -> Result<(String, String, Option<LoginChallenge>), CliEr
 pub async fn run(args: SimArgs) -> Result<(), CliError> {
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
         return Err(CliError::Usage("--time-scale must be above 0".into()));
+    }
+    // The users and the follow graph are built in memory at start (100,000 users take about
+    // 200 MiB), so a huge count would exhaust memory instead of serving.
+    if args.users > MAX_USERS {
+        return Err(CliError::Usage(format!("--users is at most {MAX_USERS}")));
     }
     if args.max_posts > 100_000 || args.max_following > 100_000 || args.max_comments > 100_000 {
         return Err(CliError::Usage(

@@ -49,20 +49,6 @@ MD
 )
 echo "$report"
 if [ -n "$write" ]; then
-  python3 - "$write" "$report" <<'PY'
-import sys
-path, report = sys.argv[1], sys.argv[2]
-begin, end = "<!-- bench-simulator:begin -->", "<!-- bench-simulator:end -->"
-try:
-    text = open(path).read()
-except FileNotFoundError:
-    text = "# Benchmark results\n"
-section = f"{begin}\n{report}\n{end}"
-if begin in text and end in text:
-    text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
-else:
-    text = text.rstrip() + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+  printf '%s\n' "$report" | bench/write-section.py "$write" simulator
   echo "wrote $write" >&2
 fi

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use trawl_shared::limiter::{Ledger, Scope};
 use trawl_shared::queue::{Job, ListFilter, Queue, QueueError, QueueStats, Submitted};
 use trawl_shared::tokens::{Scope as TokenScope, TokenSet};
 
+use crate::cursor;
 use crate::metrics::SchedulerMetrics;
 
 /// Everything a handler needs.
@@ -43,23 +45,111 @@ pub struct ApiState {
 pub const MAX_PAGE: i64 = 1000;
 const DEFAULT_PAGE: i64 = 50;
 
+/// One route: its method, its path (`{name}` marks a parameter, in axum's syntax and OpenAPI's)
+/// and the handler that serves it.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    handler: fn(MethodFilter) -> MethodRouter<ApiState>,
+}
+
+/// Every route the scheduler serves: [`router`] takes its routes from here and nowhere else.
+/// `docs/openapi.yaml` describes exactly these; `scheduler/tests/openapi.rs` compares the two, and
+/// both with what a live router answers. Paths under `/v1/` need a bearer token.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "POST",
+        path: "/v1/jobs",
+        handler: |m| on(m, submit_one),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/jobs",
+        handler: |m| on(m, list_jobs),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/jobs/batch",
+        handler: |m| on(m, submit_batch),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/jobs/{id}",
+        handler: |m| on(m, show_job),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/jobs/{id}/cancel",
+        handler: |m| on(m, cancel_job),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/jobs/{id}/retry",
+        handler: |m| on(m, retry_job),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/kinds/{kind}/pause",
+        handler: |m| on(m, pause_kind),
+    },
+    Route {
+        method: "POST",
+        path: "/v1/kinds/{kind}/resume",
+        handler: |m| on(m, resume_kind),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/stats",
+        handler: |m| on(m, stats),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/limits",
+        handler: |m| on(m, limits),
+    },
+    Route {
+        method: "GET",
+        path: "/healthz",
+        handler: |m| on(m, || async { "ok" }),
+    },
+    Route {
+        method: "GET",
+        path: "/readyz",
+        handler: |m| on(m, readyz),
+    },
+    Route {
+        method: "GET",
+        path: "/metrics",
+        handler: |m| on(m, metrics),
+    },
+];
+
+impl Route {
+    fn method_router(&self) -> MethodRouter<ApiState> {
+        let filter = match self.method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            other => panic!("api::ROUTES: {other:?} is not a method the router knows"),
+        };
+        (self.handler)(filter)
+    }
+}
+
 pub fn router(state: ApiState) -> Router {
-    let v1 = Router::new()
-        .route("/jobs", post(submit_one).get(list_jobs))
-        .route("/jobs/batch", post(submit_batch))
-        .route("/jobs/{id}", get(show_job))
-        .route("/jobs/{id}/cancel", post(cancel_job))
-        .route("/jobs/{id}/retry", post(retry_job))
-        .route("/kinds/{kind}/pause", post(pause_kind))
-        .route("/kinds/{kind}/resume", post(resume_kind))
-        .route("/stats", get(stats))
-        .route("/limits", get(limits))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
-    Router::new()
-        .nest("/v1", v1)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let auth = middleware::from_fn_with_state(state.clone(), require_token);
+    let mut router = Router::new();
+    for route in ROUTES {
+        let mut handler = route.method_router();
+        if route.path.starts_with("/v1/") {
+            // Only the route's own methods: another method gets the 405 below, token or not.
+            handler = handler.route_layer(auth.clone());
+        }
+        router = router.route(route.path, handler);
+    }
+    router
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -237,6 +327,28 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
     Ok(value)
+}
+
+/// One path parameter as text. axum's own rejection (a segment that is not UTF-8 once
+/// percent-decoded) is plain text; this answers it in the API's error shape.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(e) => {
+                // "Invalid URL: Invalid UTF-8 in `id`": the backticks name the parameter.
+                let message = e.body_text();
+                Err(match backticked(&message) {
+                    Some(name) => ApiError::bad_param(&name, message),
+                    None => ApiError::bad_request(message),
+                })
+            }
+        }
+    }
 }
 
 /// The first `name` in a serde message such as "unknown field `x`, expected ...".
@@ -473,22 +585,18 @@ async fn list_jobs(
     }))
 }
 
-/// Cursors are opaque to clients; today they carry the last id of the page.
+/// Cursors are opaque to clients ([`cursor`]).
 fn encode_cursor(id: i64) -> String {
-    format!("j{id}")
+    cursor::encode(id)
 }
 
-fn decode_cursor(cursor: &str) -> Result<i64, ApiError> {
-    cursor
-        .strip_prefix('j')
-        .and_then(|n| n.parse::<i64>().ok())
-        .filter(|n| *n > 0)
-        .ok_or_else(|| {
-            ApiError::bad_param(
-                "cursor",
-                "cursor is not one this server issued (use next_cursor from the previous page)",
-            )
-        })
+fn decode_cursor(raw: &str) -> Result<i64, ApiError> {
+    cursor::decode(raw).ok_or_else(|| {
+        ApiError::bad_param(
+            "cursor",
+            "cursor is not one this server issued (use next_cursor from the previous page)",
+        )
+    })
 }
 
 fn parse_id(raw: &str) -> Result<i64, ApiError> {
@@ -500,7 +608,7 @@ fn parse_id(raw: &str) -> Result<i64, ApiError> {
 
 async fn show_job(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<Job>, ApiError> {
     let id = parse_id(&id)?;
     state
@@ -513,14 +621,14 @@ async fn show_job(
 
 async fn cancel_job(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.queue.cancel(parse_id(&id)?).await?))
 }
 
 async fn retry_job(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(state.queue.retry(parse_id(&id)?).await?))
 }
@@ -548,7 +656,7 @@ pub struct KindResponse {
 
 async fn pause_kind(
     State(state): State<ApiState>,
-    Path(kind): Path<String>,
+    PathParam(kind): PathParam,
 ) -> Result<Json<KindResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     state.queue.pause_kind(kind).await?;
@@ -560,7 +668,7 @@ async fn pause_kind(
 
 async fn resume_kind(
     State(state): State<ApiState>,
-    Path(kind): Path<String>,
+    PathParam(kind): PathParam,
 ) -> Result<Json<KindResponse>, ApiError> {
     let kind = parse_kind(&kind)?;
     state.queue.resume_kind(kind).await?;

@@ -6,6 +6,7 @@
 //! straight from PostgreSQL, so a scheduler restart never stops crawling.
 
 pub mod api;
+pub mod cursor;
 pub mod maintenance;
 pub mod metrics;
 pub mod serve;
@@ -65,7 +66,7 @@ pub async fn run(
              hashed, scoped [[scheduler.tokens]] (`trawl token new`)"
         );
     }
-    let pool = db::connect(&config.database).await?;
+    let pool = db::connect_as(&config.database, "trawl-scheduler").await?;
     db::check_schema(&pool).await?;
     let connect_options: PgConnectOptions =
         config
@@ -77,6 +78,7 @@ pub async fn run(
                 url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
                 source,
             })?;
+    let connect_options = connect_options.application_name("trawl-scheduler-leader");
     let queue = Queue::new(pool.clone(), QueueSettings::from(&config.queue));
     let metrics = Arc::new(SchedulerMetrics::new()?);
     let is_leader = Arc::new(AtomicBool::new(false));

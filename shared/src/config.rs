@@ -62,6 +62,14 @@ pub struct WorkerConfig {
     pub max_inline_wait: HumanDuration,
     /// How long a stopping worker may take to finish or checkpoint its page.
     pub grace_period: HumanDuration,
+    /// PostgreSQL connections a worker's pool may hold (instead of `database.max_connections`,
+    /// which sizes the scheduler's). One is enough for `concurrency` 1: statements are short and
+    /// the heartbeats wait milliseconds behind a page's transaction. Kept small so that a fleet
+    /// fits the server's `max_connections` (docs/operations.md has the rule).
+    pub db_connections: u32,
+    /// Hold one more connection per job loop, listening for new jobs, so that an idle worker
+    /// starts a submitted job at once instead of within `queue.poll_interval`.
+    pub wake_on_notify: bool,
 }
 
 /// Where Instagram is and how the client treats it (reference §5–6).
@@ -292,6 +300,8 @@ impl Default for WorkerConfig {
             kinds: Vec::new(),
             max_inline_wait: HumanDuration::from_secs(60),
             grace_period: HumanDuration::from_secs(30),
+            db_connections: 1,
+            wake_on_notify: false,
         }
     }
 }
@@ -432,16 +442,48 @@ impl ConfigLoader {
     }
 
     pub fn load(&self) -> Result<Config, ConfigError> {
+        self.load_with(|_| Ok(()))
+    }
+
+    /// [`ConfigLoader::load`] plus a check the caller owns (one that needs a crate this one does
+    /// not depend on, such as the log filter's syntax): `Err((key, message))` becomes an error
+    /// that names the key and where its value came from.
+    pub fn load_with(
+        &self,
+        check: impl FnOnce(&Config) -> Result<(), (&'static str, String)>,
+    ) -> Result<Config, ConfigError> {
         let figment = self.figment()?;
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+        config.check_ranges(&figment)?;
+        if let Err((key, message)) = check(&config) {
+            return Err(ConfigError::OutOfRange {
+                key,
+                source_name: figment
+                    .find_metadata(key)
+                    .map(describe_source)
+                    .unwrap_or_else(|| "defaults".into()),
+                message,
+            });
+        }
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Reads `text` as a configuration file is read (over the defaults, with no environment and
+    /// no flags) and checks it as [`ConfigLoader::load`] does. The fuzz target `config` uses it.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
         config.check_ranges(&figment)?;
         Ok(config)
     }
-}
 
-impl Config {
     fn check_ranges(&self, figment: &Figment) -> Result<(), ConfigError> {
         let fail = |key: &'static str, message: String| {
             let source_name = figment
@@ -542,6 +584,9 @@ impl Config {
                 "must be at least as long as the longest window".into(),
             );
         }
+        if !(1..=64).contains(&self.worker.db_connections) {
+            return fail("worker.db_connections", "must be between 1 and 64".into());
+        }
         if !(1..=64).contains(&self.worker.concurrency) {
             return fail("worker.concurrency", "must be between 1 and 64".into());
         }
@@ -573,6 +618,25 @@ impl Config {
         }
         if !(12..=50).contains(&i.page_length) {
             return fail("instagram.page_length", "must be between 12 and 50".into());
+        }
+        let url = &self.client.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return fail(
+                "client.url",
+                "expected the scheduler's http:// or https:// URL".into(),
+            );
+        }
+        for (key, value) in [
+            ("client.timeout", self.client.timeout.0),
+            ("database.connect_timeout", self.database.connect_timeout.0),
+            (
+                "instagram.request_timeout",
+                self.instagram.request_timeout.0,
+            ),
+        ] {
+            if value < Duration::from_millis(100) {
+                return fail(key, "must be at least 100ms".into());
+            }
         }
         if let Some(key) = &self.secrets.key
             && let Err(e) = crate::crypto::SecretBox::from_hex(key.expose())
@@ -767,5 +831,33 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
         }
         assert!(shown.contains("postgres://u:********@h/db"), "{shown}");
+    }
+
+    #[test]
+    fn toml_text_loads_as_the_same_file_does() {
+        let text = include_str!("../../trawl.example.toml");
+        let f = file(text);
+        let from_file = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap();
+        assert_eq!(Config::from_toml_str(text).unwrap(), from_file);
+        let err = Config::from_toml_str("[queue]\nlease = \"50ms\"\n").unwrap_err();
+        assert!(err.to_string().contains("queue.lease"), "{err}");
+    }
+
+    /// Found by the fuzz target `config` (fuzz/corpus/config/regression-sub-millisecond): a
+    /// duration below a millisecond loaded, but written back out (`config show`) it read as
+    /// another value.
+    #[test]
+    fn a_loaded_configuration_written_out_loads_the_same() {
+        let text = "[queue]\nlease = \"120.0000005s\"\n";
+        let config = Config::from_toml_str(text).unwrap();
+        let written = toml::to_string(&config).unwrap();
+        assert_eq!(
+            Config::from_toml_str(&written).unwrap(),
+            config,
+            "{written}"
+        );
     }
 }

@@ -49,10 +49,20 @@ pub enum DbError {
 
 /// Opens a pool. Connection failures name the server without its password.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DbError> {
-    connect_url(
+    connect_as(config, "trawl").await
+}
+
+/// [`connect`] with the role's name as PostgreSQL's `application_name` (`trawl-scheduler`,
+/// `trawl-worker`), so `pg_stat_activity` tells who holds which connection.
+pub async fn connect_as(
+    config: &DatabaseConfig,
+    application_name: &str,
+) -> Result<PgPool, DbError> {
+    open(
         config.url.expose(),
         config.max_connections,
         config.connect_timeout.0,
+        application_name,
     )
     .await
 }
@@ -61,6 +71,15 @@ pub async fn connect_url(
     url: &str,
     max_connections: u32,
     connect_timeout: Duration,
+) -> Result<PgPool, DbError> {
+    open(url, max_connections, connect_timeout, "trawl").await
+}
+
+async fn open(
+    url: &str,
+    max_connections: u32,
+    connect_timeout: Duration,
+    application_name: &str,
 ) -> Result<PgPool, DbError> {
     let shown = redact_url_password(url);
     let options: PgConnectOptions = url.parse().map_err(|source| DbError::BadUrl {
@@ -72,14 +91,31 @@ pub async fn connect_url(
     // of `jobs_runnable` for a full scan and sort: the slowdown measured in apalis-postgres. Our
     // statements are short, so planning each execution costs far less than one bad plan.
     let options = options
-        .application_name("trawl")
+        .application_name(application_name)
         .options([("plan_cache_mode", "force_custom_plan")]);
-    PgPoolOptions::new()
+    let pooled = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
-        .connect_with(options)
-        .await
-        .map_err(|source| DbError::Connect { url: shown, source })
+        .connect_with(options.clone())
+        .await;
+    match pooled {
+        Ok(pool) => Ok(pool),
+        // The pool retries a refused connection until its timeout and then says only that it
+        // timed out; one direct attempt says why (refused, no such host, a TLS failure).
+        Err(sqlx::Error::PoolTimedOut) => {
+            let why = tokio::time::timeout(
+                connect_timeout.min(Duration::from_secs(2)),
+                <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+            )
+            .await;
+            let source = match why {
+                Ok(Err(e)) => e,
+                _ => sqlx::Error::PoolTimedOut,
+            };
+            Err(DbError::Connect { url: shown, source })
+        }
+        Err(source) => Err(DbError::Connect { url: shown, source }),
+    }
 }
 
 /// Applies every pending migration.

@@ -170,9 +170,48 @@ impl FromStr for JobState {
     }
 }
 
+/// serde's derive reads a struct from a map or, by position, from a sequence of its fields, so
+/// `["profile", "natgeo"]` would pass for a job. Jobs and their options are JSON objects: the
+/// derive runs as inherent functions (`#[serde(remote = "Self")]`) and these trait impls let
+/// only a map through to it.
+macro_rules! object_only {
+    ($ty:ident, $expecting:literal) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                $ty::serialize(self, serializer)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct ObjectOnly;
+                impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$ty, A::Error> {
+                        $ty::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(ObjectOnly)
+            }
+        }
+    };
+}
+
+object_only!(JobOptions, "an options object such as {\"max_items\": 100}");
+object_only!(
+    JobSpec,
+    "a job object such as {\"kind\": \"profile\", \"target\": \"natgeo\"}"
+);
+
 /// Kind-specific options stored with a job (its `payload` column).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct JobOptions {
     /// Stop after this many items (posts, comments, users). `None`: crawl everything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,7 +249,7 @@ impl JobKind {
 /// A job as a client submits it (an API body, one line of a JSONL file). Every field but `kind` and
 /// `target` is optional. Unknown fields are refused so that a typo never silently drops a setting.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, remote = "Self")]
 pub struct JobSpec {
     pub kind: String,
     pub target: String,
@@ -312,6 +351,17 @@ impl JobSpec {
                 key
             }
         };
+        if let Some(at) = self.run_at {
+            // Like durations (ten years at most), a time further out is a typo; before 1970
+            // (or before PostgreSQL's first year) it cannot be meant either.
+            let latest = Utc::now() + chrono::Duration::days(3653);
+            if at.timestamp() < 0 || at > latest {
+                return Err(ValidationError::new(
+                    "run_at",
+                    format!("must be between 1970 and ten years from now (got {at})"),
+                ));
+            }
+        }
         let recrawl_every = match self.recrawl_every {
             Some(d) if d.0 < MIN_RECRAWL_INTERVAL => {
                 return Err(ValidationError::new(
@@ -488,6 +538,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("priorty"), "{err}");
+    }
+
+    #[test]
+    fn only_objects_are_jobs_and_run_at_is_bounded() {
+        let err = serde_json::from_str::<JobSpec>(r#"["profile","natgeo"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected a job object"), "{err}");
+        let err =
+            serde_json::from_str::<JobSpec>(r#"{"kind":"profile","target":"x","options":[5]}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("expected an options object"), "{err}");
+        let spec: JobSpec = serde_json::from_str(
+            r#"{"kind":"profile_posts","target":"x","options":{"max_items":5}}"#,
+        )
+        .unwrap();
+        let again: JobSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(again, spec);
+        for at in ["1969-12-31T23:59:59Z", "9999-01-01T00:00:00Z"] {
+            let spec = JobSpec {
+                run_at: Some(at.parse().unwrap()),
+                ..JobSpec::new("profile", "x")
+            };
+            assert_eq!(spec.validate(3).unwrap_err().field, "run_at", "{at}");
+        }
     }
 
     #[test]

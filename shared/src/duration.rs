@@ -92,10 +92,14 @@ impl FromStr for HumanDuration {
     }
 }
 
+/// Durations have millisecond resolution: finer input is rounded to the nearest millisecond, so
+/// that a duration written back out (`1500ms`, in `trawl config show` or a job sent to the API)
+/// reads back as the same duration.
 fn secs_to_duration(secs: f64) -> Option<Duration> {
     // Ten years is far beyond any window, lease or retention anyone means; larger values are typos.
     if secs.is_finite() && (0.0..=315_360_000.0).contains(&secs) {
-        Some(Duration::from_secs_f64(secs))
+        // In range, so the product is a finite non-negative number well below 2^53.
+        Some(Duration::from_millis((secs * 1000.0).round() as u64))
     } else {
         None
     }
@@ -182,6 +186,48 @@ mod tests {
         for bad in ["", "s", "5 parsecs", "-3s", "1e400", "nan"] {
             let e = bad.parse::<HumanDuration>().unwrap_err().to_string();
             assert!(e.contains("invalid duration"), "{bad}: {e}");
+        }
+    }
+
+    /// Found with the fuzz targets `batch_jsonl` and `config`: below a millisecond a duration
+    /// was kept exactly but displayed truncated (`1.0000005s` showed as `1000ms`), so a job file's
+    /// `recrawl_every` changed on its way to the API and `config show` printed another value.
+    #[test]
+    fn sub_millisecond_input_is_rounded_and_round_trips() {
+        for (input, ms) in [
+            ("1.0000005s", 1000),
+            ("120.0000005s", 120_000),
+            ("0.0004s", 0),
+            ("0.0005s", 1),
+            ("1.2345", 1235),
+            ("1h0.9999s", 3_601_000),
+        ] {
+            let d: HumanDuration = input.parse().unwrap();
+            assert_eq!(d.0, Duration::from_millis(ms), "{input}");
+            assert_eq!(
+                d.to_string().parse::<HumanDuration>().unwrap(),
+                d,
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_displayed_duration_reads_back() {
+        for ms in [
+            0,
+            1,
+            999,
+            1000,
+            1001,
+            59_999,
+            60_000,
+            3_599_999,
+            86_400_000,
+            315_360_000_000,
+        ] {
+            let d = HumanDuration::from_millis(ms);
+            assert_eq!(d.to_string().parse::<HumanDuration>().unwrap(), d, "{d}");
         }
     }
 

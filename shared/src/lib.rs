@@ -8,6 +8,7 @@
 //! wall clock, so that any number of processes on any number of machines agree on time.
 
 pub mod accounts;
+pub mod batch;
 pub mod config;
 pub mod crypto;
 pub mod db;

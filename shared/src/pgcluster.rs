@@ -54,11 +54,23 @@ pub struct PrivateCluster {
     stopped: bool,
     /// Kept on disk when stopped (the demo's cluster), instead of deleted.
     persistent: bool,
+    /// The caller's own server settings, as `-c name=value` options after ours.
+    settings: String,
 }
 
 impl PrivateCluster {
     /// Finds the binaries, creates the cluster and starts it.
     pub fn start(durability: Durability) -> Result<Self, ClusterError> {
+        Self::start_with(durability, &[])
+    }
+
+    /// [`PrivateCluster::start`] with server settings of the caller's, given after this module's
+    /// own so that they win: a benchmark that must run under PostgreSQL's default connection limit
+    /// passes `("max_connections", "100")`.
+    pub fn start_with(
+        durability: Durability,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, ClusterError> {
         let (bin, run_as) = binaries_and_user()?;
         let parent = std::env::temp_dir().join("trawl-pg");
         std::fs::create_dir_all(&parent)?;
@@ -82,6 +94,10 @@ impl PrivateCluster {
             run_as,
             stopped: false,
             persistent: false,
+            settings: settings
+                .iter()
+                .map(|(name, value)| format!(" -c {name}={value}"))
+                .collect(),
         };
         cluster.give_to_run_as()?;
         cluster.initdb(true)?;
@@ -102,6 +118,7 @@ impl PrivateCluster {
             run_as,
             stopped: false,
             persistent: true,
+            settings: String::new(),
         };
         cluster.give_to_run_as()?;
         if !cluster.data_dir().join("PG_VERSION").exists() {
@@ -197,6 +214,7 @@ impl PrivateCluster {
             Durability::Durable => options.push_str(" -c shared_buffers=512MB"),
             Durability::Defaults => {}
         }
+        options.push_str(&self.settings);
         let mut cmd = self.command("pg_ctl");
         run(
             "pg_ctl start",

@@ -795,9 +795,15 @@ impl Queue {
     }
 
     /// A listener that wakes when runnable jobs arrive. Create it before the first lease so that no
-    /// notification between a lease and the wait is missed.
+    /// notification between a lease and the wait is missed. It holds a connection of its own,
+    /// outside the queue's pool: a LISTEN connection is never given back, and taking it from a
+    /// small pool would leave nothing for leasing.
     pub async fn waiter(&self) -> Result<JobWaiter> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let own = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(self.pool.connect_options().as_ref().clone())
+            .await?;
+        let mut listener = PgListener::connect_with(&own).await?;
         listener.listen(JOBS_CHANNEL).await?;
         Ok(JobWaiter {
             listener,
@@ -901,6 +907,14 @@ pub fn retry_delay(settings: &QueueSettings, attempt: i32) -> Duration {
 
 fn truncate_error(error: &str) -> String {
     const MAX: usize = 4000;
+    // PostgreSQL text cannot hold NUL, and a reason can quote what a server sent.
+    let cleaned;
+    let error = if error.contains('\0') {
+        cleaned = error.replace('\0', "\u{fffd}");
+        cleaned.as_str()
+    } else {
+        error
+    };
     if error.len() <= MAX {
         return error.to_owned();
     }

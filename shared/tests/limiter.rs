@@ -620,3 +620,24 @@ async fn the_limiter_sleeps_a_denial_once_and_counts_everything_by_class() {
         }
     }
 }
+
+#[tokio::test]
+async fn prune_forgets_grants_older_than_the_history_and_keeps_the_rest() {
+    let db = fresh_db().await;
+    let l = exact(&db.pool);
+    let now = Utc::now();
+    for (account, age) in [("old", 7200), ("older", 3700), ("recent", 600)] {
+        let at = now - chrono::Duration::seconds(age);
+        let decision = l
+            .try_acquire(&req(account, QueryType::Other), Some(at))
+            .await
+            .unwrap();
+        assert!(matches!(decision, Decision::Granted { .. }), "{decision:?}");
+    }
+    assert_eq!(l.prune().await.unwrap(), 2);
+    let left: Vec<String> = sqlx::query_scalar("SELECT scope FROM limiter_grants")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["account:recent".to_owned()]);
+}

@@ -1,9 +1,10 @@
 //! Fault injection, switched on by flags or at run time through `POST /__sim/faults`: latency,
-//! a share of 5xx answers, a share of invalid JSON, dropped connections, and a forced checkpoint or
-//! logout for named accounts. Which request gets a fault is decided from the seed and a request
-//! counter, so a run is repeatable.
+//! a share of 5xx answers, a share of invalid JSON, dropped connections, a forced checkpoint or
+//! logout for named accounts, and overrides: exact answers (status, headers, body) for the next
+//! requests whose path matches. Which request gets a random fault is decided from the seed and a
+//! request counter, so a run is repeatable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,147 @@ pub struct Faults {
     /// Accounts whose sessions end when this is posted (their next requests are sent to the
     /// login page; a new login works). One-shot: not kept in the settings.
     pub logout: BTreeSet<String>,
+    /// Exact answers for matching requests, tried in order; each answers `count` requests and is
+    /// then spent. They come before windows and every other fault.
+    pub overrides: Vec<Override>,
+}
+
+/// Most bytes an override's body may expand to.
+pub const MAX_OVERRIDE_BODY: usize = 64 * 1024 * 1024;
+
+/// One canned answer: what a hostile or broken Instagram could send, exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Override {
+    /// Matches requests whose path and query (`/graphql/query/?query_hash=…`) contain this;
+    /// empty matches every request (but never `/__sim/…`).
+    pub path_contains: String,
+    /// Only this method (`GET`, `POST`), if given.
+    pub method: Option<String>,
+    /// How many matching requests get this answer (default 1).
+    pub count: u64,
+    /// Status code (default 200).
+    pub status: u16,
+    /// Response headers, e.g. `{"location": "/accounts/login/"}` for a redirect.
+    pub headers: BTreeMap<String, String>,
+    /// The body as text.
+    pub body: String,
+    /// The body as hex instead (bytes that are not UTF-8).
+    pub body_hex: Option<String>,
+    /// Replaces `{{REPEAT}}` in the body with `times` copies of `item` joined by `separator`
+    /// (`{{I}}` in `item` becomes the copy's index), for huge answers without huge requests.
+    pub repeat: Option<Repeat>,
+    /// Sends only this many bytes of the body, then cuts the connection (the `content-length`
+    /// announces the whole body).
+    pub drop_after_bytes: Option<usize>,
+}
+
+impl Default for Override {
+    fn default() -> Self {
+        Self {
+            path_contains: String::new(),
+            method: None,
+            count: 1,
+            status: 200,
+            headers: BTreeMap::new(),
+            body: String::new(),
+            body_hex: None,
+            repeat: None,
+            drop_after_bytes: None,
+        }
+    }
+}
+
+/// Copies of `item` for an override's `{{REPEAT}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Repeat {
+    pub item: String,
+    pub separator: String,
+    pub times: usize,
+}
+
+impl Override {
+    /// Whether this override answers a `method` request for `path_and_query`.
+    pub fn matches(&self, method: &str, path_and_query: &str) -> bool {
+        self.count > 0
+            && !path_and_query.starts_with("/__sim/")
+            && self
+                .method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(method))
+            && path_and_query.contains(&self.path_contains)
+    }
+
+    /// The body's bytes, with any repeat expanded.
+    pub fn body_bytes(&self) -> Result<Vec<u8>, String> {
+        let base = match &self.body_hex {
+            Some(hex) => decode_hex(hex)?,
+            None => self.body.clone().into_bytes(),
+        };
+        let Some(repeat) = &self.repeat else {
+            return Ok(base);
+        };
+        let marker = b"{{REPEAT}}";
+        let at = base
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .ok_or("repeat needs a {{REPEAT}} marker in the body")?;
+        let estimate = repeat
+            .times
+            .saturating_mul(repeat.item.len() + repeat.separator.len() + 8);
+        if estimate.saturating_add(base.len()) > MAX_OVERRIDE_BODY {
+            return Err(format!(
+                "an override body is at most {MAX_OVERRIDE_BODY} bytes"
+            ));
+        }
+        let mut out = Vec::with_capacity(estimate + base.len());
+        out.extend_from_slice(&base[..at]);
+        for i in 0..repeat.times {
+            if i > 0 {
+                out.extend_from_slice(repeat.separator.as_bytes());
+            }
+            out.extend_from_slice(repeat.item.replace("{{I}}", &i.to_string()).as_bytes());
+        }
+        out.extend_from_slice(&base[at + marker.len()..]);
+        Ok(out)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(100..=599).contains(&self.status) {
+            return Err(format!(
+                "override status {} is not an HTTP status",
+                self.status
+            ));
+        }
+        for (name, value) in &self.headers {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || axum::http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(format!("override header {name:?} is not a valid header"));
+            }
+        }
+        if self.body_hex.is_some() && !self.body.is_empty() {
+            return Err("give an override body or body_hex, not both".into());
+        }
+        self.body_bytes().map(|_| ())
+    }
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if !digits.len().is_multiple_of(2) {
+        return Err("body_hex has an odd number of digits".into());
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| "body_hex holds a character that is not a hex digit".to_owned())
+        })
+        .collect()
 }
 
 /// What to do to one request.
@@ -50,7 +192,17 @@ impl Faults {
         if self.latency_ms > 60_000 || self.spike_ms > 60_000 {
             return Err("latencies are capped at 60000 ms".into());
         }
-        Ok(())
+        self.overrides.iter().try_for_each(Override::validate)
+    }
+
+    /// Takes one answer from the first override that matches, if any.
+    pub fn take_override(&mut self, method: &str, path_and_query: &str) -> Option<Override> {
+        let found = self
+            .overrides
+            .iter_mut()
+            .find(|o| o.matches(method, path_and_query))?;
+        found.count -= 1;
+        Some(found.clone())
     }
 
     /// The latency and fault for a request, from a uniform random number per draw.
@@ -72,5 +224,58 @@ impl Faults {
             None
         };
         (latency, fault)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_match_in_order_until_spent_and_never_the_admin_routes() {
+        let mut faults: Faults = serde_json::from_str(
+            r#"{"overrides": [{"path_contains": "web_profile_info", "count": 2, "status": 503},
+                              {"method": "post", "body": "any"}]}"#,
+        )
+        .unwrap();
+        faults.validate().unwrap();
+        let path = "/api/v1/users/web_profile_info/?username=x";
+        assert_eq!(faults.take_override("GET", path).unwrap().status, 503);
+        assert_eq!(faults.take_override("GET", path).unwrap().status, 503);
+        assert!(faults.take_override("GET", path).is_none(), "spent");
+        assert!(faults.take_override("POST", "/__sim/faults").is_none());
+        assert_eq!(
+            faults.take_override("POST", "/graphql/query").unwrap().body,
+            "any"
+        );
+    }
+
+    #[test]
+    fn bodies_expand_repeats_and_hex_and_bad_overrides_are_refused() {
+        let o = Override {
+            body: "[{{REPEAT}}]".into(),
+            repeat: Some(Repeat {
+                item: "{{I}}".into(),
+                separator: ",".into(),
+                times: 4,
+            }),
+            ..Override::default()
+        };
+        assert_eq!(o.body_bytes().unwrap(), b"[0,1,2,3]");
+        let hex = Override {
+            body_hex: Some("ff fe 7b".into()),
+            ..Override::default()
+        };
+        assert_eq!(hex.body_bytes().unwrap(), [0xff, 0xfe, b'{']);
+        for bad in [
+            r#"{"overrides": [{"status": 99}]}"#,
+            r#"{"overrides": [{"headers": {"bad name": "x"}}]}"#,
+            r#"{"overrides": [{"body_hex": "abc"}]}"#,
+            r#"{"overrides": [{"body": "no marker", "repeat": {"item": "x", "times": 2}}]}"#,
+            r#"{"overrides": [{"body": "{{REPEAT}}", "repeat": {"item": "x", "times": 99999999999}}]}"#,
+        ] {
+            let faults: Faults = serde_json::from_str(bad).unwrap();
+            assert!(faults.validate().is_err(), "{bad}");
+        }
     }
 }

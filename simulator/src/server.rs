@@ -209,7 +209,87 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/__sim/faults", get(get_faults).post(set_faults))
         .merge(crate::v1::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            apply_override,
+        ))
         .with_state(sim)
+}
+
+/// Answers a request with the first matching override (`POST /__sim/faults`), before windows,
+/// other faults and handlers. The answer is logged in the audit log like any other.
+async fn apply_override(
+    State(sim): State<Arc<Sim>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let taken = sim
+        .faults
+        .lock()
+        .ok()
+        .and_then(|mut f| f.take_override(request.method().as_str(), &path_and_query));
+    let Some(answer) = taken else {
+        return next.run(request).await;
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+    let who = caller(&sim, peer, request.headers());
+    let q = if path_and_query.starts_with("/mobile/") {
+        QueryType::Iphone
+    } else {
+        let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+        query_params(Some(query.to_owned()))
+            .remove("query_hash")
+            .map_or(QueryType::Other, QueryType::QueryHash)
+    };
+    let (response, bytes) = override_response(&answer);
+    sim.log(who.account, who.ip, &q, response.status().as_u16(), bytes);
+    response
+}
+
+/// The response an override describes, and its body's length.
+fn override_response(answer: &crate::faults::Override) -> (Response, usize) {
+    // Checked when the override was posted; a failure here would be a bug in that check.
+    let body = match answer.body_bytes() {
+        Ok(b) => b,
+        Err(e) => return (fail(StatusCode::INTERNAL_SERVER_ERROR, &e), 0),
+    };
+    let total = body.len();
+    let mut response = match answer.drop_after_bytes {
+        Some(n) if n < total => {
+            use futures_util::StreamExt;
+            let head = Bytes::from(body[..n].to_vec());
+            // The pause lets the server flush the headers and the first bytes before the cut; an
+            // error at once would drop the connection with nothing sent.
+            let cut = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
+            });
+            let stream = futures_util::stream::once(async { Ok(head) }).chain(cut);
+            let mut r = Response::new(axum::body::Body::from_stream(stream));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            r
+        }
+        _ => Response::new(axum::body::Body::from(body)),
+    };
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &answer.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    (response, total)
 }
 
 /// The simulator's clock: `t` as in the audit log, and the Unix time the log's zero stands for, so

@@ -208,6 +208,34 @@ impl Verdict {
     }
 }
 
+/// How long after `since` (a database time) the ledger granted its first request, polling until
+/// `limit` has passed since `started`; panics with `what` when nothing was granted by then.
+pub async fn first_grant_after(
+    fleet: &Fleet,
+    since: chrono::DateTime<chrono::Utc>,
+    started: std::time::Instant,
+    limit: Duration,
+    what: &str,
+) -> Duration {
+    loop {
+        let granted: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM limiter_grants WHERE granted_at > $1")
+                .bind(since)
+                .fetch_one(fleet.pool())
+                .await
+                .expect("count grants");
+        if granted > 0 {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what}: crawling did not resume within {limit:?}; logs in {}",
+            fleet.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Panics if any worker log shows a panic.
 pub fn assert_no_panics(fleet: &Fleet) {
     for i in 0..fleet.worker_count() {

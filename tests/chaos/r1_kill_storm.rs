@@ -41,12 +41,7 @@ async fn r1_kill_storm_through_ten_thousand_items_loses_and_duplicates_nothing()
     let timeout = Duration::from_secs(if long() { 900 } else { 300 });
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
-                .fetch_one(fleet.pool())
-                .await
-                .expect("count active jobs");
-        if active == 0 {
+        if fleet.active_jobs().await == 0 {
             break;
         }
         assert!(
@@ -54,9 +49,7 @@ async fn r1_kill_storm_through_ten_thousand_items_loses_and_duplicates_nothing()
             "the crawl did not finish in {timeout:?} under the kill storm; logs in {}",
             fleet.logs.display()
         );
-        let victim = rand::random_range(0..fleet.worker_count());
-        fleet.kill_worker(victim);
-        fleet.start_worker(victim);
+        fleet.kill_and_restart_random_worker();
         kills += 1;
     }
     assert!(

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::support::{Fleet, FleetOptions, posts_with_comments};
-use crate::{Verdict, assert_no_panics, long, own_cluster};
+use crate::{Verdict, assert_no_panics, first_grant_after, long, own_cluster};
 
 /// R2: `pg_ctl restart -m immediate` mid-crawl (once; three times in the long version). No
 /// process exits; crawling resumes within 10 s of the database accepting connections; nothing is
@@ -43,24 +43,15 @@ async fn r2_database_restart_loses_nothing_and_crawling_resumes() {
             .expect("the pool reconnects after the restart");
         let restarted = Instant::now();
         // The first request let through after the restart.
-        loop {
-            let granted: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM limiter_grants WHERE granted_at > $1")
-                    .bind(up)
-                    .fetch_one(fleet.pool())
-                    .await
-                    .expect("count grants");
-            if granted > 0 {
-                break;
-            }
-            assert!(
-                restarted.elapsed() < Duration::from_secs(10),
-                "crawling did not resume within 10 s of the restart; logs in {}",
-                fleet.logs.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        resumed_after.push(restarted.elapsed());
+        let resumed = first_grant_after(
+            &fleet,
+            up,
+            restarted,
+            Duration::from_secs(10),
+            "after the database restart",
+        )
+        .await;
+        resumed_after.push(resumed);
     }
 
     fleet.wait_until_done(Duration::from_secs(300)).await;

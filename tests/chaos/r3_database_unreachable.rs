@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::partition::Partition;
 use crate::support::{Fleet, FleetOptions, posts_with_comments};
-use crate::{Verdict, assert_no_panics, long, own_cluster};
+use crate::{Verdict, assert_no_panics, first_grant_after, long, own_cluster};
 
 /// How long after its ledger grant a request may reach the simulator (pacing comes before the
 /// grant, so only the hop from the worker to the simulator lies between them).
@@ -117,11 +117,7 @@ async fn r3_an_unreachable_database_stops_every_request_and_the_fleet_recovers()
     let mut expired_in_outages = 0;
     for round in 0..outages {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
-                .fetch_one(fleet.pool())
-                .await
-                .expect("count active jobs");
+        let active = fleet.active_jobs().await;
         assert!(active > 0, "round {round}: the crawl was still running");
         let cut_at: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
             .fetch_one(fleet.pool())
@@ -177,24 +173,14 @@ async fn r3_an_unreachable_database_stops_every_request_and_the_fleet_recovers()
         ));
 
         // Recovery by itself: a new grant, then every process ready again.
-        let resumed = loop {
-            let granted: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM limiter_grants WHERE granted_at > $1")
-                    .bind(healed_at)
-                    .fetch_one(fleet.pool())
-                    .await
-                    .expect("count grants");
-            if granted > 0 {
-                break healed.elapsed();
-            }
-            assert!(
-                healed.elapsed() < Duration::from_secs(30),
-                "round {round}: crawling did not resume within 30 s of the network healing; \
-                 logs in {}",
-                fleet.logs.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let resumed = first_grant_after(
+            &fleet,
+            healed_at,
+            healed,
+            Duration::from_secs(30),
+            &format!("round {round}, after the network healed"),
+        )
+        .await;
         let all_ready = loop {
             let (up, ..) = readiness(&fleet, &http).await;
             if up == fleet.worker_count() + 1 {

@@ -9,8 +9,9 @@ use serde_json::json;
 use crate::support::{Fleet, FleetOptions, posts_with_comments};
 use crate::{Verdict, assert_no_panics, long};
 
-/// Share of requests that wait `SPIKE_MS` before their answer: 2% puts the p99 on a spike.
-const SPIKE_RATE: f64 = 0.02;
+/// Share of requests that wait `SPIKE_MS` before their answer: 3% puts the p99 on a spike with
+/// room to spare (a run's share varies around it).
+const SPIKE_RATE: f64 = 0.03;
 const SPIKE_MS: u64 = 4000;
 
 fn options() -> FleetOptions {

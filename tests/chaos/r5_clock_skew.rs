@@ -63,12 +63,7 @@ async fn r5_workers_ten_minutes_ahead_and_behind_keep_the_windows() {
     let mut kills = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
-                .fetch_one(fleet.pool())
-                .await
-                .expect("count active jobs");
-        if active == 0 {
+        if fleet.active_jobs().await == 0 {
             break;
         }
         assert!(
@@ -76,9 +71,7 @@ async fn r5_workers_ten_minutes_ahead_and_behind_keep_the_windows() {
             "the crawl did not finish; logs in {}",
             fleet.logs.display()
         );
-        let victim = rand::random_range(0..fleet.worker_count());
-        fleet.kill_worker(victim);
-        fleet.start_worker(victim);
+        fleet.kill_and_restart_random_worker();
         kills += 1;
     }
     assert_no_panics(&fleet);

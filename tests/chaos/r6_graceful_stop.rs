@@ -16,15 +16,17 @@ async fn r6_stopping_every_worker_gives_everything_back_and_a_new_fleet_finishes
         accounts: 4,
         time_scale: 0.1,
         sizes: trawl_simulator::Sizes {
+            users: 600,
             max_posts: 100,
             ..FleetOptions::default().sizes
         },
         ..FleetOptions::default()
     })
     .await;
-    // Long paginated crawls, so that every worker is mid-crawl when it is stopped.
+    // Long paginated crawls, so that every worker is mid-crawl when it is stopped, and enough of
+    // them that each round stops a crawl still under way.
     let users: Vec<String> = fleet
-        .public_users_with_posts(200)
+        .public_users_with_posts(600)
         .into_iter()
         .filter(|u| {
             fleet
@@ -32,8 +34,13 @@ async fn r6_stopping_every_worker_gives_everything_back_and_a_new_fleet_finishes
                 .user_by_name(u)
                 .is_some_and(|u| u.post_count >= 60)
         })
-        .take(12)
+        .take(12 * rounds)
         .collect();
+    assert_eq!(
+        users.len(),
+        12 * rounds,
+        "the data set has enough long profiles"
+    );
     let (posts, _) = fleet.expected_posts_and_comments(&users);
     fleet
         .submit(

@@ -68,32 +68,76 @@ async fn r7_losing_the_scheduler_stops_nothing_and_splits_no_batch() {
         "workers kept crawling without the first scheduler"
     );
 
-    // Killed during a batch submit: all of the batch or none of it.
+    // Killed during a batch submit: all of the batch or none of it. To be sure the kill lands
+    // inside the batch's transaction, the test holds an uncommitted job with the batch's last
+    // unique key: the scheduler's INSERT … ON CONFLICT then waits on it, with its transaction open,
+    // until the test sees it waiting in pg_stat_activity and kills the scheduler.
     const BATCH: usize = 4000;
     let batch = serde_json::json!({"jobs": (0..BATCH).map(|k| serde_json::json!({
         "kind": "profile", "target": format!("r7_user_{k}"), "unique_key": format!("r7:{k}"),
-        "run_at": "2100-01-01T00:00:00Z"})).collect::<Vec<_>>()});
+        "run_at": "2031-01-01T00:00:00Z"})).collect::<Vec<_>>()});
+    let mut blocker = fleet.pool().begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO jobs (kind, target, max_attempts, unique_key, run_at)
+         VALUES ('profile', 'r7_blocker', 1, $1, '2031-01-01')",
+    )
+    .bind(format!("r7:{}", BATCH - 1))
+    .execute(&mut *blocker)
+    .await
+    .expect("the blocking job");
     let request = http
         .post(format!("http://127.0.0.1:{standby_port}/v1/jobs/batch"))
         .bearer_auth(support::TOKEN)
         .json(&batch)
         .send();
-    let killer = async {
-        tokio::time::sleep(Duration::from_millis(40)).await;
+    let pool = fleet.pool().clone();
+    let killer = async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut inside = false;
+        while !inside && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            inside = sqlx::query_scalar::<_, bool>(
+                "SELECT count(*) > 0 FROM pg_stat_activity
+                  WHERE application_name = 'trawl-scheduler' AND state = 'active'
+                    AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO jobs%'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(false);
+        }
+        if !inside {
+            let seen: Option<String> = sqlx::query_scalar(
+                "SELECT string_agg(format('%s %s %s %s', application_name, state,
+                                          wait_event_type, left(query, 60)), E'\n')
+                   FROM pg_stat_activity WHERE backend_type = 'client backend'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_default();
+            eprintln!("pg_stat_activity:\n{}", seen.unwrap_or_default());
+        }
         let _ = standby.kill();
         let _ = standby.wait();
+        inside
     };
-    let (answer, ()) = tokio::join!(request, killer);
+    let (answer, killed_inside) = tokio::join!(request, killer);
+    blocker.rollback().await.expect("rollback the blocking job");
+    assert!(
+        killed_inside,
+        "the batch's INSERT was never seen waiting inside its transaction (answer: {:?})",
+        answer.as_ref().map(|r| r.status())
+    );
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE unique_key LIKE 'r7:%'")
         .fetch_one(fleet.pool())
         .await
         .unwrap();
-    assert!(
-        stored == 0 || stored == BATCH as i64,
-        "a batch was split by the kill: {stored} of {BATCH} stored (answer: {:?})",
+    assert_eq!(
+        stored,
+        0,
+        "the batch killed inside its transaction left {stored} of {BATCH} rows (answer: {:?})",
         answer.map(|r| r.status())
     );
-    eprintln!("the scheduler killed 40 ms into a {BATCH}-job batch had stored {stored}");
+    eprintln!("the scheduler killed inside a {BATCH}-job batch's transaction had stored {stored}");
     // Resubmitted to a new scheduler with the same unique keys: nothing twice.
     fleet.start_scheduler();
     let url = format!("http://127.0.0.1:{}/v1/jobs/batch", fleet.scheduler_port);
@@ -135,7 +179,7 @@ async fn r7_losing_the_scheduler_stops_nothing_and_splits_no_batch() {
     .unwrap();
     assert_eq!((total, distinct), (BATCH as i64, BATCH as i64));
 
-    // The r7 jobs run in 2100; the crawl itself finishes.
+    // The r7 jobs run in 2031; the crawl itself finishes.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let active: i64 = sqlx::query_scalar(
@@ -167,7 +211,7 @@ async fn r7_losing_the_scheduler_stops_nothing_and_splits_no_batch() {
         "R7 scheduler loss",
         &format!(
             "leader SIGKILLed: standby led after {:.2} s, workers granted {} requests meanwhile; \
-             scheduler SIGKILLed 40 ms into a {BATCH}-job batch: {stored} stored (all or none), \
+             scheduler SIGKILLed inside a {BATCH}-job batch's open transaction: {stored} stored (all or none), \
              resubmission created {created}",
             takeover.as_secs_f64(),
             granted_meanwhile

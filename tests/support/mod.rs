@@ -404,16 +404,27 @@ impl Fleet {
             .collect()
     }
 
+    /// Jobs still queued or running.
+    pub async fn active_jobs(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_one(self.pool())
+            .await
+            .expect("count active jobs")
+    }
+
+    /// SIGKILLs a random worker and starts it again (with its own environment); returns which.
+    pub fn kill_and_restart_random_worker(&mut self) -> usize {
+        let victim = rand::random_range(0..self.worker_count());
+        self.kill_worker(victim);
+        self.start_worker(victim);
+        victim
+    }
+
     /// Waits until no job is queued or running, or panics after `timeout` with the queue's state.
     pub async fn wait_until_done(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let active: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')",
-            )
-            .fetch_one(self.pool())
-            .await
-            .expect("count");
+            let active = self.active_jobs().await;
             if active == 0 {
                 return;
             }

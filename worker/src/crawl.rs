@@ -129,6 +129,265 @@ fn posts_page(connection: &Value, what: &str) -> Result<PageData, ShapeError> {
     edge_page(connection, what, |n| PostRow::from_node(n).map(Entry::Post))
 }
 
+// What each crawler reads from its answers, apart from the sending and storing, so that
+// `decode_answer` (and the fuzz target `ig_response`) runs exactly the crawlers' code.
+
+/// The user object of a `web_profile_info` answer.
+fn profile_user(j: &Value, target: &str) -> Result<Value, CrawlError> {
+    // `data.user: null` is Instagram's word for "no such user"; no `data` object at all is not.
+    if !j["data"].is_object() {
+        return Err(
+            ShapeError(format!("profile {target:?}: the answer has no data object")).into(),
+        );
+    }
+    let user = &j["data"]["user"];
+    if user.is_null() {
+        return Err(IgError::NotFound(format!("profile {target:?}")).into());
+    }
+    Ok(user.clone())
+}
+
+/// The first page of posts, which travels with the profile (Instaloader's `first_data`); a
+/// private profile that shows none of its posts is not visible.
+fn first_posts(user: &Value, target: &str) -> Result<PageData, CrawlError> {
+    let media = &user["edge_owner_to_timeline_media"];
+    if user["is_private"].as_bool() == Some(true)
+        && media["edges"].as_array().is_none_or(Vec::is_empty)
+        && media["count"].as_i64().unwrap_or(0) > 0
+    {
+        return Err(IgError::Forbidden(format!("profile {target:?} is private")).into());
+    }
+    Ok(posts_page(media, "the profile's first posts")?)
+}
+
+fn profile_posts_page(j: &Value) -> Result<PageData, ShapeError> {
+    posts_page(
+        &j["data"]["user"]["edge_owner_to_timeline_media"],
+        "profile posts",
+    )
+}
+
+fn hashtag_page(j: &Value) -> Result<PageData, ShapeError> {
+    let hashtag = &j["data"]["hashtag"];
+    if hashtag.is_null() {
+        return Err(ShapeError("no such hashtag".into()));
+    }
+    posts_page(&hashtag["edge_hashtag_to_media"], "hashtag posts")
+}
+
+fn comments_page(shortcode: &str, j: &Value) -> Result<PageData, ShapeError> {
+    let media = &j["data"]["shortcode_media"];
+    if media.is_null() {
+        return Err(ShapeError("no such post".into()));
+    }
+    edge_page(&media["edge_media_to_comment"], "comments", |n| {
+        CommentRow::thread(shortcode, n).map(Entry::Thread)
+    })
+}
+
+/// A page of followers (`edge` = `edge_followed_by`) or followees (`edge_follow`).
+fn follows_page(edge: &str, j: &Value) -> Result<PageData, ShapeError> {
+    let user = &j["data"]["user"];
+    if user.is_null() {
+        return Err(ShapeError("no such user".into()));
+    }
+    edge_page(&user[edge], edge, |n| UserRow::from_web(n).map(Entry::User))
+}
+
+/// A post page (`/p/{shortcode}/?__a=1`) as a page of one post.
+fn post_page(j: &Value, target: &str) -> Result<PageData, CrawlError> {
+    let media = &j["graphql"]["shortcode_media"];
+    if media.is_null() {
+        return Err(IgError::NotFound(format!("post {target:?}")).into());
+    }
+    Ok(PageData {
+        entries: vec![Entry::Post(PostRow::from_node(media)?)],
+        end_cursor: None,
+        has_next: false,
+    })
+}
+
+/// The stories of user `id` in a `reels_media` answer.
+fn story_rows(id: i64, j: &Value) -> Result<Vec<StoryRow>, ShapeError> {
+    // No reel for the user means no current stories; no `reels` object means a bad answer.
+    reels_of(j, "stories")?[id.to_string()]["items"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|item| StoryRow::from_item(id, None, item))
+        .collect()
+}
+
+/// The `reels` object of a `feed/reels_media` answer.
+fn reels_of<'a>(j: &'a Value, what: &str) -> Result<&'a Value, ShapeError> {
+    let reels = &j["reels"];
+    if reels.is_object() {
+        Ok(reels)
+    } else {
+        Err(ShapeError(format!("{what}: no reels object in the answer")))
+    }
+}
+
+/// The highlights of a highlights tray: (id, title).
+fn highlight_tray(j: &Value) -> Result<Vec<(String, String)>, ShapeError> {
+    Ok(j["tray"]
+        .as_array()
+        .ok_or_else(|| ShapeError("highlights: no tray".into()))?
+        .iter()
+        .filter_map(|h| {
+            Some((
+                h["id"].as_str()?.to_owned(),
+                h["title"].as_str().unwrap_or("").to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// The items of the highlights `chunk` (of user `id`) in a `reels_media` answer.
+fn highlight_rows(
+    id: i64,
+    chunk: &[(String, String)],
+    j: &Value,
+) -> Result<Vec<StoryRow>, ShapeError> {
+    let reels = reels_of(j, "highlights")?;
+    let mut rows = Vec::new();
+    for (hid, title) in chunk {
+        for item in reels[hid]["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            rows.push(StoryRow::from_item(id, Some((hid, title)), item)?);
+        }
+    }
+    Ok(rows)
+}
+
+/// An answer the crawlers read, for [`decode_answer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// `web_profile_info`, read as the `profile` crawler (and every per-user one) reads it.
+    Profile,
+    /// `web_profile_info`, read as the first page of `profile_posts`.
+    ProfileFirstPosts,
+    /// A GraphQL page of a profile's posts.
+    ProfilePosts,
+    /// A GraphQL page of a hashtag's posts.
+    HashtagPosts,
+    /// A GraphQL page of a post's comments with their replies.
+    PostComments,
+    /// A GraphQL page of followers.
+    Followers,
+    /// A GraphQL page of followees.
+    Followees,
+    /// A post page (`/p/{shortcode}/?__a=1&__d=dis`).
+    Post,
+    /// `reels_media` for the subject's stories.
+    Stories,
+    /// A highlights tray and the `reels_media` answer for its highlights, merged into one
+    /// object (`{"tray": …, "reels": …}`): the crawler asks for the reels of the tray's ids.
+    Highlights,
+}
+
+impl AnswerKind {
+    pub const ALL: [AnswerKind; 10] = [
+        AnswerKind::Profile,
+        AnswerKind::ProfileFirstPosts,
+        AnswerKind::ProfilePosts,
+        AnswerKind::HashtagPosts,
+        AnswerKind::PostComments,
+        AnswerKind::Followers,
+        AnswerKind::Followees,
+        AnswerKind::Post,
+        AnswerKind::Stories,
+        AnswerKind::Highlights,
+    ];
+}
+
+/// The rows one answer decodes to, as its crawler would store them, and where its listing goes
+/// next.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub users: Vec<UserRow>,
+    pub posts: Vec<PostRow>,
+    pub comments: Vec<CommentRow>,
+    pub stories: Vec<StoryRow>,
+    pub end_cursor: Option<String>,
+    pub has_next: bool,
+}
+
+impl Decoded {
+    fn from_page(page: PageData) -> Self {
+        let mut out = Decoded {
+            end_cursor: page.end_cursor,
+            has_next: page.has_next,
+            ..Decoded::default()
+        };
+        for entry in page.entries {
+            match entry {
+                Entry::Post(p) => out.posts.push(p),
+                Entry::Thread(t) => out.comments.extend(t),
+                Entry::User(u) => out.users.push(u),
+            }
+        }
+        out
+    }
+}
+
+/// Decodes the body of a 200 answer as the crawler of `kind` reads it (the client's JSON
+/// reading first), without a network or a database: the fuzz target `ig_response` and tests
+/// use it. `target` is the job's target and `subject` the user id it resolved to.
+pub fn decode_answer(
+    kind: AnswerKind,
+    target: &str,
+    subject: i64,
+    body: &[u8],
+) -> Result<Decoded, CrawlError> {
+    let j = crate::instagram::parse_body(body)
+        .ok_or_else(|| ShapeError("the answer is not JSON".into()))?;
+    let page = match kind {
+        AnswerKind::Profile => {
+            let user = UserRow::from_web(&profile_user(&j, target)?)?;
+            return Ok(Decoded {
+                users: vec![user],
+                ..Decoded::default()
+            });
+        }
+        AnswerKind::ProfileFirstPosts => {
+            let user = profile_user(&j, target)?;
+            let row = UserRow::from_web(&user)?;
+            let mut out = Decoded::from_page(first_posts(&user, target)?);
+            out.users.insert(0, row);
+            return Ok(out);
+        }
+        AnswerKind::ProfilePosts => profile_posts_page(&j)?,
+        AnswerKind::HashtagPosts => hashtag_page(&j)?,
+        AnswerKind::PostComments => comments_page(target, &j)?,
+        AnswerKind::Followers => follows_page("edge_followed_by", &j)?,
+        AnswerKind::Followees => follows_page("edge_follow", &j)?,
+        AnswerKind::Post => post_page(&j, target)?,
+        AnswerKind::Stories => {
+            return Ok(Decoded {
+                stories: story_rows(subject, &j)?,
+                ..Decoded::default()
+            });
+        }
+        AnswerKind::Highlights => {
+            let tray = highlight_tray(&j)?;
+            let mut stories = Vec::new();
+            for chunk in tray.chunks(REELS_PER_REQUEST) {
+                stories.extend(highlight_rows(subject, chunk, &j)?);
+            }
+            return Ok(Decoded {
+                stories,
+                ..Decoded::default()
+            });
+        }
+    };
+    Ok(Decoded::from_page(page))
+}
+
 impl Crawl<'_> {
     pub async fn run(&self) -> Result<CrawlReport, CrawlError> {
         let mut cp = self.job.checkpoint.clone().unwrap_or_default();
@@ -169,11 +428,7 @@ impl Crawl<'_> {
                 &[("username", &self.job.target)],
             ))
             .await?;
-        let user = answer.json["data"]["user"].clone();
-        if user.is_null() {
-            return Err(IgError::NotFound(format!("profile {:?}", self.job.target)).into());
-        }
-        Ok(user)
+        profile_user(&answer.json, &self.job.target)
     }
 
     async fn profile(&self, cp: &mut Checkpoint) -> Result<(), CrawlError> {
@@ -212,18 +467,7 @@ impl Crawl<'_> {
         // The profile answer carries the first page (Instaloader's `first_data`): store it
         // rather than ask for it again.
         if let Some(user) = profile.filter(|_| cp.pages == 0) {
-            let media = &user["edge_owner_to_timeline_media"];
-            if user["is_private"].as_bool() == Some(true)
-                && media["edges"].as_array().is_none_or(Vec::is_empty)
-                && media["count"].as_i64().unwrap_or(0) > 0
-            {
-                return Err(IgError::Forbidden(format!(
-                    "profile {:?} is private",
-                    self.job.target
-                ))
-                .into());
-            }
-            let page = posts_page(media, "the profile's first posts")?;
+            let page = first_posts(&user, &self.job.target)?;
             if self.store_page(&sink, page, cp).await? {
                 return Ok(());
             }
@@ -233,12 +477,7 @@ impl Crawl<'_> {
             &sink,
             cp,
             |first, after| Call::graphql(hashes::PROFILE_POSTS, &vars(first, after)),
-            |j| {
-                posts_page(
-                    &j["data"]["user"]["edge_owner_to_timeline_media"],
-                    "profile posts",
-                )
-            },
+            profile_posts_page,
         )
         .await
     }
@@ -257,13 +496,7 @@ impl Crawl<'_> {
                     &json!({"tag_name": tag, "first": first, "after": after}),
                 )
             },
-            |j| {
-                let hashtag = &j["data"]["hashtag"];
-                if hashtag.is_null() {
-                    return Err(ShapeError("no such hashtag".into()));
-                }
-                posts_page(&hashtag["edge_hashtag_to_media"], "hashtag posts")
-            },
+            hashtag_page,
         )
         .await
     }
@@ -281,15 +514,7 @@ impl Crawl<'_> {
                     &json!({"shortcode": shortcode, "first": first, "after": after}),
                 )
             },
-            move |j| {
-                let media = &j["data"]["shortcode_media"];
-                if media.is_null() {
-                    return Err(ShapeError("no such post".into()));
-                }
-                edge_page(&media["edge_media_to_comment"], "comments", |n| {
-                    CommentRow::thread(&code, n).map(Entry::Thread)
-                })
-            },
+            move |j| comments_page(&code, j),
         )
         .await
     }
@@ -319,13 +544,7 @@ impl Crawl<'_> {
                     &json!({"id": id.to_string(), "first": first, "after": after}),
                 )
             },
-            |j| {
-                let user = &j["data"]["user"];
-                if user.is_null() {
-                    return Err(ShapeError("no such user".into()));
-                }
-                edge_page(&user[edge], edge, |n| UserRow::from_web(n).map(Entry::User))
-            },
+            |j| follows_page(edge, j),
         )
         .await
     }
@@ -337,15 +556,7 @@ impl Crawl<'_> {
                 &[("__a", "1"), ("__d", "dis")],
             ))
             .await?;
-        let media = &answer.json["graphql"]["shortcode_media"];
-        if media.is_null() {
-            return Err(IgError::NotFound(format!("post {:?}", self.job.target)).into());
-        }
-        let page = PageData {
-            entries: vec![Entry::Post(PostRow::from_node(media)?)],
-            end_cursor: None,
-            has_next: false,
-        };
+        let page = post_page(&answer.json, &self.job.target)?;
         self.store_page(&Sink::Posts { tag: None }, page, cp)
             .await?;
         Ok(())
@@ -359,14 +570,7 @@ impl Crawl<'_> {
                 &[("reel_ids", &id.to_string())],
             ))
             .await?;
-        let items = answer.json["reels"][id.to_string()]["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let rows = items
-            .iter()
-            .map(|item| StoryRow::from_item(id, None, item))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = story_rows(id, &answer.json)?;
         self.store_stories(rows, cp).await
     }
 
@@ -378,17 +582,7 @@ impl Crawl<'_> {
                 &[],
             ))
             .await?;
-        let highlights: Vec<(String, String)> = tray.json["tray"]
-            .as_array()
-            .ok_or_else(|| ShapeError("highlights: no tray".into()))?
-            .iter()
-            .filter_map(|h| {
-                Some((
-                    h["id"].as_str()?.to_owned(),
-                    h["title"].as_str().unwrap_or("").to_owned(),
-                ))
-            })
-            .collect();
+        let highlights = highlight_tray(&tray.json)?;
         let mut rows = Vec::new();
         for chunk in highlights.chunks(REELS_PER_REQUEST) {
             let ids: Vec<&str> = chunk.iter().map(|h| h.0.as_str()).collect();
@@ -398,15 +592,7 @@ impl Crawl<'_> {
                     &[("reel_ids", &ids.join(","))],
                 ))
                 .await?;
-            for (hid, title) in chunk {
-                for item in answer.json["reels"][hid]["items"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    rows.push(StoryRow::from_item(id, Some((hid, title)), item)?);
-                }
-            }
+            rows.extend(highlight_rows(id, chunk, &answer.json)?);
         }
         self.store_stories(rows, cp).await
     }
@@ -436,6 +622,7 @@ impl Crawl<'_> {
         call: impl Fn(u32, Option<&str>) -> Call,
         extract: impl Fn(&Value) -> Result<PageData, ShapeError>,
     ) -> Result<(), CrawlError> {
+        let mut asked = std::collections::HashSet::new();
         loop {
             let first = cp.page_length.unwrap_or(self.client.page_length());
             let answer = match self.send(&call(first, cp.cursor.as_deref())).await {
@@ -451,6 +638,19 @@ impl Crawl<'_> {
                 Err(e) => return Err(e),
             };
             let page = extract(&answer.json)?;
+            // A server that hands back a cursor it gave before would page forever.
+            if let Some(sent) = &cp.cursor {
+                asked.insert(sent.clone());
+            }
+            if let Some(next) = page.end_cursor.as_ref().filter(|_| page.has_next)
+                && asked.contains(next)
+            {
+                let shown: String = next.chars().take(80).collect();
+                return Err(ShapeError(format!(
+                    "the next-page cursor {shown:?} was already used: the listing would never end"
+                ))
+                .into());
+            }
             if self.store_page(sink, page, cp).await? {
                 return Ok(());
             }
@@ -552,5 +752,81 @@ impl Crawl<'_> {
 
     fn count(&self, item: &str, n: u64) {
         self.metrics.items.with_label_values(&[item]).inc_by(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(kind: AnswerKind, body: &str) -> Result<Decoded, CrawlError> {
+        decode_answer(kind, "EAAA", 7, body.as_bytes())
+    }
+
+    const POST: &str = r#"{"id":"11","shortcode":"EAAA","owner":{"id":"7","username":"u"},
+        "taken_at_timestamp":1767223562,"edge_media_to_comment":{"count":2}}"#;
+
+    #[test]
+    fn listings_decode_with_their_cursor() {
+        let body = format!(
+            r#"{{"data":{{"user":{{"edge_owner_to_timeline_media":{{"count":9,
+            "page_info":{{"has_next_page":true,"end_cursor":"c1"}},"edges":[{{"node":{POST}}}]}}}}}},
+            "status":"ok"}}"#
+        );
+        let page = decode(AnswerKind::ProfilePosts, &body).unwrap();
+        assert_eq!(page.posts.len(), 1);
+        assert_eq!(page.posts[0].comment_count, Some(2));
+        assert_eq!(
+            (page.end_cursor.as_deref(), page.has_next),
+            (Some("c1"), true)
+        );
+        let comments = r#"{"data":{"shortcode_media":{"edge_media_to_comment":{"edges":[
+            {"node":{"id":"5","text":"hi","edge_threaded_comments":{"edges":[{"node":{"id":"6"}}]}}}],
+            "page_info":{"has_next_page":true}}}}}"#;
+        let page = decode(AnswerKind::PostComments, comments).unwrap();
+        let ids: Vec<_> = page.comments.iter().map(|c| (c.id, c.parent_id)).collect();
+        assert_eq!(ids, [(5, None), (6, Some(5))]);
+        assert!(!page.has_next, "no cursor, so no next page");
+    }
+
+    #[test]
+    fn a_private_profile_without_posts_is_not_visible() {
+        let body = r#"{"data":{"user":{"id":"7","username":"u","is_private":true,
+            "edge_owner_to_timeline_media":{"count":3,"edges":[]}}}}"#;
+        assert!(matches!(
+            decode(AnswerKind::ProfileFirstPosts, body),
+            Err(CrawlError::Instagram(IgError::Forbidden(_)))
+        ));
+        assert_eq!(decode(AnswerKind::Profile, body).unwrap().users[0].id, 7);
+    }
+
+    #[test]
+    fn stories_and_highlights_are_read_by_their_reel_ids() {
+        let stories = r#"{"reels":{"7":{"items":[{"pk":1,"taken_at":1767223562}]},
+            "8":{"items":[{"pk":2}]}}}"#;
+        let rows = decode(AnswerKind::Stories, stories).unwrap().stories;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].id, "1");
+        let highlights = r#"{"tray":[{"id":"highlight:70","title":"Trips"},{"title":"no id"}],
+            "reels":{"highlight:70":{"items":[{"id":"3_7"}]},"highlight:71":{"items":[{"id":"4"}]}}}"#;
+        let rows = decode(AnswerKind::Highlights, highlights).unwrap().stories;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].highlight_title.as_deref(), Some("Trips"));
+    }
+
+    #[test]
+    fn answers_that_are_not_what_the_crawler_asked_for_are_errors() {
+        for (kind, body) in [
+            (AnswerKind::Post, "<html>"),
+            (AnswerKind::Post, r#"{"graphql":{}}"#),
+            (AnswerKind::HashtagPosts, r#"{"data":{"hashtag":null}}"#),
+            (
+                AnswerKind::Followers,
+                r#"{"data":{"user":{"edge_followed_by":{}}}}"#,
+            ),
+            (AnswerKind::Highlights, r#"{"reels":{}}"#),
+        ] {
+            assert!(decode(kind, body).is_err(), "{kind:?} {body}");
+        }
     }
 }

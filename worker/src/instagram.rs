@@ -303,6 +303,9 @@ impl Call {
     }
 }
 
+/// The egress group of accounts that have none: the one IP their workers share.
+pub const SHARED_EGRESS: &str = "shared";
+
 /// Whose requests a client sends: the account (its limiter scope), its egress group and cookies.
 pub struct Identity {
     pub account: String,
@@ -378,6 +381,18 @@ impl InstagramClient {
         &self.account
     }
 
+    /// The egress group a request counts against besides its account. Instagram counts a request
+    /// without a session (a login, an anonymous account) against the IP it comes from, which
+    /// every worker without an egress group of its own shares: [`SHARED_EGRESS`]. Without this,
+    /// a fleet logging in at once overflows the IP's window (64 workers did, in bench/fleet).
+    fn egress_scope(&self) -> Option<String> {
+        match &self.egress {
+            Some(group) => Some(group.clone()),
+            None if !self.with_session(|s| s.is_logged_in()) => Some(SHARED_EGRESS.to_owned()),
+            None => None,
+        }
+    }
+
     pub fn page_length(&self) -> u32 {
         self.config.page_length
     }
@@ -448,7 +463,7 @@ impl InstagramClient {
         let request = Request {
             query_type: call.api.query_type(),
             account: self.account.clone(),
-            egress: self.egress.clone(),
+            egress: self.egress_scope(),
         };
         let class = request.query_type.class().as_str();
         let mut url = format!("{}{}", self.base(&call.api), call.path);
@@ -488,10 +503,12 @@ impl InstagramClient {
                 };
                 let Some(mut next) = next else {
                     self.count(class, Outcome::ServerError, started);
-                    return Ok(Attempt::Retry(
-                        Outcome::ServerError,
-                        format!("redirect to another host ({status})"),
-                    ));
+                    let reason = if location.is_empty() {
+                        format!("redirect ({status}) without a Location header")
+                    } else {
+                        format!("redirect to another host ({status})")
+                    };
+                    return Ok(Attempt::Retry(Outcome::ServerError, reason));
                 };
                 if !next.contains('?') && !next.ends_with('/') {
                     next.push('/');
@@ -509,7 +526,7 @@ impl InstagramClient {
                     return Ok(Attempt::Retry(Outcome::Transport, reason));
                 }
             };
-            let json: Option<Value> = serde_json::from_slice(&body).ok();
+            let json = parse_body(&body);
             let hints = ServerHints::parse(
                 |name| {
                     headers
@@ -851,6 +868,32 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
+/// An answer's body as the client reads it: its JSON with NUL scrubbed, or `None` when it is not
+/// JSON (a retry for a 200, unless an HTML page was asked for).
+pub fn parse_body(body: &[u8]) -> Option<Value> {
+    serde_json::from_slice(body).ok().map(|mut j| {
+        scrub_nul(&mut j);
+        j
+    })
+}
+
+/// PostgreSQL's text and jsonb cannot hold NUL (`\u0000`): it becomes U+FFFD in every string
+/// and key of an answer, so one odd character cannot make a page (or a reason) unstorable.
+fn scrub_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{fffd}"),
+        Value::Array(items) => items.iter_mut().for_each(scrub_nul),
+        Value::Object(map) if map.keys().any(|k| k.contains('\0')) => {
+            for (key, mut v) in std::mem::take(map) {
+                scrub_nul(&mut v);
+                map.insert(key.replace('\0', "\u{fffd}"), v);
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(scrub_nul),
+        _ => {}
+    }
+}
+
 async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     loop {
@@ -870,6 +913,56 @@ async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(egress: Option<&str>, cookies: &str) -> InstagramClient {
+        let config = trawl_shared::config::Config::default();
+        // Never connected: only the scopes a request would count against are asked for.
+        let pool = sqlx::PgPool::connect_lazy("postgres://localhost/unused").expect("lazy pool");
+        let limiter = Arc::new(Limiter::new(
+            pool,
+            &config.limiter,
+            Arc::new(trawl_shared::limiter::metrics::LimiterMetrics::new().expect("metrics")),
+        ));
+        InstagramClient::new(
+            &config.instagram,
+            limiter,
+            Arc::new(WorkerMetrics::new().expect("metrics")),
+            Identity {
+                account: "a1".into(),
+                egress: egress.map(str::to_owned),
+                session: Session::from_cookie_string(cookies),
+            },
+            1,
+            Duration::from_secs(1),
+        )
+        .expect("client")
+    }
+
+    /// Instagram counts requests without a session against the IP: a fleet logging in at once
+    /// must share that window, not count each login only against its own account.
+    #[tokio::test]
+    async fn requests_without_a_session_count_against_the_shared_ip() {
+        assert_eq!(
+            client(None, "csrftoken=t").egress_scope().as_deref(),
+            Some(SHARED_EGRESS)
+        );
+        assert_eq!(
+            client(None, "sessionid=s; csrftoken=t").egress_scope(),
+            None
+        );
+        assert_eq!(
+            client(Some("ip-7"), "csrftoken=t")
+                .egress_scope()
+                .as_deref(),
+            Some("ip-7")
+        );
+        assert_eq!(
+            client(Some("ip-7"), "sessionid=s")
+                .egress_scope()
+                .as_deref(),
+            Some("ip-7")
+        );
+    }
 
     #[test]
     fn debug_output_never_shows_cookie_or_form_values() {

@@ -122,7 +122,14 @@ pub async fn run(
     insecure_dev_key: bool,
 ) -> Result<(), WorkerError> {
     let secrets = SecretBox::from_config(config.secrets.key.as_ref(), insecure_dev_key)?;
-    let pool = db::connect(&config.database).await?;
+    let pool = db::connect_as(
+        &trawl_shared::config::DatabaseConfig {
+            max_connections: config.worker.db_connections,
+            ..config.database.clone()
+        },
+        "trawl-worker",
+    )
+    .await?;
     db::check_schema(&pool).await?;
     let metrics = Arc::new(WorkerMetrics::new()?);
     let limiter_metrics = Arc::new(LimiterMetrics::new()?);
@@ -378,12 +385,18 @@ impl Worker {
 
     async fn job_loop(self: &Arc<Self>, held: &Arc<Held>) {
         let kinds = self.kinds(held.account.anonymous);
-        let mut waiter = match self.queue.waiter().await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for new jobs; polling");
-                None
+        // Polling by default: a LISTEN connection per worker would double the fleet's share of
+        // the server's connections (docs/operations.md, "Sizing").
+        let mut waiter = if self.config.worker.wake_on_notify {
+            match self.queue.waiter().await {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for new jobs; polling");
+                    None
+                }
             }
+        } else {
+            None
         };
         while !self.shutdown.is_triggered() && held.verdict() == AccountVerdict::Keep {
             let leased = match self.queue.lease(&self.owner, 1, Some(&kinds)).await {

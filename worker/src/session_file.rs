@@ -13,6 +13,12 @@ pub const MAX_FILE_BYTES: usize = 1024 * 1024;
 pub const MAX_ENTRIES: usize = 1000;
 /// Longest cookie name or value.
 pub const MAX_STRING_BYTES: usize = 64 * 1024;
+/// Most bytes the memo may copy (`MEMOIZE`/`PUT` and `GET` copy an item): a real session file
+/// copies each string about once, while a few bytes of `GET`s of one long string would otherwise
+/// ask for gigabytes.
+pub const MAX_COPIED_BYTES: usize = 2 * MAX_FILE_BYTES;
+/// Most items on the pickle stack at once.
+pub const MAX_STACK: usize = 4 * MAX_ENTRIES;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionFileError {
@@ -38,6 +44,12 @@ pub enum SessionFileError {
     TooManyEntries,
     #[error("a cookie name or value is longer than {MAX_STRING_BYTES} bytes")]
     StringTooLong,
+    #[error(
+        "pickle memo copies more than {MAX_COPIED_BYTES} bytes (at byte {0}): not a session file"
+    )]
+    MemoTooLarge(usize),
+    #[error("pickle stack holds more than {MAX_STACK} items (at byte {0}): not a dict of cookies")]
+    StackTooDeep(usize),
     #[error("session file has no {0} cookie: it is not a logged-in Instagram session")]
     MissingCookie(&'static str),
 }
@@ -129,6 +141,21 @@ fn raw_unicode_escape(line: &[u8], offset: usize) -> Result<String, SessionFileE
     Ok(out)
 }
 
+/// Roughly how many bytes copying `item` costs.
+fn copy_cost(item: &Item) -> usize {
+    match item {
+        Item::Str(s) => s.len() + 16,
+        Item::Dict(entries) => {
+            entries
+                .iter()
+                .map(|(k, v)| copy_cost(k) + copy_cost(v))
+                .sum::<usize>()
+                + 16
+        }
+        Item::Mark | Item::None | Item::Other(_) => 16,
+    }
+}
+
 fn pop_mark(stack: &mut Vec<Item>, offset: usize) -> Result<Vec<Item>, SessionFileError> {
     let mark = stack
         .iter()
@@ -211,6 +238,15 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
     let mut r = Reader { bytes, pos: 0 };
     let mut stack: Vec<Item> = Vec::new();
     let mut memo: BTreeMap<u64, Item> = BTreeMap::new();
+    let mut copied = 0usize;
+    let mut copy = |item: &Item, offset: usize| {
+        copied = copied.saturating_add(copy_cost(item));
+        if copied > MAX_COPIED_BYTES {
+            Err(SessionFileError::MemoTooLarge(offset))
+        } else {
+            Ok(())
+        }
+    };
     loop {
         let offset = r.pos;
         let op = r.u8()?;
@@ -290,6 +326,7 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
                     offset,
                     reason: "MEMOIZE on an empty stack",
                 })?;
+                copy(&top, offset)?;
                 memo.insert(memo.len() as u64, top);
             }
             b'q' | b'r' | b'p' => {
@@ -298,6 +335,7 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
                     offset,
                     reason: "PUT on an empty stack",
                 })?;
+                copy(&top, offset)?;
                 memo.insert(index, top);
             }
             b'h' | b'j' | b'g' => {
@@ -315,6 +353,7 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
                         reason: "a dict referring to itself",
                     });
                 }
+                copy(&item, offset)?;
                 stack.push(item);
             }
             b'.' => break,
@@ -325,8 +364,8 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, String>, SessionFileError>
                 });
             }
         }
-        if stack.len() > 4 * MAX_ENTRIES {
-            return Err(SessionFileError::TooManyEntries);
+        if stack.len() > MAX_STACK {
+            return Err(SessionFileError::StackTooDeep(offset));
         }
     }
     let top = match stack.pop() {

@@ -25,8 +25,15 @@ fn text(v: &Value) -> Option<String> {
     v.as_str().map(str::to_owned)
 }
 
+/// A Unix time, if it falls in years 1 to 9999: outside them PostgreSQL cannot read the time
+/// back (it has no year 0 and no signed or five-digit years), so an absurd value sent by a
+/// server is left out (the raw JSON keeps it) rather than making the whole page unstorable.
 fn time(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_i64().and_then(|t| DateTime::from_timestamp(t, 0))
+    const YEAR_1: i64 = -62_135_596_800;
+    const YEAR_10000: i64 = 253_402_300_800;
+    v.as_i64()
+        .filter(|t| (YEAR_1..YEAR_10000).contains(t))
+        .and_then(|t| DateTime::from_timestamp(t, 0))
 }
 
 #[derive(Debug, Clone, Serialize)]

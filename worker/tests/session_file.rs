@@ -87,3 +87,30 @@ fn every_truncation_of_a_real_file_is_an_error_not_a_panic() {
         );
     }
 }
+
+#[test]
+fn memo_bombs_and_endless_stacks_are_refused_by_name() {
+    // One 4 KiB string memoized a million times would copy 4 GB out of a 1 MB file.
+    let mut bomb = b"\x80\x04X\x00\x10\x00\x00".to_vec();
+    bomb.extend(vec![b'a'; 4096]);
+    bomb.extend(vec![0x94; 1_000_000]);
+    bomb.push(b'.');
+    assert!(bomb.len() <= MAX_FILE_BYTES);
+    assert!(matches!(
+        session_file::parse(&bomb),
+        Err(SessionFileError::MemoTooLarge(_))
+    ));
+    // The same string fetched from the memo again and again.
+    let mut gets = b"\x80\x04X\x00\x10\x00\x00".to_vec();
+    gets.extend(vec![b'a'; 4096]);
+    gets.extend(b"q\x00");
+    gets.extend(b"h\x00".repeat(400_000));
+    assert!(matches!(
+        session_file::parse(&gets),
+        Err(SessionFileError::MemoTooLarge(_))
+    ));
+    let mut deep = b"\x80\x04".to_vec();
+    deep.extend(vec![b'('; 5000]);
+    let err = session_file::parse(&deep).unwrap_err();
+    assert!(matches!(err, SessionFileError::StackTooDeep(_)), "{err}");
+}

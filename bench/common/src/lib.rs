@@ -18,13 +18,29 @@ pub struct Server {
 impl Server {
     /// Starts a private durable cluster, or uses `url`.
     pub async fn start(url: Option<String>) -> Result<Self> {
+        Self::start_with(url, &[]).await
+    }
+
+    /// [`Server::start`] with server settings of the benchmark's own for the private cluster
+    /// (`("max_connections", "100")`); a server given by `url` keeps its own settings.
+    pub async fn start_with(url: Option<String>, settings: &[(&str, &str)]) -> Result<Self> {
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         let cluster = match &url {
             Some(_) => None,
             None => {
                 eprintln!("starting a private durable PostgreSQL cluster…");
                 Some(
-                    tokio::task::spawn_blocking(|| PrivateCluster::start(Durability::Durable))
-                        .await??,
+                    tokio::task::spawn_blocking(move || {
+                        let settings: Vec<(&str, &str)> = settings
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str()))
+                            .collect();
+                        PrivateCluster::start_with(Durability::Durable, &settings)
+                    })
+                    .await??,
                 )
             }
         };

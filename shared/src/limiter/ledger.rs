@@ -198,14 +198,18 @@ impl Ledger {
     }
 
     /// Forgets grants older than the history (an hour by default) and penalties that ended.
+    ///
+    /// The cut-off is `now()`, not `clock_timestamp()`: a volatile function cannot bound an index
+    /// scan, and the maintenance leader runs this every few seconds over a ledger that holds an
+    /// hour of every account's grants (a sequential scan of a million rows each time; with a
+    /// stable bound the `limiter_grants_age` BRIN index finds the few expired pages).
     pub async fn prune(&self) -> Result<u64, LedgerError> {
-        let grants = sqlx::query(
-            "DELETE FROM limiter_grants WHERE granted_at < clock_timestamp() - $1::interval",
-        )
-        .bind(interval(self.profile.history))
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let grants =
+            sqlx::query("DELETE FROM limiter_grants WHERE granted_at < now() - $1::interval")
+                .bind(interval(self.profile.history))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         sqlx::query("DELETE FROM limiter_penalties WHERE until < clock_timestamp()")
             .execute(&self.pool)
             .await?;
