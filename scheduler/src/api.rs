@@ -50,76 +50,92 @@ const DEFAULT_PAGE: i64 = 50;
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
+    /// The token scope the route needs; `None`: open (probes and metrics).
+    pub scope: Option<TokenScope>,
     handler: fn(MethodFilter) -> MethodRouter<ApiState>,
 }
 
 /// Every route the scheduler serves: [`router`] takes its routes from here and nowhere else.
 /// `docs/openapi.yaml` describes exactly these; `scheduler/tests/openapi.rs` compares the two, and
-/// both with what a live router answers. Paths under `/v1/` need a bearer token.
+/// both with what a live router answers. A route with a scope needs a bearer token that has it:
+/// reading is `read`; creating, cancelling and retrying jobs `submit`; pausing kinds `admin`.
 pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/v1/jobs",
+        scope: Some(TokenScope::Submit),
         handler: |m| on(m, submit_one),
     },
     Route {
         method: "GET",
         path: "/v1/jobs",
+        scope: Some(TokenScope::Read),
         handler: |m| on(m, list_jobs),
     },
     Route {
         method: "POST",
         path: "/v1/jobs/batch",
+        scope: Some(TokenScope::Submit),
         handler: |m| on(m, submit_batch),
     },
     Route {
         method: "GET",
         path: "/v1/jobs/{id}",
+        scope: Some(TokenScope::Read),
         handler: |m| on(m, show_job),
     },
     Route {
         method: "POST",
         path: "/v1/jobs/{id}/cancel",
+        scope: Some(TokenScope::Submit),
         handler: |m| on(m, cancel_job),
     },
     Route {
         method: "POST",
         path: "/v1/jobs/{id}/retry",
+        scope: Some(TokenScope::Submit),
         handler: |m| on(m, retry_job),
     },
     Route {
         method: "POST",
         path: "/v1/kinds/{kind}/pause",
+        scope: Some(TokenScope::Admin),
         handler: |m| on(m, pause_kind),
     },
     Route {
         method: "POST",
         path: "/v1/kinds/{kind}/resume",
+        scope: Some(TokenScope::Admin),
         handler: |m| on(m, resume_kind),
     },
     Route {
         method: "GET",
         path: "/v1/stats",
+        scope: Some(TokenScope::Read),
         handler: |m| on(m, stats),
     },
     Route {
         method: "GET",
         path: "/v1/limits",
+        scope: Some(TokenScope::Read),
         handler: |m| on(m, limits),
     },
     Route {
         method: "GET",
         path: "/healthz",
+        scope: None,
         handler: |m| on(m, || async { "ok" }),
     },
     Route {
         method: "GET",
         path: "/readyz",
+        scope: None,
         handler: |m| on(m, readyz),
     },
     Route {
         method: "GET",
         path: "/metrics",
+        scope: None,
         handler: |m| on(m, metrics),
     },
 ];
@@ -139,13 +155,15 @@ impl Route {
 }
 
 pub fn router(state: ApiState) -> Router {
-    let auth = middleware::from_fn_with_state(state.clone(), require_token);
     let mut router = Router::new();
     for route in ROUTES {
         let mut handler = route.method_router();
-        if route.path.starts_with("/v1/") {
+        if let Some(scope) = route.scope {
             // Only the route's own methods: another method gets the 405 below, token or not.
-            handler = handler.route_layer(auth.clone());
+            handler = handler.route_layer(middleware::from_fn_with_state(
+                (state.clone(), scope),
+                require_token,
+            ));
         }
         router = router.route(route.path, handler);
     }
@@ -358,20 +376,8 @@ fn backticked(message: &str) -> Option<String> {
     Some(message[start..start + len].to_owned())
 }
 
-/// The scope a `/v1` route needs: reading is `read`; creating, cancelling and retrying jobs is
-/// `submit`; pausing and resuming kinds is `admin`.
-fn required_scope(method: &axum::http::Method, path: &str) -> TokenScope {
-    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
-        TokenScope::Read
-    } else if path.starts_with("/kinds/") || path.starts_with("/v1/kinds/") {
-        TokenScope::Admin
-    } else {
-        TokenScope::Submit
-    }
-}
-
 async fn require_token(
-    State(state): State<ApiState>,
+    State((state, needed)): State<(ApiState, TokenScope)>,
     headers: HeaderMap,
     request: Request,
     next: Next,
@@ -400,7 +406,6 @@ async fn require_token(
         )
         .into_response();
     };
-    let needed = required_scope(request.method(), request.uri().path());
     if !bearer.may(needed) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
