@@ -9,21 +9,11 @@ if command -v faketime >/dev/null 2>&1; then
   exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    exec sudo "$0" "$@"
-  fi
-  echo "faketime is missing. As root, run: apt-get install -y faketime" >&2
-  exit 1
-fi
+# shellcheck source=scripts/lib/debian.sh
+. "$(dirname "$0")/lib/debian.sh"
+ensure_root_and_apt faketime "faketime is" \
+  "install libfaketime so that the faketime command is on PATH." "$@"
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "faketime is missing and this is not a Debian-like system: install libfaketime so that" >&2
-  echo "the faketime command is on PATH." >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends faketime >/dev/null
 echo "faketime: $(command -v faketime)"

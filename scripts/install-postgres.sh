@@ -17,26 +17,17 @@ have_binaries() {
 
 have_binaries && exit 0
 
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    exec sudo "$0" "$@"
-  fi
-  echo "PostgreSQL server binaries are missing. As root, run: apt-get install -y postgresql" >&2
-  exit 1
-fi
+# shellcheck source=scripts/lib/debian.sh
+. "$(dirname "$0")/lib/debian.sh"
+ensure_root_and_apt postgresql "PostgreSQL server binaries are" \
+  "install PostgreSQL 13 or newer so that initdb and pg_ctl are on PATH." "$@"
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "PostgreSQL server binaries are missing and this is not a Debian-like system:" >&2
-  echo "install PostgreSQL 13 or newer so that initdb and pg_ctl are on PATH." >&2
-  exit 1
-fi
 
 # Trawl runs its own clusters; do not create or start Debian's default one.
 if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
   mkdir -p /etc/postgresql-common
   echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
 fi
-export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq postgresql >/dev/null
 have_binaries

@@ -15,21 +15,11 @@ have_binaries() {
 
 have_binaries && exit 0
 
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then
-    exec sudo "$0" "$@"
-  fi
-  echo "prometheus and promtool are missing. As root, run: apt-get install -y prometheus" >&2
-  exit 1
-fi
+# shellcheck source=scripts/lib/debian.sh
+. "$(dirname "$0")/lib/debian.sh"
+ensure_root_and_apt prometheus "prometheus and promtool are" \
+  "install Prometheus 2.x so that both are on PATH." "$@"
 
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "prometheus and promtool are missing and this is not a Debian-like system:" >&2
-  echo "install Prometheus 2.x so that both are on PATH." >&2
-  exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
 # The package's service must not start: tests run their own server.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d

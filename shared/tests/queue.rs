@@ -112,6 +112,40 @@ async fn sixteen_leasers_drain_ten_thousand_jobs_each_exactly_once() {
     assert!(attempts_ok, "every job was leased exactly once");
 }
 
+/// Every write a lease holder can make is refused with `LeaseLost` (fencing), and writes nothing.
+async fn assert_every_write_is_refused(queue: &Queue, lease: &trawl_shared::queue::Lease) {
+    let late = Checkpoint {
+        cursor: Some("late".into()),
+        items: 99,
+        pages: 9,
+        ..Checkpoint::default()
+    };
+    let lost = |r: Result<(), QueueError>, what: &str| {
+        assert!(
+            matches!(r, Err(QueueError::LeaseLost { .. })),
+            "{what} with a lost lease: {r:?}"
+        );
+    };
+    lost(queue.heartbeat(lease).await.map(drop), "heartbeat");
+    lost(
+        Queue::checkpoint(queue.pool(), lease, &late).await,
+        "checkpoint",
+    );
+    lost(queue.complete(lease).await, "complete");
+    lost(
+        queue
+            .fail(lease, "late", Failure::Permanent, 1)
+            .await
+            .map(drop),
+        "fail",
+    );
+    lost(
+        queue.snooze(lease, Duration::from_secs(5)).await.map(drop),
+        "snooze",
+    );
+    lost(queue.release(lease).await, "release");
+}
+
 #[tokio::test]
 async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
     let (_db, queue) = queue_with(QueueSettings {
@@ -154,30 +188,7 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
         "resumes from the checkpoint"
     );
 
-    let stale = Checkpoint {
-        cursor: Some("stale".into()),
-        items: 99,
-        pages: 9,
-        ..Checkpoint::default()
-    };
-    assert!(matches!(
-        Queue::checkpoint(queue.pool(), &first.lease, &stale).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue.complete(&first.lease).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue.heartbeat(&first.lease).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue
-            .fail(&first.lease, "late", Failure::Permanent, 1)
-            .await,
-        Err(QueueError::LeaseLost { .. })
-    ));
+    assert_every_write_is_refused(&queue, &first.lease).await;
     let row = queue.get(id).await.unwrap().unwrap();
     assert_eq!(row.state, JobState::Running);
     assert_eq!(row.lease_owner.as_deref(), Some("worker-b"));
@@ -207,36 +218,7 @@ async fn an_expired_lease_writes_nothing_even_before_the_rescuer_runs() {
         .id;
     let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let late = Checkpoint {
-        cursor: Some("late".into()),
-        ..Checkpoint::default()
-    };
-    assert!(matches!(
-        queue.heartbeat(&leased.lease).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        Queue::checkpoint(queue.pool(), &leased.lease, &late).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue.complete(&leased.lease).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue
-            .fail(&leased.lease, "late", Failure::Permanent, 1)
-            .await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue.snooze(&leased.lease, Duration::from_secs(5)).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
-    assert!(matches!(
-        queue.release(&leased.lease).await,
-        Err(QueueError::LeaseLost { .. })
-    ));
+    assert_every_write_is_refused(&queue, &leased.lease).await;
     let row = queue.get(id).await.unwrap().unwrap();
     assert_eq!(
         (row.state, row.checkpoint),
