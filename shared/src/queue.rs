@@ -448,18 +448,30 @@ impl Queue {
 
     /// Stores a checkpoint. Pass the transaction that stores the page's results, so that results and
     /// progress commit together.
+    ///
+    /// A checkpoint is also a heartbeat: it renews the lease from the moment it is written. A worker
+    /// with one database connection cannot heartbeat while a long page transaction holds that
+    /// connection, and without the renewal the lease could run out between this commit and the
+    /// `complete` right after it, dropping a finished job's outcome.
     pub async fn checkpoint<'e>(
+        &self,
         executor: impl PgExecutor<'e>,
         lease: &Lease,
         checkpoint: &Checkpoint,
     ) -> Result<()> {
         let value = serde_json::to_value(checkpoint).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        // `now()` is the transaction's start: the fence holds the lease to what it was when the
+        // page's transaction began; `clock_timestamp()` renews it from the moment of writing.
         let done = sqlx::query(
-            "UPDATE jobs SET checkpoint = $3, updated_at = now() WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now()",
+            "UPDATE jobs SET checkpoint = $3, updated_at = now(),
+                 lease_expires_at = greatest(lease_expires_at,
+                                             clock_timestamp() + make_interval(secs => $4))
+             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now()",
         )
         .bind(lease.job_id)
         .bind(lease.token)
         .bind(value)
+        .bind(self.settings.lease.as_secs_f64())
         .execute(executor)
         .await?;
         if done.rows_affected() == 1 {

@@ -128,7 +128,7 @@ async fn assert_every_write_is_refused(queue: &Queue, lease: &trawl_shared::queu
     };
     lost(queue.heartbeat(lease).await.map(drop), "heartbeat");
     lost(
-        Queue::checkpoint(queue.pool(), lease, &late).await,
+        queue.checkpoint(queue.pool(), lease, &late).await,
         "checkpoint",
     );
     lost(queue.complete(lease).await, "complete");
@@ -170,7 +170,8 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
         page_length: Some(25),
         done: false,
     };
-    Queue::checkpoint(queue.pool(), &first.lease, &progress)
+    queue
+        .checkpoint(queue.pool(), &first.lease, &progress)
         .await
         .unwrap();
 
@@ -726,4 +727,39 @@ async fn list_pages_newest_first_with_filters() {
     let mut expected = ids.clone();
     expected.reverse();
     assert_eq!(seen, expected);
+}
+
+/// A worker with one connection cannot heartbeat while its page transaction holds that
+/// connection: the checkpoint at the end of the transaction renews the lease, so the `complete`
+/// right after a long page lands instead of finding the lease run out.
+#[tokio::test]
+async fn a_checkpoint_renews_the_lease_from_the_moment_it_is_written() {
+    let (_db, queue) = queue_with(QueueSettings {
+        lease: Duration::from_millis(1000),
+        ..settings()
+    })
+    .await;
+    let id = queue
+        .submit(&job("hashtag_posts", "huge"))
+        .await
+        .unwrap()
+        .id;
+    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    let mut tx = queue.pool().begin().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let progress = Checkpoint {
+        items: 20_000,
+        pages: 1,
+        done: true,
+        ..Checkpoint::default()
+    };
+    queue
+        .checkpoint(&mut *tx, &leased.lease, &progress)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Past the lease as it stood before the checkpoint, well inside the renewed one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    queue.complete(&leased.lease).await.unwrap();
+    assert_eq!(state_of(&queue, id).await, JobState::Completed);
 }

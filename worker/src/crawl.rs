@@ -52,6 +52,7 @@ pub struct CrawlReport {
 pub struct Crawl<'a> {
     pub client: &'a InstagramClient,
     pub pool: &'a PgPool,
+    pub queue: &'a Queue,
     pub job: &'a LeasedJob,
     pub shutdown: &'a Shutdown,
     pub metrics: &'a WorkerMetrics,
@@ -438,7 +439,7 @@ impl Crawl<'_> {
         cp.items += n;
         cp.pages += 1;
         cp.done = true;
-        Queue::checkpoint(&mut *tx, &self.job.lease, cp).await?;
+        self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         self.count("user", n);
         Ok(())
@@ -455,7 +456,7 @@ impl Crawl<'_> {
         cp.subject_id = Some(id.to_string());
         let mut tx = self.pool.begin().await?;
         let n = store::upsert_users(&mut tx, self.job.lease.job_id, &[row]).await?;
-        Queue::checkpoint(&mut *tx, &self.job.lease, cp).await?;
+        self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         self.count("user", n);
         Ok((id, Some(user)))
@@ -607,7 +608,7 @@ impl Crawl<'_> {
         cp.items += n;
         cp.pages += 1;
         cp.done = true;
-        Queue::checkpoint(&mut *tx, &self.job.lease, cp).await?;
+        self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         self.count("story", n);
         Ok(())
@@ -742,7 +743,7 @@ impl Crawl<'_> {
         cp.pages += 1;
         cp.cursor = page.end_cursor;
         cp.done = stop || !page.has_next;
-        Queue::checkpoint(&mut *tx, &self.job.lease, cp).await?;
+        self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         for (item, n) in stored.0 {
             self.count(item, n);

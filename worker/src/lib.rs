@@ -449,6 +449,7 @@ impl Worker {
         let crawl = Crawl {
             client: &held.client,
             pool: &self.pool,
+            queue: &self.queue,
             job: &job,
             shutdown: &self.shutdown,
             metrics: &self.metrics,
