@@ -1103,7 +1103,10 @@ async fn every_hostile_input_gets_a_clear_error_and_changes_nothing() {
         failures.len(),
         failures.join("\n  ")
     );
-    println!(
+    // Written past the test harness's capture, so that CI's log shows the count.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "corpus: {total} cases passed ({}) in {:.1} s; slowest: {}",
         counts.join(", "),
         started.elapsed().as_secs_f64(),
