@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     *) targets+=("$1"); shift ;;
   esac
 done
-all=(session_file batch_jsonl ig_response cursor config)
+all=(session_file batch_jsonl ig_response ig_verdict cursor config)
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz is missing: cargo install cargo-fuzz --locked" >&2; exit 1; }
 export RUSTC_BOOTSTRAP=1

@@ -336,7 +336,8 @@ pub struct Answer {
 }
 
 /// What one attempt ended with.
-enum Attempt {
+#[derive(Debug)]
+pub enum Attempt {
     Done(Answer),
     /// Try again (a connection-class error), with the reason.
     Retry(Outcome, String),
@@ -537,14 +538,8 @@ impl InstagramClient {
                 json.as_ref(),
                 Utc::now(),
             );
-            let message = json
-                .as_ref()
-                .and_then(|j| j.get("message"))
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
             let (attempt, label) = self
-                .classify(status.as_u16(), json, &message, call, &request, &hints)
+                .classify(status.as_u16(), json, call, &request, &hints)
                 .await?;
             self.count(class, label, started);
             return Ok(attempt);
@@ -556,93 +551,22 @@ impl InstagramClient {
         ))
     }
 
+    /// Tells the limiter what the answer said (its hints on a 200, the penalty of a 429), then
+    /// what the attempt ended with.
     async fn classify(
         &self,
         status: u16,
         json: Option<Value>,
-        message: &str,
         call: &Call,
         request: &Request,
         hints: &ServerHints,
     ) -> Result<(Attempt, Outcome), IgError> {
-        let blocked = [
-            "checkpoint_required",
-            "challenge_required",
-            "feedback_required",
-        ];
-        Ok(match status {
-            200 => {
-                self.limiter.on_hints(request, hints).await?;
-                match json {
-                    None if call.html => (
-                        Attempt::Done(Answer {
-                            json: Value::Null,
-                            status,
-                        }),
-                        Outcome::Ok,
-                    ),
-                    None => (
-                        Attempt::Retry(Outcome::InvalidJson, "the answer is not JSON".into()),
-                        Outcome::InvalidJson,
-                    ),
-                    Some(j) => match j.get("status").and_then(Value::as_str) {
-                        None | Some("ok") => {
-                            (Attempt::Done(Answer { json: j, status }), Outcome::Ok)
-                        }
-                        Some(other) => (
-                            Attempt::Retry(
-                                Outcome::ServerError,
-                                format!("status {other:?}: {message}"),
-                            ),
-                            Outcome::ServerError,
-                        ),
-                    },
-                }
-            }
-            400 if json
-                .as_ref()
-                .and_then(|j| j.get("two_factor_required"))
-                .and_then(Value::as_bool)
-                == Some(true) =>
-            {
-                (
-                    Attempt::Fail(IgError::LoginRefused(
-                        "two-factor authentication is required: log in with Instaloader and \
-                         import its session file (trawl accounts import-session)"
-                            .into(),
-                    )),
-                    Outcome::BadRequest,
-                )
-            }
-            400 if blocked.contains(&message) => (
-                Attempt::Fail(IgError::AccountBlocked(message.to_owned())),
-                Outcome::Checkpoint,
-            ),
-            400 if call.paginated => (
-                Attempt::Fail(IgError::BadRequest(short(message))),
-                Outcome::BadRequest,
-            ),
-            400 => (
-                Attempt::Retry(Outcome::BadRequest, format!("400: {}", short(message))),
-                Outcome::BadRequest,
-            ),
-            401 => (
-                Attempt::Fail(IgError::LoginRequired),
-                Outcome::LoginRequired,
-            ),
-            403 if message == "login_required" => (
-                Attempt::Fail(IgError::LoginRequired),
-                Outcome::LoginRequired,
-            ),
-            403 => (
-                Attempt::Fail(IgError::Forbidden(short(message))),
-                Outcome::Forbidden,
-            ),
-            404 => (
-                Attempt::Fail(IgError::NotFound(short(message))),
-                Outcome::NotFound,
-            ),
-            429 => {
+        if status == 200 {
+            self.limiter.on_hints(request, hints).await?;
+        }
+        Ok(match judge(status, json, call) {
+            Verdict::Attempt(attempt, outcome) => (attempt, outcome),
+            Verdict::TooManyRequests => {
                 let until = self.limiter.on_429(request, hints).await?;
                 tracing::warn!(account = %self.account, query_type = %request.query_type, %until,
                     "429 Too Many Requests; the penalty is recorded");
@@ -654,13 +578,6 @@ impl InstagramClient {
                     Outcome::RateLimited,
                 )
             }
-            other => (
-                Attempt::Retry(
-                    Outcome::ServerError,
-                    format!("HTTP {other}: {}", short(message)),
-                ),
-                Outcome::ServerError,
-            ),
         })
     }
 
@@ -840,8 +757,116 @@ impl InstagramClient {
     }
 }
 
+/// What an answer's status and body say, before the limiter hears of it.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The attempt's end, and the outcome it is counted under.
+    Attempt(Attempt, Outcome),
+    /// A 429: the limiter records the penalty and says until when.
+    TooManyRequests,
+}
+
+/// Longest piece of Instagram's text that goes into an error (and so into a job's `last_error`).
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// The part of reading an answer that needs no I/O: its status and JSON (as [`parse_body`] made
+/// it) to done, retry or fail (reference §5). Every reason quotes Instagram's words at most
+/// [`MAX_REASON_CHARS`] characters long. `fuzz/fuzz_targets/ig_verdict.rs` feeds it any answer.
+pub fn judge(status: u16, json: Option<Value>, call: &Call) -> Verdict {
+    const BLOCKED: [&str; 3] = [
+        "checkpoint_required",
+        "challenge_required",
+        "feedback_required",
+    ];
+    let message = short(
+        json.as_ref()
+            .and_then(|j| j.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    let (attempt, outcome) = match status {
+        200 => match json {
+            None if call.html => (
+                Attempt::Done(Answer {
+                    json: Value::Null,
+                    status,
+                }),
+                Outcome::Ok,
+            ),
+            None => (
+                Attempt::Retry(Outcome::InvalidJson, "the answer is not JSON".into()),
+                Outcome::InvalidJson,
+            ),
+            Some(j) => match j.get("status") {
+                None => (Attempt::Done(Answer { json: j, status }), Outcome::Ok),
+                Some(Value::String(s)) if s == "ok" => {
+                    (Attempt::Done(Answer { json: j, status }), Outcome::Ok)
+                }
+                // Instagram's `status` is "ok" or "fail"; anything else (an object, a number) is
+                // an answer we do not understand, not a success.
+                Some(other) => {
+                    let said = match other {
+                        Value::String(s) => format!("{:?}", short(s)),
+                        value => short(&value.to_string()),
+                    };
+                    (
+                        Attempt::Retry(Outcome::ServerError, format!("status {said}: {message}")),
+                        Outcome::ServerError,
+                    )
+                }
+            },
+        },
+        400 if json
+            .as_ref()
+            .and_then(|j| j.get("two_factor_required"))
+            .and_then(Value::as_bool)
+            == Some(true) =>
+        {
+            (
+                Attempt::Fail(IgError::LoginRefused(
+                    "two-factor authentication is required: log in with Instaloader and \
+                     import its session file (trawl accounts import-session)"
+                        .into(),
+                )),
+                Outcome::BadRequest,
+            )
+        }
+        400 if BLOCKED.contains(&message.as_str()) => (
+            Attempt::Fail(IgError::AccountBlocked(message)),
+            Outcome::Checkpoint,
+        ),
+        400 if call.paginated => (
+            Attempt::Fail(IgError::BadRequest(message)),
+            Outcome::BadRequest,
+        ),
+        400 => (
+            Attempt::Retry(Outcome::BadRequest, format!("400: {message}")),
+            Outcome::BadRequest,
+        ),
+        401 => (
+            Attempt::Fail(IgError::LoginRequired),
+            Outcome::LoginRequired,
+        ),
+        403 if message == "login_required" => (
+            Attempt::Fail(IgError::LoginRequired),
+            Outcome::LoginRequired,
+        ),
+        403 => (
+            Attempt::Fail(IgError::Forbidden(message)),
+            Outcome::Forbidden,
+        ),
+        404 => (Attempt::Fail(IgError::NotFound(message)), Outcome::NotFound),
+        429 => return Verdict::TooManyRequests,
+        other => (
+            Attempt::Retry(Outcome::ServerError, format!("HTTP {other}: {message}")),
+            Outcome::ServerError,
+        ),
+    };
+    Verdict::Attempt(attempt, outcome)
+}
+
 fn short(message: &str) -> String {
-    message.chars().take(200).collect()
+    message.chars().take(MAX_REASON_CHARS).collect()
 }
 
 /// A transport error without its URL (a query string can hold a cursor; never log secrets).
@@ -1020,5 +1045,100 @@ mod tests {
             s.ig_set.get("x-ig-www-claim").map(String::as_str),
             Some("hmac.1")
         );
+    }
+
+    fn verdict(status: u16, body: &str, call: &Call) -> String {
+        match judge(status, parse_body(body.as_bytes()), call) {
+            Verdict::Attempt(Attempt::Done(a), o) => format!("done {} {}", a.status, o.as_str()),
+            Verdict::Attempt(Attempt::Retry(o, reason), _) => {
+                format!("retry {}: {reason}", o.as_str())
+            }
+            Verdict::Attempt(Attempt::Fail(e), o) => format!("fail {}: {e}", o.as_str()),
+            Verdict::TooManyRequests => "429".into(),
+        }
+    }
+
+    #[test]
+    fn answers_are_judged_as_the_reference_says() {
+        let web = Call::web("/api/v1/users/web_profile_info/", &[]);
+        let page = Call {
+            paginated: true,
+            ..Call::graphql("9b498c08", &serde_json::json!({}))
+        };
+        let home = Call {
+            html: true,
+            ..Call::web("/", &[])
+        };
+        let cases = [
+            (200, r#"{"data": {}}"#, &web, "done 200 ok"),
+            (200, r#"{"status": "ok"}"#, &web, "done 200 ok"),
+            (200, "<html>", &home, "done 200 ok"),
+            (
+                200,
+                "<html>",
+                &web,
+                "retry invalid_json: the answer is not JSON",
+            ),
+            (
+                200,
+                r#"{"status": "fail", "message": "try later"}"#,
+                &web,
+                r#"retry server_error: status "fail": try later"#,
+            ),
+            (
+                400,
+                r#"{"message": "checkpoint_required"}"#,
+                &web,
+                "fail checkpoint: the account needs a human: checkpoint_required",
+            ),
+            (
+                400,
+                r#"{"message": "bad first"}"#,
+                &page,
+                "fail bad_request: bad request: bad first",
+            ),
+            (
+                200,
+                r#"{"status": {"caption": "ok"}}"#,
+                &web,
+                r#"retry server_error: status {"caption":"ok"}: "#,
+            ),
+            (
+                400,
+                r#"{"message": "x"}"#,
+                &web,
+                "retry bad_request: 400: x",
+            ),
+            (
+                403,
+                r#"{"message": "login_required"}"#,
+                &web,
+                "fail login_required: not logged in (redirected to the login page)",
+            ),
+            (404, "", &web, "fail not_found: not found: "),
+            (429, "", &web, "429"),
+            (502, "<html>", &web, "retry server_error: HTTP 502: "),
+        ];
+        for (status, body, call, want) in cases {
+            assert_eq!(verdict(status, body, call), want, "{status} {body}");
+        }
+    }
+
+    /// Instagram's words go into `last_error` and logs: a huge `status` or `message` is cut.
+    #[test]
+    fn a_reason_quotes_at_most_a_bounded_piece_of_the_answer() {
+        let web = Call::web("/", &[]);
+        let huge = "x".repeat(1_000_000);
+        for body in [
+            serde_json::json!({ "status": huge }),
+            serde_json::json!({ "status": "fail", "message": huge }),
+        ] {
+            let reason = verdict(200, &body.to_string(), &web);
+            assert!(
+                reason.len() < 3 * MAX_REASON_CHARS,
+                "{} bytes",
+                reason.len()
+            );
+        }
     }
 }
