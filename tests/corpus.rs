@@ -831,6 +831,9 @@ async fn instagram_group(cases: &[Case], report: &mut Report) {
         accounts: 1,
         workers: 1,
         with_scheduler: false,
+        // The fleet's 2 s lease is for tests of rescue; here nothing rescues, and the 20,000-post
+        // page's transaction can take seconds on a loaded machine.
+        worker_env: vec![("TRAWL_QUEUE__LEASE".into(), "20s".into())],
         ..FleetOptions::default()
     })
     .await;

@@ -460,13 +460,14 @@ impl Queue {
         checkpoint: &Checkpoint,
     ) -> Result<()> {
         let value = serde_json::to_value(checkpoint).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        // `now()` is the transaction's start: the fence holds the lease to what it was when the
-        // page's transaction began; `clock_timestamp()` renews it from the moment of writing.
+        // `clock_timestamp()`, not `now()`: `now()` is the transaction's start, and a page
+        // transaction that began under a valid lease and stalled (a network partition) past its
+        // expiry must not write, nor revive the lease, when it comes back.
         let done = sqlx::query(
             "UPDATE jobs SET checkpoint = $3, updated_at = now(),
                  lease_expires_at = greatest(lease_expires_at,
                                              clock_timestamp() + make_interval(secs => $4))
-             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now()",
+             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()",
         )
         .bind(lease.job_id)
         .bind(lease.token)

@@ -763,3 +763,39 @@ async fn a_checkpoint_renews_the_lease_from_the_moment_it_is_written() {
     queue.complete(&leased.lease).await.unwrap();
     assert_eq!(state_of(&queue, id).await, JobState::Completed);
 }
+
+/// The fence of a checkpoint is the moment it is written, not the start of its transaction: a
+/// page transaction that began under a valid lease and stalled past the expiry (a worker cut off
+/// from the database mid-page) is refused when it comes back, and does not revive the lease.
+#[tokio::test]
+async fn a_transaction_that_outlives_its_lease_cannot_checkpoint() {
+    let (_db, queue) = queue_with(QueueSettings {
+        lease: Duration::from_millis(300),
+        ..settings()
+    })
+    .await;
+    let id = queue
+        .submit(&job("hashtag_posts", "stalled"))
+        .await
+        .unwrap()
+        .id;
+    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    let mut tx = queue.pool().begin().await.unwrap();
+    // The transaction's clock (`now()`) starts here, inside the lease.
+    sqlx::query("SELECT now()").execute(&mut *tx).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let late = Checkpoint {
+        items: 50,
+        pages: 1,
+        ..Checkpoint::default()
+    };
+    let written = queue.checkpoint(&mut *tx, &leased.lease, &late).await;
+    assert!(
+        matches!(written, Err(QueueError::LeaseLost { .. })),
+        "a checkpoint after the lease ran out: {written:?}"
+    );
+    drop(tx);
+    assert_eq!(queue.rescue_expired().await.unwrap().requeued, 1);
+    let row = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((row.state, row.checkpoint), (JobState::Queued, None));
+}
