@@ -4,7 +4,8 @@
 //!
 //! Every write a worker makes about a leased job (heartbeat, checkpoint, complete, fail, snooze,
 //! release) carries the lease's token and is refused with [`QueueError::LeaseLost`] when the token
-//! no longer matches or the lease has expired on the database clock (fencing, design invariant 4):
+//! no longer matches or the lease has expired on the database clock at the moment of writing
+//! (`clock_timestamp()`, never the transaction's start `now()`; fencing, design invariant 4):
 //! a worker whose lease expired cannot change the job, whether or not the rescuer has given it to
 //! someone else yet. An expired lease is not revived by a late heartbeat: a worker cut off from the
 //! database for longer than its lease finds its job taken back, and the rescuer requeues it.
@@ -433,7 +434,7 @@ impl Queue {
     pub async fn heartbeat(&self, lease: &Lease) -> Result<DateTime<Utc>> {
         sqlx::query_scalar(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
-             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now()
+             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()
              RETURNING lease_expires_at",
         )
         .bind(lease.job_id)
@@ -504,7 +505,7 @@ impl Queue {
             "UPDATE jobs SET state = 'completed', finished_at = now(), ",
             clear_lease!(),
             " FROM UNNEST($1::bigint[], $2::uuid[]) AS l(job_id, token)
-              WHERE jobs.id = l.job_id AND jobs.lease_token = l.token AND jobs.lease_expires_at > now()
+              WHERE jobs.id = l.job_id AND jobs.lease_token = l.token AND jobs.lease_expires_at > clock_timestamp()
               RETURNING jobs.id, jobs.recrawl_every IS NOT NULL"
         ))
         .bind(leases.iter().map(|l| l.job_id).collect::<Vec<_>>())
@@ -538,7 +539,7 @@ impl Queue {
                 finished_at = CASE WHEN $3 OR attempt >= max_attempts THEN now() END,
                 last_error = $5, ",
             clear_lease!(),
-            " WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now()
+            " WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()
               RETURNING state, run_at, recrawl_every IS NOT NULL"
         ))
         .bind(lease.job_id)
@@ -570,7 +571,7 @@ impl Queue {
             "UPDATE jobs SET state = 'queued', attempt = greatest(attempt - 1, 0),
                     run_at = now() + make_interval(secs => $3), ",
             clear_lease!(),
-            " WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now() RETURNING run_at"
+            " WHERE id = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp() RETURNING run_at"
         ))
         .bind(lease.job_id)
         .bind(lease.token)
