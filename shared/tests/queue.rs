@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use trawl_shared::db;
 use trawl_shared::domain::{JobKind, JobSpec, JobState, NewJob};
-use trawl_shared::queue::{Checkpoint, FailOutcome, Failure, Queue, QueueError, QueueSettings};
+use trawl_shared::queue::{
+    Checkpoint, FailOutcome, Failure, LeasedJob, Queue, QueueError, QueueSettings,
+};
 use trawl_shared::testing::{TestDb, fresh_db};
 
 fn settings() -> QueueSettings {
@@ -32,6 +34,18 @@ async fn queue_with(settings: QueueSettings) -> (TestDb, Queue) {
 
 async fn state_of(queue: &Queue, id: i64) -> JobState {
     queue.get(id).await.unwrap().unwrap().state
+}
+
+/// A queue whose leases last `lease`, holding one job that `worker-a` has leased.
+async fn one_leased_job(lease: Duration, kind: &str) -> (TestDb, Queue, LeasedJob) {
+    let (db, queue) = queue_with(QueueSettings {
+        lease,
+        ..settings()
+    })
+    .await;
+    queue.submit(&job(kind, "natgeo")).await.unwrap();
+    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    (db, queue, leased)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -207,17 +221,8 @@ async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
 /// partition longer than its lease), and the rescuer then requeues the job.
 #[tokio::test]
 async fn an_expired_lease_writes_nothing_even_before_the_rescuer_runs() {
-    let (_db, queue) = queue_with(QueueSettings {
-        lease: Duration::from_millis(300),
-        ..settings()
-    })
-    .await;
-    let id = queue
-        .submit(&job("profile_posts", "natgeo"))
-        .await
-        .unwrap()
-        .id;
-    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    let (_db, queue, leased) = one_leased_job(Duration::from_millis(300), "profile_posts").await;
+    let id = leased.lease.job_id;
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_every_write_is_refused(&queue, &leased.lease).await;
     let row = queue.get(id).await.unwrap().unwrap();
@@ -734,17 +739,8 @@ async fn list_pages_newest_first_with_filters() {
 /// right after a long page lands instead of finding the lease run out.
 #[tokio::test]
 async fn a_checkpoint_renews_the_lease_from_the_moment_it_is_written() {
-    let (_db, queue) = queue_with(QueueSettings {
-        lease: Duration::from_millis(1000),
-        ..settings()
-    })
-    .await;
-    let id = queue
-        .submit(&job("hashtag_posts", "huge"))
-        .await
-        .unwrap()
-        .id;
-    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    let (_db, queue, leased) = one_leased_job(Duration::from_millis(1000), "hashtag_posts").await;
+    let id = leased.lease.job_id;
     let mut tx = queue.pool().begin().await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;
     let progress = Checkpoint {
@@ -769,17 +765,8 @@ async fn a_checkpoint_renews_the_lease_from_the_moment_it_is_written() {
 /// from the database mid-page) is refused when it comes back, and does not revive the lease.
 #[tokio::test]
 async fn a_transaction_that_outlives_its_lease_cannot_checkpoint() {
-    let (_db, queue) = queue_with(QueueSettings {
-        lease: Duration::from_millis(300),
-        ..settings()
-    })
-    .await;
-    let id = queue
-        .submit(&job("hashtag_posts", "stalled"))
-        .await
-        .unwrap()
-        .id;
-    let leased = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    let (_db, queue, leased) = one_leased_job(Duration::from_millis(300), "hashtag_posts").await;
+    let id = leased.lease.job_id;
     let mut tx = queue.pool().begin().await.unwrap();
     // The transaction's clock (`now()`) starts here, inside the lease.
     sqlx::query("SELECT now()").execute(&mut *tx).await.unwrap();
