@@ -153,6 +153,9 @@ fn load_cases(entrance: &'static str) -> Result<Vec<Case>, String> {
             "{entrance}/{name}.expect.toml: no case file beside it"
         ));
     }
+    if cases.is_empty() {
+        return Err(format!("tests/corpus/{entrance}: no cases"));
+    }
     Ok(cases)
 }
 
@@ -177,36 +180,25 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Vec<u8> {
     out
 }
 
-fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if !digits.len().is_multiple_of(2) {
-        return Err(format!("hex {hex:?} has an odd number of digits"));
+/// `bytes` with every `{{NAME}}` placeholder filled in.
+fn fill(mut bytes: Vec<u8>, values: &Placeholders) -> Vec<u8> {
+    for (name, value) in values {
+        bytes = replace_all(&bytes, format!("{{{{{name}}}}}").as_bytes(), value);
     }
-    digits
-        .chunks(2)
-        .map(|p| {
-            std::str::from_utf8(p)
-                .ok()
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-                .ok_or_else(|| format!("hex {hex:?} holds a non-hex digit"))
-        })
-        .collect()
+    bytes
 }
 
 /// The case file's bytes with placeholders filled in and `{{REPEAT}}` expanded.
 fn build_input(case: &Case, values: &Placeholders) -> Result<Vec<u8>, String> {
-    let mut bytes = std::fs::read(&case.input).map_err(|e| e.to_string())?;
-    for (name, value) in values {
-        bytes = replace_all(&bytes, format!("{{{{{name}}}}}").as_bytes(), value);
-    }
-    expand_repeat(&bytes, &case.expect)
+    let bytes = std::fs::read(&case.input).map_err(|e| e.to_string())?;
+    expand_repeat(&fill(bytes, values), &case.expect)
 }
 
 fn expand_repeat(bytes: &[u8], e: &Expect) -> Result<Vec<u8>, String> {
     let unit = match (&e.repeat, &e.repeat_hex) {
         (None, None) => return Ok(bytes.to_vec()),
         (Some(text), None) => text.clone().into_bytes(),
-        (None, Some(hex)) => decode_hex(hex)?,
+        (None, Some(hex)) => trawl_simulator::faults::decode_hex(hex)?,
         (Some(_), Some(_)) => return Err("give repeat or repeat_hex, not both".into()),
     };
     let marker = b"{{REPEAT}}";
@@ -215,6 +207,9 @@ fn expand_repeat(bytes: &[u8], e: &Expect) -> Result<Vec<u8>, String> {
         .position(|w| w == marker)
         .ok_or("repeat needs a {{REPEAT}} marker in the case file")?;
     let sep = e.repeat_separator.as_bytes();
+    if unit.is_empty() && sep.is_empty() && e.repeat_to_bytes.is_some() {
+        return Err("an empty repeat never reaches repeat_to_bytes".into());
+    }
     let mut middle = Vec::new();
     let fixed = bytes.len() - marker.len();
     let mut i = 0usize;
@@ -584,7 +579,7 @@ fn parse_args(bytes: &[u8]) -> Result<Vec<OsString>, String> {
                 out.extend_from_slice(&rest.as_bytes()[..start]);
                 let after = &rest[start + 6..];
                 let end = after.find("}}").ok_or("an unclosed {{HEX:")?;
-                out.extend(decode_hex(&after[..end])?);
+                out.extend(trawl_simulator::faults::decode_hex(&after[..end])?);
                 rest = &after[end + 2..];
             }
             out.extend_from_slice(rest.as_bytes());
@@ -865,7 +860,8 @@ async fn instagram_group(cases: &[Case], report: &mut Report) {
             .post(format!("{}/__sim/faults", fleet.sim_url))
             .body("{}")
             .send()
-            .await;
+            .await
+            .and_then(reqwest::Response::error_for_status);
         if let Err(problem) = result {
             failures.push(format!(
                 "{}: {problem}; logs in {}",
@@ -903,10 +899,10 @@ async fn instagram_case(
     let pool = fleet.pool();
     // The body goes to the simulator as text when it is UTF-8, else as hex; a `{{REPEAT}}` is
     // expanded by the simulator itself, so a huge answer costs one small request.
-    let mut body = std::fs::read(&case.input).map_err(|e| e.to_string())?;
-    for (name, value) in values {
-        body = replace_all(&body, format!("{{{{{name}}}}}").as_bytes(), value);
-    }
+    let body = fill(
+        std::fs::read(&case.input).map_err(|e| e.to_string())?,
+        values,
+    );
     let mut answer = json!({
         "path_contains": e.path_contains.clone().ok_or("instagram cases need `path_contains`")?,
         "status": e.answer_status.unwrap_or(200),
@@ -924,6 +920,12 @@ async fn instagram_case(
                     .collect::<String>()
             )
         }
+    }
+    if e.repeat_hex.is_some() || e.repeat_to_bytes.is_some() {
+        return Err(
+            "instagram repeats take `repeat` and `repeat_times` (the simulator expands them)"
+                .into(),
+        );
     }
     if let Some(unit) = &e.repeat {
         answer["repeat"] = json!({
@@ -947,14 +949,13 @@ async fn instagram_case(
     }
 
     let before = snapshot(pool, Some("ig_"), 0).await;
-    let mut target = e
-        .target
-        .clone()
-        .unwrap_or_else(|| "{{USER}}".into())
-        .into_bytes();
-    for (name, value) in values {
-        target = replace_all(&target, format!("{{{{{name}}}}}").as_bytes(), value);
-    }
+    let target = fill(
+        e.target
+            .clone()
+            .unwrap_or_else(|| "{{USER}}".into())
+            .into_bytes(),
+        values,
+    );
     let target = String::from_utf8(target).map_err(|e| e.to_string())?;
     let spec = JobSpec {
         max_attempts: Some(e.max_attempts.unwrap_or(1)),

@@ -95,17 +95,10 @@ async fn killing_workers_loses_and_duplicates_nothing_and_resumes_from_cursors()
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     loop {
-        let active: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
-                .fetch_one(fleet.pool())
-                .await
-                .unwrap();
-        if active == 0 || started.elapsed() > Duration::from_secs(150) {
+        if fleet.active_jobs().await == 0 || started.elapsed() > Duration::from_secs(150) {
             break;
         }
-        let victim = rand::random_range(0..fleet.worker_count());
-        fleet.kill_worker(victim);
-        fleet.start_worker(victim);
+        fleet.kill_and_restart_random_worker();
         kills += 1;
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }

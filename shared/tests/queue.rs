@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use trawl_shared::db;
 use trawl_shared::domain::{JobKind, JobSpec, JobState, NewJob};
 use trawl_shared::queue::{
-    Checkpoint, FailOutcome, Failure, LeasedJob, Queue, QueueError, QueueSettings,
+    Checkpoint, FailOutcome, Failure, Lease, LeasedJob, Queue, QueueError, QueueSettings,
 };
 use trawl_shared::testing::{TestDb, fresh_db};
 
@@ -126,8 +126,9 @@ async fn sixteen_leasers_drain_ten_thousand_jobs_each_exactly_once() {
     assert!(attempts_ok, "every job was leased exactly once");
 }
 
-/// Every write a lease holder can make is refused with `LeaseLost` (fencing), and writes nothing.
-async fn assert_every_write_is_refused(queue: &Queue, lease: &trawl_shared::queue::Lease) {
+/// Every write a lease holder can make is refused with `LeaseLost` (fencing); the callers check
+/// that nothing was written.
+async fn assert_every_write_is_refused(queue: &Queue, lease: &Lease) {
     let late = Checkpoint {
         cursor: Some("late".into()),
         items: 99,
@@ -162,18 +163,8 @@ async fn assert_every_write_is_refused(queue: &Queue, lease: &trawl_shared::queu
 
 #[tokio::test]
 async fn an_expired_lease_is_rescued_and_the_old_holder_is_fenced_out() {
-    let (_db, queue) = queue_with(QueueSettings {
-        lease: Duration::from_millis(300),
-        ..settings()
-    })
-    .await;
-    let id = queue
-        .submit(&job("profile_posts", "natgeo"))
-        .await
-        .unwrap()
-        .id;
-
-    let first = queue.lease("worker-a", 1, None).await.unwrap().remove(0);
+    let (_db, queue, first) = one_leased_job(Duration::from_millis(300), "profile_posts").await;
+    let id = first.lease.job_id;
     assert_eq!(first.attempt, 1);
     assert_eq!(first.checkpoint, None);
     let progress = Checkpoint {
@@ -237,13 +228,8 @@ async fn an_expired_lease_writes_nothing_even_before_the_rescuer_runs() {
 
 #[tokio::test]
 async fn a_heartbeat_keeps_a_lease_from_being_rescued() {
-    let (_db, queue) = queue_with(QueueSettings {
-        lease: Duration::from_millis(400),
-        ..settings()
-    })
-    .await;
-    let id = queue.submit(&job("profile", "keeper")).await.unwrap().id;
-    let leased = queue.lease("w", 1, None).await.unwrap().remove(0);
+    let (_db, queue, leased) = one_leased_job(Duration::from_millis(400), "profile").await;
+    let id = leased.lease.job_id;
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         queue.heartbeat(&leased.lease).await.unwrap();
@@ -767,9 +753,8 @@ async fn a_checkpoint_renews_the_lease_from_the_moment_it_is_written() {
 async fn a_transaction_that_outlives_its_lease_cannot_checkpoint() {
     let (_db, queue, leased) = one_leased_job(Duration::from_millis(300), "hashtag_posts").await;
     let id = leased.lease.job_id;
+    // `begin` sends BEGIN: the transaction's clock (`now()`) starts here, inside the lease.
     let mut tx = queue.pool().begin().await.unwrap();
-    // The transaction's clock (`now()`) starts here, inside the lease.
-    sqlx::query("SELECT now()").execute(&mut *tx).await.unwrap();
     tokio::time::sleep(Duration::from_millis(450)).await;
     let late = Checkpoint {
         items: 50,

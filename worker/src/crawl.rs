@@ -685,16 +685,14 @@ impl Crawl<'_> {
                 stop = true;
             }
         }
-        let mut posts = Vec::new();
-        let mut comments = Vec::new();
-        let mut users = Vec::new();
-        for entry in page.entries {
-            match entry {
-                Entry::Post(p) => posts.push(p),
-                Entry::Thread(t) => comments.extend(t),
-                Entry::User(u) => users.push(u),
-            }
-        }
+        let Decoded {
+            posts,
+            comments,
+            users,
+            end_cursor,
+            has_next,
+            ..
+        } = Decoded::from_page(page);
         let listed = (posts.len() + users.len()) as u64
             + comments.iter().filter(|c| c.parent_id.is_none()).count() as u64;
         let mut stored = store::Stored::default();
@@ -741,8 +739,8 @@ impl Crawl<'_> {
         }
         cp.items += listed;
         cp.pages += 1;
-        cp.cursor = page.end_cursor;
-        cp.done = stop || !page.has_next;
+        cp.cursor = end_cursor;
+        cp.done = stop || !has_next;
         self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         for (item, n) in stored.0 {

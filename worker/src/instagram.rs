@@ -797,24 +797,21 @@ pub fn judge(status: u16, json: Option<Value>, call: &Call) -> Verdict {
                 Attempt::Retry(Outcome::InvalidJson, "the answer is not JSON".into()),
                 Outcome::InvalidJson,
             ),
-            Some(j) => match j.get("status") {
-                None => (Attempt::Done(Answer { json: j, status }), Outcome::Ok),
-                Some(Value::String(s)) if s == "ok" => {
-                    (Attempt::Done(Answer { json: j, status }), Outcome::Ok)
-                }
-                // Instagram's `status` is "ok" or "fail"; anything else (an object, a number) is
-                // an answer we do not understand, not a success.
-                Some(other) => {
-                    let said = match other {
-                        Value::String(s) => format!("{:?}", short(s)),
-                        value => short(&value.to_string()),
-                    };
-                    (
-                        Attempt::Retry(Outcome::ServerError, format!("status {said}: {message}")),
-                        Outcome::ServerError,
-                    )
-                }
-            },
+            // Instagram's `status` is "ok" or "fail"; anything else (an object, a number) is an
+            // answer we do not understand, not a success.
+            Some(j) if j.get("status").is_none_or(|s| s == "ok") => {
+                (Attempt::Done(Answer { json: j, status }), Outcome::Ok)
+            }
+            Some(j) => {
+                let said = match &j["status"] {
+                    Value::String(s) => format!("{:?}", short(s)),
+                    value => short(&value.to_string()),
+                };
+                (
+                    Attempt::Retry(Outcome::ServerError, format!("status {said}: {message}")),
+                    Outcome::ServerError,
+                )
+            }
         },
         400 if json
             .as_ref()

@@ -282,8 +282,9 @@ async fn queue_jobs(
         .await?;
         at = end;
     }
+    let rate = (to - from) as f64 / started.elapsed().as_secs_f64();
     sqlx::query("ANALYZE jobs").execute(pool).await?;
-    Ok((to - from) as f64 / started.elapsed().as_secs_f64())
+    Ok(rate)
 }
 
 /// Jobs queued, and jobs finished (completed or failed).
@@ -418,6 +419,8 @@ struct Resident {
 
 struct FleetFigures {
     phases: [Phase; 2],
+    /// Jobs queued between the phases (to bring the backlog back to the plan's size).
+    top_up: usize,
     top_up_rate: f64,
     accounts_seconds: f64,
     api: Vec<api::Load>,
@@ -721,6 +724,7 @@ async fn fleet(server: &Server, args: &Args, plan: &Plan, trawl: PathBuf) -> Res
         .unwrap_or((0, 0));
     Ok(FleetFigures {
         phases: [first, second],
+        top_up,
         top_up_rate,
         accounts_seconds,
         api: loads,
@@ -791,7 +795,7 @@ fn fleet_report(
          jobs were queued while the fleet crawled ({:.0} jobs/s), then `ANALYZE jobs`.\n",
         plan.phase.as_secs_f64(),
         plan.warmup.as_secs_f64(),
-        plan.jobs.saturating_sub(plan.baseline),
+        f.top_up,
         f.top_up_rate,
     )?;
     writeln!(
@@ -846,7 +850,7 @@ fn fleet_report(
     writeln!(
         out,
         "\n### The scheduler's API under {} concurrent clients\n\n`wrk -t2 -c{} -d{}s` against \
-         one scheduler with {} or more jobs queued and the fleet crawling; every submission \
+         one scheduler with about {} jobs queued and the fleet crawling; every submission \
          inserts a new `profile` job (its own unique key).\n",
         args.api_clients, args.api_clients, plan.api_seconds, plan.jobs
     )?;
