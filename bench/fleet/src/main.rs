@@ -804,48 +804,47 @@ fn fleet_report(
         first.queued_at_start, second.queued_at_start
     )?;
     writeln!(out, "|---|---:|---:|")?;
-    let lease = |p: &Phase| {
+    let p50_p99 = |samples: &[Duration]| {
         format!(
             "{} / {}",
-            ms(percentile(&p.leases, 0.5)),
-            ms(percentile(&p.leases, 0.99))
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99))
         )
     };
-    let ledger = |p: &Phase| {
-        format!(
-            "{} / {}",
-            ms(percentile(&p.ledger.latencies, 0.5)),
-            ms(percentile(&p.ledger.latencies, 0.99))
-        )
-    };
-    writeln!(
-        out,
-        "| lease latency p50 / p99 ms ({} and {} samples) | {} | {} |",
-        first.leases.len(),
-        second.leases.len(),
-        lease(first),
-        lease(second)
-    )?;
-    writeln!(
-        out,
-        "| ledger decision p50 / p99 ms ({} and {} decisions) | {} | {} |",
-        first.ledger.latencies.len(),
-        second.ledger.latencies.len(),
-        ledger(first),
-        ledger(second)
-    )?;
-    writeln!(
-        out,
-        "| jobs finished / s | {:.1} | {:.1} |",
-        first.finished as f64 / first.seconds,
-        second.finished as f64 / second.seconds
-    )?;
-    writeln!(
-        out,
-        "| requests to the simulator / s | {:.1} | {:.1} |",
-        first.requests as f64 / first.seconds,
-        second.requests as f64 / second.seconds
-    )?;
+    let per_second = |p: &Phase, n: f64| format!("{:.1}", n / p.seconds);
+    let rows = [
+        (
+            format!(
+                "lease latency p50 / p99 ms ({} and {} samples)",
+                first.leases.len(),
+                second.leases.len()
+            ),
+            p50_p99(&first.leases),
+            p50_p99(&second.leases),
+        ),
+        (
+            format!(
+                "ledger decision p50 / p99 ms ({} and {} decisions)",
+                first.ledger.latencies.len(),
+                second.ledger.latencies.len()
+            ),
+            p50_p99(&first.ledger.latencies),
+            p50_p99(&second.ledger.latencies),
+        ),
+        (
+            "jobs finished / s".to_owned(),
+            per_second(first, first.finished as f64),
+            per_second(second, second.finished as f64),
+        ),
+        (
+            "requests to the simulator / s".to_owned(),
+            per_second(first, first.requests as f64),
+            per_second(second, second.requests as f64),
+        ),
+    ];
+    for (label, one, two) in rows {
+        writeln!(out, "| {label} | {one} | {two} |")?;
+    }
 
     writeln!(
         out,

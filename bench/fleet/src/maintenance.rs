@@ -326,51 +326,39 @@ pub async fn run(server: &Server, finished: usize, plans: &PlanLog) -> Result<Fi
         );
         let mut timed = Vec::new();
         plans.take();
-
-        let t = Instant::now();
-        let r = queue.rescue_expired().await?;
-        timed.push((
+        // Each step: its name, how long the call took, what it did, and the plans it logged.
+        macro_rules! step {
+            ($name:expr, $call:expr, |$r:ident| $rows:expr) => {{
+                let started = Instant::now();
+                let $r = $call.await?;
+                timed.push(($name, started.elapsed(), $rows, plans.take()));
+            }};
+        }
+        step!(
             "rescue expired leases (`Queue::rescue_expired`)",
-            t.elapsed(),
-            format!("{} requeued, {} failed", r.requeued, r.failed),
-            plans.take(),
-        ));
-
-        let t = Instant::now();
-        let pruned = queue.prune_finished(RETENTION).await?;
-        timed.push((
+            queue.rescue_expired(),
+            |r| format!("{} requeued, {} failed", r.requeued, r.failed)
+        );
+        step!(
             "prune finished jobs past 7 days (`Queue::prune_finished`)",
-            t.elapsed(),
-            format!("{pruned} deleted"),
-            plans.take(),
-        ));
-
-        let t = Instant::now();
-        let forgotten = ledger.prune().await?;
-        timed.push((
+            queue.prune_finished(RETENTION),
+            |n| format!("{n} deleted")
+        );
+        step!(
             "forget grants older than the history (`Ledger::prune`)",
-            t.elapsed(),
-            format!("{forgotten} deleted"),
-            plans.take(),
-        ));
-
-        let t = Instant::now();
-        let stats = queue.stats().await?;
-        timed.push((
+            ledger.prune(),
+            |n| format!("{n} deleted")
+        );
+        step!(
             "queue metrics (`Queue::stats`)",
-            t.elapsed(),
-            format!("{} rows", stats.rows.len()),
-            plans.take(),
-        ));
-
-        let t = Instant::now();
-        let counts = accounts::count_by_state(&work_pool).await?;
-        timed.push((
+            queue.stats(),
+            |s| format!("{} rows", s.rows.len())
+        );
+        step!(
             "account metrics (`accounts::count_by_state`)",
-            t.elapsed(),
-            format!("{} states", counts.len()),
-            plans.take(),
-        ));
+            accounts::count_by_state(&work_pool),
+            |c| format!("{} states", c.len())
+        );
 
         for (i, (name, took, rows, notices)) in timed.into_iter().enumerate() {
             if pass == 0 {
