@@ -538,24 +538,21 @@ impl Progress {
     }
 }
 
-/// A readable name for a query type: the GraphQL queries by what they fetch.
+/// A readable name for a query type: the GraphQL queries by what they fetch (the name of the
+/// setting that holds their id).
 fn type_label(key: &str) -> String {
-    use trawl_worker::crawl::hashes;
-    let names = [
-        (hashes::PROFILE_POSTS, "graphql:profile_posts"),
-        (hashes::COMMENTS, "graphql:comments"),
-        (hashes::FOLLOWERS, "graphql:followers"),
-        (hashes::FOLLOWEES, "graphql:followees"),
-        (hashes::HASHTAG, "graphql:hashtag"),
-    ];
-    key.strip_prefix("qh:")
-        .and_then(|h| {
-            names
-                .iter()
-                .find(|(hash, _)| *hash == h)
-                .map(|(_, n)| (*n).to_owned())
-        })
-        .unwrap_or_else(|| key.to_owned())
+    let ig = trawl_shared::config::InstagramConfig::default();
+    let id = key
+        .strip_prefix("qh:")
+        .or_else(|| key.strip_prefix("doc:"))
+        .unwrap_or(key);
+    ig.query_hashes
+        .entries()
+        .into_iter()
+        .chain(ig.doc_ids.entries())
+        .find(|(_, value)| *value == id)
+        .and_then(|(setting, _)| setting.rsplit('.').next())
+        .map_or_else(|| key.to_owned(), |name| format!("graphql:{name}"))
 }
 
 fn metric_sum(text: &str, name: &str) -> f64 {

@@ -1,7 +1,7 @@
 //! Instagram's answers, as the worker reads them: the client's JSON reading and rate-limit hints,
 //! then the crawler's decoding of each kind of answer.
 //!
-//! Input: byte 0 picks the answer kind (`AnswerKind::ALL[b % 10]`); the rest is the body, or
+//! Input: byte 0 picks the answer kind (`AnswerKind::ALL[b % AnswerKind::ALL.len()]`); the rest is the body, or
 //! `headers NUL body` where headers are `name: value` lines (a raw NUL cannot occur in JSON).
 //! Besides not panicking: no NUL reaches a row (PostgreSQL text cannot hold one), every time is
 //! one PostgreSQL can read back, a page that says it has a next page has a cursor, and a

@@ -12,7 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use trawl_worker::instagram::{
-    Attempt, Call, IgError, MAX_REASON_CHARS, Verdict, judge, parse_body,
+    Attempt, Call, IgError, MAX_REASON_CHARS, Shape, Verdict, judge, parse_body,
 };
 
 /// The fixed words of the longest reason ("two-factor authentication is required: …") plus two
@@ -35,8 +35,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let status = u16::from_be_bytes([*hi, *lo]) % 600;
     let mut call = Call::web("/api/v1/users/web_profile_info/", &[]);
-    call.html = flags & 1 != 0;
+    if flags & 1 != 0 {
+        call.shape = Shape::Page;
+    }
     call.paginated = flags & 2 != 0;
+    if flags & 4 != 0 {
+        call.config_key = Some("instagram.doc_ids.post");
+    }
     let json = parse_body(body);
     let says_ok = json.as_ref().is_some_and(|j| {
         matches!(
@@ -52,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
             match attempt {
                 Attempt::Done(answer) => {
                     assert_eq!(answer.status, 200);
-                    assert!(says_ok || call.html, "a 200 taken although its status is not ok");
+                    assert!(says_ok || call.wants_html(), "a 200 taken although its status is not ok");
                 }
                 Attempt::Retry(_, reason) => {
                     assert!(!(status == 200 && says_ok), "a good answer retried");

@@ -72,7 +72,8 @@ pub struct WorkerConfig {
     pub wake_on_notify: bool,
 }
 
-/// Where Instagram is and how the client treats it (reference §5–6).
+/// Where Instagram is and how the client treats it. The defaults are what Instaloader 4.16
+/// sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InstagramConfig {
@@ -87,6 +88,107 @@ pub struct InstagramConfig {
     pub page_length: u32,
     /// Desktop browser `User-Agent` of web requests.
     pub user_agent: String,
+    /// The web app's GraphQL `doc_id`s. Instagram retires them now and then; a job whose query
+    /// Instagram refuses fails with the key to update here.
+    pub doc_ids: DocIds,
+    /// The older GraphQL `query_hash`es Instagram still answers.
+    pub query_hashes: QueryHashes,
+}
+
+/// `doc_id`s of the web app's GraphQL queries (Instaloader 4.16's values by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocIds {
+    /// A profile's details by user id (the web app's profile page query).
+    pub profile: String,
+    /// A profile's posts as the logged-in web app pages them (`api/graphql`).
+    pub profile_posts: String,
+    /// A profile's posts after the page's first ones, logged out (`api/graphql`).
+    pub profile_posts_logged_out: String,
+    /// One post by its shortcode.
+    pub post: String,
+}
+
+impl Default for DocIds {
+    fn default() -> Self {
+        Self {
+            profile: "27937681195819736".into(),
+            profile_posts: "29104886249145907".into(),
+            profile_posts_logged_out: "28904005159232689".into(),
+            post: "27128499623469141".into(),
+        }
+    }
+}
+
+impl DocIds {
+    /// (configuration key, value) of every id, for validation and error messages.
+    pub fn entries(&self) -> [(&'static str, &str); 4] {
+        [
+            ("instagram.doc_ids.profile", &self.profile),
+            ("instagram.doc_ids.profile_posts", &self.profile_posts),
+            (
+                "instagram.doc_ids.profile_posts_logged_out",
+                &self.profile_posts_logged_out,
+            ),
+            ("instagram.doc_ids.post", &self.post),
+        ]
+    }
+}
+
+/// `query_hash`es of the GraphQL queries Instagram still answers (Instaloader 4.16's values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryHashes {
+    pub followers: String,
+    pub followees: String,
+    /// A post's comments, when it has no more than one page of them.
+    pub comments: String,
+    /// The replies of one comment, when its page did not carry all of them.
+    pub comment_replies: String,
+    pub hashtag_posts: String,
+    /// Story reels by owner id.
+    pub stories: String,
+    /// A user's highlight reels.
+    pub highlights: String,
+    /// The items of one highlight.
+    pub highlight_items: String,
+}
+
+impl Default for QueryHashes {
+    fn default() -> Self {
+        Self {
+            followers: "37479f2b8209594dde7facb0d904896a".into(),
+            followees: "58712303d941c6855d4e888c5f0cd22f".into(),
+            comments: "97b41c52301f77ce508f55e66d17620e".into(),
+            comment_replies: "51fdd02b67508306ad4484ff574a0b62".into(),
+            hashtag_posts: "9b498c08113f1e09617a1703c22b2f32".into(),
+            stories: "303a4ae99711322310f25250d988f3b7".into(),
+            highlights: "7c16654f22c819fb63d1183034a5162f".into(),
+            highlight_items: "45246d3fe16ccc6577e0bd297a5db1ab".into(),
+        }
+    }
+}
+
+impl QueryHashes {
+    /// (configuration key, value) of every hash, for validation and error messages.
+    pub fn entries(&self) -> [(&'static str, &str); 8] {
+        [
+            ("instagram.query_hashes.followers", &self.followers),
+            ("instagram.query_hashes.followees", &self.followees),
+            ("instagram.query_hashes.comments", &self.comments),
+            (
+                "instagram.query_hashes.comment_replies",
+                &self.comment_replies,
+            ),
+            ("instagram.query_hashes.hashtag_posts", &self.hashtag_posts),
+            ("instagram.query_hashes.stories", &self.stories),
+            ("instagram.query_hashes.highlights", &self.highlights),
+            (
+                "instagram.query_hashes.highlight_items",
+                &self.highlight_items,
+            ),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,10 +415,12 @@ impl Default for InstagramConfig {
             mobile_base: "https://i.instagram.com".into(),
             max_connection_attempts: 3,
             request_timeout: HumanDuration::from_secs(30),
-            page_length: 50,
-            user_agent: "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
-                         (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+            page_length: 12,
+            user_agent: "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+                         (KHTML, like Gecko) Chrome/142.0.0.0 Safari/537.36"
                 .into(),
+            doc_ids: DocIds::default(),
+            query_hashes: QueryHashes::default(),
         }
     }
 }
@@ -618,6 +722,19 @@ impl Config {
         }
         if !(12..=50).contains(&i.page_length) {
             return fail("instagram.page_length", "must be between 12 and 50".into());
+        }
+        for (key, id) in i.doc_ids.entries() {
+            if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return fail(key, format!("expected a doc_id of digits, not {id:?}"));
+            }
+        }
+        for (key, hash) in i.query_hashes.entries() {
+            if hash.len() != 32 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return fail(
+                    key,
+                    format!("expected a query_hash of 32 hex digits, not {hash:?}"),
+                );
+            }
         }
         let url = &self.client.url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {

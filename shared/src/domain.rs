@@ -71,11 +71,15 @@ impl JobKind {
         }
     }
 
-    /// Kinds Instagram serves only to a logged-in session.
+    /// Kinds Instagram serves only to a logged-in session (Instaloader refuses them without one).
     pub fn requires_login(self) -> bool {
         matches!(
             self,
-            JobKind::Followers | JobKind::Followees | JobKind::Stories | JobKind::Highlights
+            JobKind::Followers
+                | JobKind::Followees
+                | JobKind::Stories
+                | JobKind::Highlights
+                | JobKind::PostComments
         )
     }
 

@@ -501,6 +501,10 @@ impl Worker {
                 )
                 .await
             }
+            Err(CrawlError::Instagram(e @ IgError::QueryRefused { .. })) => {
+                // Another account would be refused the same: the configuration must change.
+                self.fail(job, &e.to_string(), Failure::Permanent).await
+            }
             Err(CrawlError::Instagram(IgError::AccountBlocked(reason))) => {
                 held.set_verdict(AccountVerdict::Checkpoint(reason));
                 self.queue.release(lease).await.map(|()| "released")

@@ -121,6 +121,40 @@ impl PostRow {
     }
 }
 
+impl PostRow {
+    /// A post as the mobile API and the web app's newer queries describe it (`code`, `pk`,
+    /// `media_type` 1/2/8, `taken_at`, `caption.text`, `like_count`, `comment_count`, `user`).
+    pub fn from_media(m: &Value) -> Result<Self, ShapeError> {
+        let pk = id(&m["pk"])
+            .or_else(|| id(&m["id"]))
+            .ok_or_else(|| ShapeError("a post without a pk".into()))?;
+        let shortcode =
+            text(&m["code"]).ok_or_else(|| ShapeError(format!("post {pk} without a code")))?;
+        let owner_id = id(&m["user"]["pk"])
+            .or_else(|| id(&m["user"]["id"]))
+            .ok_or_else(|| ShapeError(format!("post {pk} without a user")))?;
+        let typename = match m["media_type"].as_i64() {
+            Some(1) => Some("GraphImage"),
+            Some(2) => Some("GraphVideo"),
+            Some(8) => Some("GraphSidecar"),
+            _ => None,
+        };
+        Ok(Self {
+            id: pk,
+            shortcode,
+            owner_id,
+            owner_username: text(&m["user"]["username"]),
+            typename: typename.map(str::to_owned),
+            taken_at: time(&m["taken_at"]),
+            caption: text(&m["caption"]["text"]),
+            like_count: m["like_count"].as_i64(),
+            comment_count: m["comment_count"].as_i64(),
+            is_video: typename.map(|t| t == "GraphVideo"),
+            raw: m.clone(),
+        })
+    }
+}
+
 fn id_of_owner(n: &Value) -> Option<i64> {
     id(&n["owner"]["id"])
 }
@@ -155,7 +189,36 @@ impl CommentRow {
         Ok(rows)
     }
 
-    fn one(shortcode: &str, n: &Value, parent_id: Option<i64>) -> Result<Self, ShapeError> {
+    /// A comment (or reply) as the mobile API lists it: `pk`, `created_at`, `text`,
+    /// `comment_like_count`, `user{pk, username}`.
+    pub fn from_mobile(
+        shortcode: &str,
+        c: &Value,
+        parent_id: Option<i64>,
+    ) -> Result<Self, ShapeError> {
+        let pk = id(&c["pk"])
+            .or_else(|| id(&c["id"]))
+            .ok_or_else(|| ShapeError("a comment without a pk".into()))?;
+        let mut raw = c.clone();
+        // Replies are stored as their own rows.
+        if let Some(obj) = raw.as_object_mut() {
+            obj.remove("preview_child_comments");
+        }
+        Ok(Self {
+            id: pk,
+            post_shortcode: shortcode.to_owned(),
+            parent_id,
+            owner_id: id(&c["user"]["pk"]).or_else(|| id(&c["user"]["id"])),
+            owner_username: text(&c["user"]["username"]),
+            text: text(&c["text"]),
+            created_at: time(&c["created_at"]),
+            like_count: c["comment_like_count"].as_i64(),
+            raw,
+        })
+    }
+
+    /// One comment or reply of a web GraphQL page (replies are not followed).
+    pub fn one(shortcode: &str, n: &Value, parent_id: Option<i64>) -> Result<Self, ShapeError> {
         let id = id(&n["id"]).ok_or_else(|| ShapeError("a comment without an id".into()))?;
         Ok(Self {
             id,

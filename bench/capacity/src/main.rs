@@ -26,7 +26,6 @@ use trawl_shared::queue::{Queue, QueueSettings};
 use trawl_shared::secret::Secret;
 use trawl_shared::{JobSpec, NewJob};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
-use trawl_worker::crawl::hashes;
 
 #[derive(Debug, Parser)]
 #[command(about = "Benchmark the share of the rate-limit windows a Trawl fleet uses")]
@@ -184,7 +183,12 @@ async fn run(server: &Server, args: &Args, accounts: usize) -> Result<Run> {
         bail!("the backlog ran out before the measurement ended");
     }
 
-    let comments_type = format!("qh:{}", hashes::COMMENTS);
+    let comments_type = format!(
+        "qh:{}",
+        trawl_shared::config::InstagramConfig::default()
+            .query_hashes
+            .comments
+    );
     let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for line in audit.lines() {
         let e: Value = serde_json::from_str(line)?;
