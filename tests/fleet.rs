@@ -28,14 +28,14 @@ async fn four_workers_store_every_post_and_comment_once_without_a_429() {
     fleet.assert_windows_held().await;
 }
 
-/// Pages of a profile's posts beyond the first, which travels with the profile itself.
+/// Pages of the logged-in posts query a crawl of `users` needs: 12 posts a page, as the web app
+/// asks for them.
 fn minimal_post_pages(fleet: &Fleet, users: &[String]) -> u64 {
-    let page = u64::from(fleet.options.page_length);
     users
         .iter()
         .map(|name| {
             let n = u64::from(fleet.data.user_by_name(name).expect("user").post_count);
-            n.saturating_sub(12).div_ceil(page)
+            n.div_ceil(12)
         })
         .sum()
 }
@@ -120,7 +120,13 @@ async fn killing_workers_loses_and_duplicates_nothing_and_resumes_from_cursors()
         !interrupted.is_empty(),
         "no profile crawl was interrupted by {kills} kills, so resumption was not exercised"
     );
-    let fetched = count_requests(&fleet.audit().await, "qh:003056d32c2554def87228bc3fd9668a");
+    let posts_query = format!(
+        "doc:{}",
+        trawl_shared::config::InstagramConfig::default()
+            .doc_ids
+            .profile_posts
+    );
+    let fetched = count_requests(&fleet.audit().await, &posts_query);
     let minimal = minimal_post_pages(&fleet, &users);
     assert!(
         fetched <= minimal + interrupted.len() as u64,
