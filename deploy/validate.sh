@@ -24,6 +24,7 @@ if command -v kubectl >/dev/null 2>&1; then
 fi
 
 echo "prometheus: deploy/prometheus"
+command -v promtool >/dev/null || scripts/install-prometheus.sh >/dev/null
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/alerts.test.yml
 

@@ -19,6 +19,7 @@ fi
 cargo build --bin trawl
 trawl=$PWD/target/debug/trawl
 
+scripts/install-postgres.sh >/dev/null
 # PostgreSQL's server binaries: the newest /usr/lib/postgresql/*/bin, else PATH (as shared/src/pgcluster.rs).
 pgbin=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
 if [ ! -x "$pgbin/initdb" ]; then

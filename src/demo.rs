@@ -61,6 +61,40 @@ struct Database {
 }
 
 /// `DATABASE_URL` (or `TRAWL_DATABASE__URL`) when given; otherwise the kept private cluster.
+/// Run from a checkout (`cargo run -- demo`), the demo installs PostgreSQL's server binaries
+/// with the repository's script when the machine has none, so that it works alone on a fresh
+/// machine. An installed binary far from its checkout says what is missing instead.
+async fn install_postgres_if_missing(quiet: bool) -> Result<(), CliError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-postgres.sh");
+    if trawl_shared::pgcluster::find_bin_dir().is_some() || !script.is_file() {
+        return Ok(());
+    }
+    if !quiet {
+        println!(
+            "      PostgreSQL's server binaries are missing: running {}",
+            script.display()
+        );
+    }
+    let status = tokio::process::Command::new("bash")
+        .arg(&script)
+        .stdout(if quiet {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::inherit()
+        })
+        .status()
+        .await
+        .map_err(|e| CliError::Failure(format!("cannot run {}: {e}", script.display())))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CliError::Failure(format!(
+            "{} failed ({status}); install PostgreSQL's server binaries and run the demo again",
+            script.display()
+        )))
+    }
+}
+
 async fn database(data_dir: &Path, quiet: bool) -> Result<Database, CliError> {
     if let Some(url) = ["DATABASE_URL", "TRAWL_DATABASE__URL"]
         .iter()
@@ -74,6 +108,7 @@ async fn database(data_dir: &Path, quiet: bool) -> Result<Database, CliError> {
         }
         return Ok(Database { url, cluster: None });
     }
+    install_postgres_if_missing(quiet).await?;
     let dir = data_dir.join("postgres");
     let cluster = tokio::task::spawn_blocking(move || PrivateCluster::open(&dir))
         .await

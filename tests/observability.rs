@@ -1,7 +1,8 @@
 //! Issue 6's proofs: the dashboards and alert rules are well-formed, and every panel and alert
 //! expression returns data from a real Prometheus scraping a real crawl (with 429s and waits).
 //!
-//! Needs `prometheus` and `promtool` (`scripts/install-prometheus.sh`, run by `.ci/run`).
+//! Needs `prometheus` and `promtool`, which `scripts/install-prometheus.sh` installs when they
+//! are missing (the test runs it).
 
 mod support;
 
@@ -17,15 +18,23 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// `prometheus` or `promtool`, installed by scripts/install-prometheus.sh when it is missing.
 fn tool(name: &str) -> PathBuf {
-    let found = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!("{name} is not installed: run scripts/install-prometheus.sh (apt-get install prometheus)")
-    })
+    let on_path = || {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    };
+    if let Some(found) = on_path() {
+        return found;
+    }
+    if let Err(e) = trawl_shared::testing::install("install-prometheus.sh") {
+        panic!("{name} is not installed and installing it failed: {e}");
+    }
+    on_path()
+        .unwrap_or_else(|| panic!("{name} is still missing after scripts/install-prometheus.sh"))
 }
 
 fn dashboards() -> Vec<(String, Value)> {

@@ -1,8 +1,10 @@
-//! Test support: a fresh, migrated database per test.
+//! Test support: a fresh, migrated database per test, and the tools the tests need installed
+//! when they are missing.
 //!
 //! The server is the one named by `DATABASE_URL`, or, when that is unset, a private throwaway
-//! cluster this process starts on first use and stops when it exits. Each test database is copied
-//! from a template that was migrated once per process, which takes milliseconds.
+//! cluster this process starts on first use and stops when it exits (PostgreSQL's server binaries
+//! are installed first if the machine has none). Each test database is copied from a template that
+//! was migrated once per process, which takes milliseconds.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -77,6 +79,36 @@ fn server() -> &'static Server {
     }
 }
 
+/// Runs the repository's `scripts/<script>`, one of the "install it when it is missing" scripts,
+/// so that `cargo test --workspace` needs nothing installed by hand on a fresh Debian machine. Test
+/// binaries run in parallel and apt-get takes one lock: a lock file serialises them.
+pub fn install(script: &str) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scripts")
+        .join(script);
+    let lock = std::fs::File::create(std::env::temp_dir().join("trawl-test-install.lock"))
+        .map_err(|e| format!("cannot create the install lock: {e}"))?;
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is dropped.
+    unsafe {
+        libc::flock(lock.as_raw_fd(), libc::LOCK_EX);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(&path)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} failed: {}{}",
+            path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 fn start_server() -> Result<Server, String> {
     // SAFETY: registering a plain extern "C" function with no captured state.
     unsafe {
@@ -85,6 +117,9 @@ fn start_server() -> Result<Server, String> {
     let admin_url = match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
+            if crate::pgcluster::find_bin_dir().is_none() {
+                install("install-postgres.sh")?;
+            }
             let cluster =
                 PrivateCluster::start(Durability::Throwaway).map_err(|e| e.to_string())?;
             let url = cluster.url("postgres");

@@ -11,16 +11,24 @@ use crate::support::{Fleet, FleetOptions, posts_with_comments};
 use crate::{Verdict, assert_no_panics, long};
 
 /// The preload library behind Debian's `faketime` command.
+/// Installed by scripts/install-faketime.sh when it is missing.
 fn libfaketime() -> PathBuf {
-    let found = std::fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|arch| arch.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!("libfaketime is not installed: run scripts/install-faketime.sh (apt-get install faketime)")
-    })
+    let find = || {
+        std::fs::read_dir("/usr/lib")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|arch| arch.path().join("faketime/libfaketime.so.1"))
+            .find(|p| p.exists())
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    if let Err(e) = trawl_shared::testing::install("install-faketime.sh") {
+        panic!("libfaketime is not installed and installing it failed: {e}");
+    }
+    find()
+        .unwrap_or_else(|| panic!("libfaketime is still missing after scripts/install-faketime.sh"))
 }
 
 /// The time of a worker's first log line (tracing's RFC 3339 timestamp, its own wall clock).
