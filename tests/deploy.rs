@@ -1,4 +1,4 @@
-//! Issue 7's proof: the compose topology (PostgreSQL, scheduler, scaled workers, the simulator) run
+//! The deployment's proof: the compose topology (PostgreSQL, scheduler, scaled workers, the simulator) run
 //! as local processes from the configuration the compose file uses (`deploy/trawl.env`), with the
 //! workers scaled from 2 to 6 and back to 2 during a crawl: nothing lost, nothing duplicated, the
 //! windows held. Also: the KEDA scaler's query, run against the live database.

@@ -1,4 +1,4 @@
-//! Issue 5's end-to-end proofs: real `trawl` processes (simulator, scheduler, workers) crawl the
+//! End-to-end proofs of the crawl fleet: real `trawl` processes (simulator, scheduler, workers) crawl the
 //! simulator's data set on a private PostgreSQL at scaled time.
 
 mod support;

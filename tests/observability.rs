@@ -1,4 +1,4 @@
-//! Issue 6's proofs: the dashboards and alert rules are well-formed, and every panel and alert
+//! The observability proofs: the dashboards and alert rules are well-formed, and every panel and alert
 //! expression returns data from a real Prometheus scraping a real crawl (with 429s and waits).
 //!
 //! Needs `prometheus` and `promtool`, which `scripts/install-prometheus.sh` installs when they

@@ -1,4 +1,4 @@
-//! Accounts (design §4): Instagram logins or anonymous identities, their sealed secrets, their
+//! Accounts (docs/architecture.md): Instagram logins or anonymous identities, their sealed secrets, their
 //! state, and the exclusive lease a worker holds on one of them.
 //!
 //! Like a job lease, an account lease carries a token; a heartbeat, a release or a state change by

@@ -252,7 +252,7 @@ pub struct ClientConfig {
     pub timeout: HumanDuration,
 }
 
-/// The rate limiter's windows (design §5, reference §2). The defaults reproduce Instaloader, plus a
+/// The rate limiter's windows (docs/rate-limits.md). The defaults reproduce Instaloader, plus a
 /// latency margin on the all-GraphQL window (ADR 0002); `LimiterConfig::instaloader()` is exact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -306,7 +306,7 @@ impl Default for LimiterConfig {
 }
 
 impl LimiterConfig {
-    /// Instaloader's arithmetic to the millisecond (reference §2), with no added margin.
+    /// Instaloader's arithmetic to the millisecond (docs/rate-limits.md), with no added margin.
     pub fn instaloader() -> Self {
         Self {
             time_scale: 1.0,

@@ -6,6 +6,25 @@
 //! It must not know HTTP routes or Instagram's wire format: those belong to `scheduler/` and
 //! `worker/`. Everything here talks to PostgreSQL with the database clock (`now()`), never a process's
 //! wall clock, so that any number of processes on any number of machines agree on time.
+//!
+//! The modules:
+//!
+//! - `config`: the layered configuration (defaults, `trawl.toml`, `TRAWL_*`, flags) and its checks;
+//! - `domain`: job kinds, states and specifications, and their validation;
+//! - `batch`: JSONL batch files of job specifications, line by line;
+//! - `duration`: human durations (`90s`, `1d`) in configuration and options;
+//! - `db`: the pool, migrations and the schema checks a process runs at start;
+//! - `queue`: the job queue: submit with dedup, lease, heartbeat, checkpoint, complete, fail, snooze,
+//!   all fenced by the lease token;
+//! - `accounts`: Instagram accounts, their sealed secrets and their leases;
+//! - `crypto`, `secret`: AES-GCM sealing of secrets at rest, and values that never print;
+//! - `tokens`: the API's scoped bearer tokens, stored as hashes;
+//! - `limiter`: the shared rate limiter (the PostgreSQL ledger, local pacing, server hints);
+//! - `leader`: leader election for singleton maintenance;
+//! - `metrics`: metric registration helpers;
+//! - `shutdown`: the signal every long-running task watches;
+//! - `pgcluster`: a private throwaway PostgreSQL cluster (tests and `trawl demo`);
+//! - `testing` (feature `testing`): a fresh migrated database per test, and installing missing tools.
 
 pub mod accounts;
 pub mod batch;

@@ -1,5 +1,5 @@
 //! Metric helpers shared by every process: the text exposition and the content type Prometheus
-//! expects. Metric names follow design §8: `trawl_` prefix, base units, `_total` on counters,
+//! expects. Metric names follow docs/metrics.md: `trawl_` prefix, base units, `_total` on counters,
 //! labels from closed sets only.
 
 use prometheus::{Encoder, Registry, TextEncoder};

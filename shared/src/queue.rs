@@ -1,11 +1,11 @@
-//! The persistent job queue (design §3): submit with dedup, lease with `FOR UPDATE SKIP LOCKED`,
+//! The persistent job queue (docs/architecture.md): submit with dedup, lease with `FOR UPDATE SKIP LOCKED`,
 //! heartbeat, checkpoint, complete, fail (retry with backoff or permanently), snooze, release,
 //! cancel, retry, pause and resume a kind, rescue expired leases, prune finished jobs.
 //!
 //! Every write a worker makes about a leased job (heartbeat, checkpoint, complete, fail, snooze,
 //! release) carries the lease's token and is refused with [`QueueError::LeaseLost`] when the token
 //! no longer matches or the lease has expired on the database clock at the moment of writing
-//! (`clock_timestamp()`, never the transaction's start `now()`; fencing, design invariant 4):
+//! (`clock_timestamp()`, never the transaction's start `now()`; fencing, invariant 4 of docs/architecture.md):
 //! a worker whose lease expired cannot change the job, whether or not the rescuer has given it to
 //! someone else yet. An expired lease is not revived by a late heartbeat: a worker cut off from the
 //! database for longer than its lease finds its job taken back, and the rescuer requeues it.

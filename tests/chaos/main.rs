@@ -1,4 +1,4 @@
-//! Issue 9's chaos scenarios R1–R7: real `trawl` processes, the simulator at scaled time and a
+//! The chaos scenarios R1–R7 (docs/reliability.md): real `trawl` processes, the simulator at scaled time and a
 //! PostgreSQL of the test's own, with one fault staged per scenario. Each ends with the same
 //! verdict, from the database and the simulator's oracle: every job terminal with a reason, every
 //! item the crawl covers stored exactly once (none missing, none unexpected), zero 429s and no

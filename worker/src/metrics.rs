@@ -1,4 +1,4 @@
-//! The worker's metrics (design §8): labels from closed sets only (query-type class, outcome, job
+//! The worker's metrics (docs/metrics.md): labels from closed sets only (query-type class, outcome, job
 //! kind, item kind), every known label set registered at zero. Usernames, targets and URLs go to
 //! tracing spans, never here.
 

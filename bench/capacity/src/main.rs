@@ -3,7 +3,7 @@
 //! per-type window, 200 per 11 minutes, is the one that binds) against the simulator at scaled
 //! time. From the simulator's own audit log: per account, the requests it received in the first
 //! `--windows` full windows after its first one, against `windows × cap`; and the 429 count.
-//! Goal (design §7.5): at least 99% of capacity, zero 429s.
+//! Goal (docs/architecture.md, invariant 5): at least 99% of capacity, zero 429s.
 //!
 //! Run: `cargo run --release -p trawl-bench-capacity -- --write bench/RESULTS.md`
 
@@ -273,7 +273,7 @@ async fn main() -> Result<()> {
          per-type window (200 per 11 minutes) binds. Counted from the simulator's audit log: per \
          account, the requests received in the {} full windows that start at its first one. \
          Two shares: of the server's capacity ({} × 200 per window), and of what the windows \
-         allow with Instaloader's 6 s margin (design §5: 200 per 11 min + 6 s; from the first \
+         allow with Instaloader's 6 s margin (docs/rate-limits.md: 200 per 11 min + 6 s; from the first \
          request that is ⌊span / (666 s / 200)⌋ + 1 requests, so the server-capacity ceiling is \
          about 99.2%). Default limiter settings.\n",
         args.fleet_rate, args.windows, args.windows

@@ -65,7 +65,7 @@ pub struct ScopeUsage {
     pub penalty_until: Option<DateTime<Utc>>,
 }
 
-/// The minutes of Instaloader's per-type request table (reference §3).
+/// The minutes of Instaloader's per-type request table (docs/rate-limits.md).
 pub const RECENT_MINUTES: [u32; 6] = [10, 11, 20, 22, 30, 60];
 
 #[derive(Debug, Clone)]

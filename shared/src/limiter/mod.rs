@@ -1,4 +1,4 @@
-//! The shared rate limiter (design §5): Instaloader's windows, exact across every worker and
+//! The shared rate limiter (docs/rate-limits.md): Instaloader's windows, exact across every worker and
 //! every restart.
 //!
 //! Two layers, one job each:
@@ -29,7 +29,7 @@ pub use hints::ServerHints;
 pub use ledger::{Decision, Ledger, LedgerError};
 pub use pacing::Pacer;
 
-/// What one request to Instagram counts against (reference §1).
+/// What one request to Instagram counts against (docs/rate-limits.md, query types).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum QueryType {
