@@ -1,0 +1,533 @@
+//! The HTTP server: Instagram's web endpoints in Instagram's shapes, the login flow, server-side
+//! windows, and the admin routes (`/__sim/…`) that tests use.
+//!
+//! This module holds the state ([`Sim`]) and the request gate every Instagram route goes through
+//! ([`handle`], [`handle_cached`]): windows, faults, the cache and the audit log. The routes live
+//! in `login` (start page, login, two-factor), `web` (REST pages and the HTML profile page),
+//! `graphql` (`query_hash` and `doc_id` queries), `mobile` (the app's API under `/mobile`) and
+//! `admin` (`/__sim/*`).
+//!
+//! Lock order: the `Sim` mutexes are independent and each is held only for a short, synchronous
+//! step, never across an `.await` and never while another is held, except `sessions`, which may be
+//! taken while nothing else is held. A new step that needs two must take them in field order
+//! (`windows`, `audit`, `sessions`, `pending_two_factor`, `faults`, `cache`, `strikes`) so that two
+//! requests can never wait on each other.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::audit::{self, Entry};
+use crate::data::DataSet;
+use crate::faults::{Fault, Faults};
+use crate::windows::{Limits, QueryType, Windows};
+
+mod admin;
+mod graphql;
+mod login;
+mod mobile;
+mod shapes;
+mod web;
+
+pub use mobile::MOBILE_APP_ID;
+
+/// The query hashes this simulator serves (Instaloader's well-known values).
+pub mod hashes {
+    /// `doc_id` of the mobile-style GraphQL query for a profile's posts (POST /graphql/query).
+    pub const DOC_PROFILE_POSTS: &str = "17991233890457762";
+    pub const PROFILE_POSTS: &str = "003056d32c2554def87228bc3fd9668a";
+    pub const COMMENTS: &str = "97b41c52301f77ce508f55e66d17620e";
+    pub const FOLLOWERS: &str = "37479f2b8209594dde7facb0d904896a";
+    pub const FOLLOWEES: &str = "58712303d941c6855d4e888c5f0cd22f";
+    pub const HASHTAG: &str = "9b498c08113f1e09617a1703c22b2f32";
+    pub const TAGGED: &str = "e31a871f7301132ceaab56507a66bbb7";
+}
+
+/// Largest `first` a GraphQL page may ask for; more gets 400 so that clients shrink it.
+pub const MAX_PAGE: u64 = 50;
+
+pub struct Sim {
+    pub data: DataSet,
+    pub(crate) windows: Mutex<Windows>,
+    pub(crate) audit: Mutex<Vec<Entry>>,
+    /// sessionid → (account name, when it logged in).
+    pub(crate) sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// Login accounts: name → password.
+    pub(crate) accounts: HashMap<String, String>,
+    pub(crate) challenges: HashMap<String, LoginChallenge>,
+    pub(crate) session_ttl: Option<std::time::Duration>,
+    /// Two-factor identifiers handed out → account.
+    pub(crate) pending_two_factor: Mutex<HashMap<String, String>>,
+    pub(crate) started: Instant,
+    /// The wall clock at `started`, so that audit times can be put beside other clocks.
+    pub(crate) started_unix: f64,
+    pub(crate) counter: AtomicU64,
+    pub(crate) faults: Mutex<Faults>,
+    /// Rendered deterministic pages: key → (headers, body).
+    pub(crate) cache: std::sync::RwLock<HashMap<String, (HeaderMap, Bytes)>>,
+    /// The v1 REST API of the API-design seed.
+    pub(crate) v1: crate::v1::V1State,
+    /// 429s per account; at `checkpoint_after` the account is put in `checkpoint_required`.
+    pub(crate) strikes: Mutex<HashMap<String, u32>>,
+    pub(crate) checkpoint_after: u32,
+    /// Take the client IP from `X-Forwarded-For` (tests that stand in for several IPs).
+    pub(crate) trust_forwarded_for: bool,
+}
+
+/// What a login of a configured account runs into after the right password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginChallenge {
+    /// `two_factor_required`; the code is [`TWO_FACTOR_CODE`].
+    TwoFactor,
+    /// `checkpoint_required`: a human must act; the login cannot complete.
+    Checkpoint,
+}
+
+/// The one code the simulator's two-factor step accepts.
+pub const TWO_FACTOR_CODE: &str = "123456";
+
+pub struct SimConfig {
+    pub data: DataSet,
+    /// Accounts whose login is challenged.
+    pub challenges: Vec<(String, LoginChallenge)>,
+    /// Sessions end this long after login (`None`: never); a request with an ended session is
+    /// redirected to the login page.
+    pub session_ttl: Option<std::time::Duration>,
+    pub faults: Faults,
+    /// Put an account in `checkpoint_required` after this many 429s (0: never).
+    pub checkpoint_after_429s: u32,
+    pub accounts: Vec<(String, String)>,
+    pub time_scale: f64,
+    pub trust_forwarded_for: bool,
+}
+
+impl SimConfig {
+    /// A well-behaved Instagram: no faults, no challenges, sessions that never end, the given
+    /// login accounts, windows scaled by `time_scale` (demos and benchmarks).
+    pub fn fault_free(data: DataSet, accounts: Vec<(String, String)>, time_scale: f64) -> Self {
+        Self {
+            data,
+            faults: Faults::default(),
+            checkpoint_after_429s: 0,
+            challenges: Vec::new(),
+            session_ttl: None,
+            accounts,
+            time_scale,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Arc<Self> {
+        Arc::new(Self {
+            data: config.data,
+            windows: Mutex::new(Windows::new(Limits::instagram(config.time_scale))),
+            audit: Mutex::new(Vec::new()),
+            sessions: Mutex::new(HashMap::new()),
+            accounts: config.accounts.into_iter().collect(),
+            challenges: config.challenges.into_iter().collect(),
+            session_ttl: config.session_ttl,
+            pending_two_factor: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            counter: AtomicU64::new(1),
+            faults: Mutex::new(config.faults),
+            cache: std::sync::RwLock::new(HashMap::new()),
+            strikes: Mutex::new(HashMap::new()),
+            v1: crate::v1::V1State::new(config.time_scale),
+            checkpoint_after: config.checkpoint_after_429s,
+            trust_forwarded_for: config.trust_forwarded_for,
+        })
+    }
+
+    /// Time since the simulator started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    pub(crate) fn check_password(&self, username: &str, password: &str) -> bool {
+        self.accounts.get(username).is_some_and(|p| p == password)
+    }
+
+    /// Appends one request to the audit log.
+    pub(crate) fn log(
+        &self,
+        account: Option<String>,
+        ip: String,
+        q: &QueryType,
+        status: u16,
+        bytes: usize,
+    ) {
+        if let Ok(mut log) = self.audit.lock() {
+            log.push(Entry::new(
+                self.started.elapsed().as_secs_f64(),
+                account,
+                ip,
+                q,
+                status,
+                bytes,
+            ));
+        }
+    }
+
+    /// The numeric id of a login account (its `ds_user_id`).
+    pub fn account_user_id(&self, name: &str) -> u64 {
+        let h = name.bytes().fold(0u64, |acc, b| {
+            crate::data::mix(self.data.seed, 7, acc, u64::from(b))
+        });
+        9_000_000_000 + h % 1_000_000_000
+    }
+
+    pub(crate) fn token(&self, prefix: &str) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{prefix}{:016x}",
+            crate::data::mix(
+                self.data.seed,
+                99,
+                n,
+                self.started.elapsed().as_nanos() as u64
+            )
+        )
+    }
+}
+
+pub fn router(sim: Arc<Sim>) -> Router {
+    Router::new()
+        .merge(login::routes())
+        .merge(web::routes())
+        .merge(graphql::routes())
+        .merge(mobile::routes())
+        .merge(admin::routes())
+        .merge(crate::v1::routes())
+        .fallback(admin::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            apply_override,
+        ))
+        .with_state(sim)
+}
+
+/// Answers a request with the first matching override (`POST /__sim/faults`), before windows,
+/// other faults and handlers. The answer is logged in the audit log like any other.
+async fn apply_override(
+    State(sim): State<Arc<Sim>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let taken = sim
+        .faults
+        .lock()
+        .ok()
+        .and_then(|mut f| f.take_override(request.method().as_str(), &path_and_query));
+    let Some(answer) = taken else {
+        return next.run(request).await;
+    };
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+    let who = caller(&sim, peer, request.headers());
+    let q = if path_and_query.starts_with("/mobile/") {
+        QueryType::Iphone
+    } else {
+        let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+        query_params(Some(query.to_owned()))
+            .remove("query_hash")
+            .map_or(QueryType::Other, QueryType::QueryHash)
+    };
+    let (response, bytes) = override_response(&answer);
+    sim.log(who.account, who.ip, &q, response.status().as_u16(), bytes);
+    response
+}
+
+/// The response an override describes, and its body's length.
+fn override_response(answer: &crate::faults::Override) -> (Response, usize) {
+    // Checked when the override was posted; a failure here would be a bug in that check.
+    let body = match answer.body_bytes() {
+        Ok(b) => b,
+        Err(e) => return (fail(StatusCode::INTERNAL_SERVER_ERROR, &e), 0),
+    };
+    let total = body.len();
+    let mut response = match answer.drop_after_bytes {
+        Some(n) if n < total => {
+            use futures_util::StreamExt;
+            let head = Bytes::from(body[..n].to_vec());
+            // The pause lets the server flush the headers and the first bytes before the cut; an
+            // error at once would drop the connection with nothing sent.
+            let cut = futures_util::stream::once(async {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
+            });
+            let stream = futures_util::stream::once(async { Ok(head) }).chain(cut);
+            let mut r = Response::new(axum::body::Body::from_stream(stream));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(total));
+            r
+        }
+        _ => Response::new(axum::body::Body::from(body)),
+    };
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    for (name, value) in &answer.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    (response, total)
+}
+
+/// Who is asking: the logged-in account (from `sessionid`) or only an IP.
+pub(crate) struct Caller {
+    pub(crate) account: Option<String>,
+    pub(crate) ip: String,
+    pub(crate) cookies: HashMap<String, String>,
+    /// A `sessionid` was sent but is unknown or has ended: Instagram sends such a client to the
+    /// login page.
+    pub(crate) stale_session: bool,
+}
+
+pub(crate) fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+pub(crate) fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
+    let cookies = cookies(headers);
+    let account = cookies.get("sessionid").and_then(|s| {
+        let mut sessions = sim.sessions.lock().ok()?;
+        let (account, since) = sessions.get(s).cloned()?;
+        let expired = sim.session_ttl.is_some_and(|ttl| since.elapsed() >= ttl);
+        if expired {
+            sessions.remove(s);
+            return None;
+        }
+        Some(account)
+    });
+    let stale_session = account.is_none() && cookies.contains_key("sessionid");
+    let forwarded = sim
+        .trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .flatten();
+    Caller {
+        account,
+        ip: forwarded.unwrap_or_else(|| peer.ip().to_string()),
+        cookies,
+        stale_session,
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let text = body.to_string();
+    (
+        status,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/json; charset=utf-8".to_owned(),
+            ),
+            (header::CONTENT_LENGTH, text.len().to_string()),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+pub(crate) fn fail(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "message": message, "status": "fail" }))
+}
+
+pub(crate) fn too_many() -> Response {
+    fail(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Please wait a few minutes before you try again.",
+    )
+}
+
+pub(crate) fn login_redirect() -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, "/accounts/login/")]).into_response()
+}
+
+/// Counts the request in its windows, applies any fault, runs `serve` if it is within its windows,
+/// and logs it.
+pub(crate) async fn handle(
+    sim: &Sim,
+    caller: &Caller,
+    q: QueryType,
+    serve: impl FnOnce() -> Response,
+) -> Response {
+    handle_cached(sim, caller, q, None, serve).await
+}
+
+/// Most rendered pages kept; the cache is emptied when it is full (pages are cheap to rebuild).
+const CACHE_ENTRIES: usize = 50_000;
+
+/// Serves a deterministic page from the cache when `cache_key` has been rendered before.
+async fn serve_cached(
+    sim: &Sim,
+    cache_key: Option<&str>,
+    serve: impl FnOnce() -> Response,
+) -> Response {
+    let Some(key) = cache_key else {
+        return serve();
+    };
+    if let Some((headers, body)) = sim.cache.read().ok().and_then(|c| c.get(key).cloned()) {
+        let mut r = Response::new(axum::body::Body::from(body));
+        *r.headers_mut() = headers;
+        return r;
+    }
+    let response = serve();
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return fail(StatusCode::INTERNAL_SERVER_ERROR, "cannot render page");
+    };
+    if let Ok(mut cache) = sim.cache.write() {
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key.to_owned(), (parts.headers.clone(), bytes.clone()));
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+pub(crate) async fn handle_cached(
+    sim: &Sim,
+    caller: &Caller,
+    q: QueryType,
+    cache_key: Option<&str>,
+    serve: impl FnOnce() -> Response,
+) -> Response {
+    let now = Instant::now();
+    let scope = match &caller.account {
+        Some(a) => format!("account:{a}"),
+        None => format!("ip:{}", caller.ip),
+    };
+    let admitted = sim
+        .windows
+        .lock()
+        .map(|mut w| w.admit(&scope, &q, now))
+        .unwrap_or(false);
+    let n = sim.counter.fetch_add(1, Ordering::Relaxed);
+    let roll = |k: u64| (crate::data::mix(sim.data.seed, 1000 + k, n, 0) % 1_000_000) as f64 / 1e6;
+    // One look at the fault settings per request, without copying them.
+    let (latency, fault, forced_checkpoint) = sim
+        .faults
+        .lock()
+        .map(|f| {
+            let (latency, fault) = f.draw(roll);
+            let forced = caller
+                .account
+                .as_ref()
+                .is_some_and(|a| f.checkpoint.contains(a));
+            (latency, fault, forced)
+        })
+        .unwrap_or((0, None, false));
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    let struck_out = |a: &String| {
+        sim.checkpoint_after > 0
+            && sim
+                .strikes
+                .lock()
+                .is_ok_and(|s| s.get(a).copied().unwrap_or(0) >= sim.checkpoint_after)
+    };
+    let checkpoint = forced_checkpoint || caller.account.as_ref().is_some_and(struck_out);
+    let response = if caller.stale_session {
+        login_redirect()
+    } else if checkpoint {
+        json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": "checkpoint_required", "checkpoint_url": "/challenge/",
+                    "lock": false, "status": "fail"}),
+        )
+    } else if !admitted {
+        if let (Some(a), Ok(mut strikes)) = (&caller.account, sim.strikes.lock()) {
+            *strikes.entry(a.clone()).or_default() += 1;
+        }
+        too_many()
+    } else {
+        match fault {
+            Some(Fault::ServerError(code)) => fail(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                "Oops, an error occurred.",
+            ),
+            Some(Fault::InvalidJson) => (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+                "{\"data\": {\"user\": {\"edge_owner",
+            )
+                .into_response(),
+            Some(Fault::Drop) => {
+                // A body that fails after the headers: the connection is cut mid-response.
+                let broken = futures_util::stream::once(async {
+                    Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
+                });
+                (
+                    StatusCode::OK,
+                    [(header::CONTENT_LENGTH, "1000")],
+                    axum::body::Body::from_stream(broken),
+                )
+                    .into_response()
+            }
+            None => serve_cached(sim, cache_key, serve).await,
+        }
+    };
+    let bytes = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if let Ok(mut log) = sim.audit.lock() {
+        log.push(Entry::new(
+            now.duration_since(sim.started).as_secs_f64(),
+            caller.account.clone(),
+            caller.ip.clone(),
+            &q,
+            response.status().as_u16(),
+            bytes,
+        ));
+    }
+    response
+}
+
+pub(crate) fn query_params(raw: Option<String>) -> HashMap<String, String> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default()
+}
