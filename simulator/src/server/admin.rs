@@ -58,12 +58,14 @@ pub(super) async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
             "doc_id"
         } else if q == "iphone" {
             "iphone"
+        } else if q == "uncounted" {
+            "uncounted"
         } else {
             "other"
         }
     };
     let mut requests: std::collections::BTreeMap<(&str, u16), u64> =
-        ["graphql", "doc_id", "iphone", "other"]
+        ["graphql", "doc_id", "iphone", "other", "uncounted"]
             .iter()
             .flat_map(|c| [(*c, 200), (*c, 429)])
             .map(|k| (k, 0))
@@ -166,8 +168,4 @@ pub(super) async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Resp
         StatusCode::OK,
         &serde_json::to_value(faults).unwrap_or(Value::Null),
     )
-}
-
-pub(super) async fn not_found() -> Response {
-    fail(StatusCode::NOT_FOUND, "Page not found")
 }

@@ -20,10 +20,31 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
     Router::new()
         .route("/", get(home))
         .route("/api/v1/web/accounts/login/ajax/", post(login))
+        // Instaloader 4.16 posts the second step here; the web app's newer path stays served.
+        .route("/accounts/login/ajax/two_factor/", post(login_two_factor))
         .route(
             "/api/v1/web/accounts/login/ajax/two_factor/",
             post(login_two_factor),
         )
+}
+
+/// The start page's scripts with the tokens the web app sends with its `api/graphql` queries:
+/// `LSD` always, `DTSGInitialData` only for a logged-in visitor, and the viewer's id as
+/// `IG_USER_EIMU` (0 when anonymous).
+fn start_page(sim: &Sim, account: Option<&str>) -> String {
+    let viewer = account.map_or(0, |a| sim.account_user_id(a));
+    let mut define = vec![json!(["LSD", [], {"token": sim.token("L")}, 323])];
+    if account.is_some() {
+        define.push(json!(["DTSGInitialData", [], {"token": sim.token("NA")}, 258]));
+    }
+    define.push(json!(["CurrentUserInitialData", [],
+        {"IG_USER_EIMU": viewer.to_string(), "NON_FACEBOOK_USER_ID": viewer.to_string()}, 270]));
+    let data = json!({"require": [["ScheduledServerJS", "handle", null,
+        [{"__bbox": {"define": define}}]]]});
+    format!(
+        "<!DOCTYPE html><html><head><title>Instagram</title>\
+         <script type=\"application/json\" data-sjs>{data}</script></head><body></body></html>"
+    )
 }
 
 pub(super) async fn home(
@@ -33,15 +54,24 @@ pub(super) async fn home(
 ) -> Response {
     let mut c = caller(&sim, peer, &headers);
     c.stale_session = false;
-    handle(&sim, &c, QueryType::Other, || {
+    // A page navigation (Instaloader's token page) is counted as `other`; the bare GET a client
+    // sends for its csrftoken before logging in is not.
+    let q = if is_page_navigation(&headers) {
+        QueryType::Other
+    } else {
+        QueryType::Uncounted
+    };
+    handle(&sim, &c, q, || {
         let csrf = sim.token("");
         let mut r = (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            "<!DOCTYPE html><html><head><title>Instagram</title></head><body></body></html>",
+            start_page(&sim, c.account.as_deref()),
         )
             .into_response();
-        if let Ok(v) = HeaderValue::from_str(&format!("csrftoken={csrf}; Path=/; Secure")) {
+        // No `Secure`: the simulator serves plain http, where a client's jar would keep a Secure
+        // cookie but never send it back (see docs/simulator.md).
+        if let Ok(v) = HeaderValue::from_str(&format!("csrftoken={csrf}; Path=/")) {
             r.headers_mut().append(header::SET_COOKIE, v);
         }
         r
@@ -57,7 +87,7 @@ pub(super) async fn login(
 ) -> Response {
     let mut c = caller(&sim, peer, &headers);
     c.stale_session = false;
-    handle(&sim, &c, QueryType::Other, || {
+    handle(&sim, &c, QueryType::Uncounted, || {
         let csrf_header = headers.get("x-csrftoken").and_then(|v| v.to_str().ok());
         match (csrf_header, c.cookies.get("csrftoken")) {
             (Some(h), Some(cookie)) if h == cookie => {}
@@ -129,12 +159,12 @@ pub(super) fn logged_in(sim: &Sim, username: &str) -> Response {
                     "oneTapPrompt": false, "status": "ok"}),
         );
         for cookie in [
-            format!("sessionid={session}; Path=/; HttpOnly; Secure"),
-            format!("ds_user_id={user_id}; Path=/; Secure"),
-            format!("mid={}; Path=/; Secure", sim.token("Z")),
-            format!("ig_did={}; Path=/; HttpOnly; Secure", sim.token("D")),
-            format!("rur=\"NAO\\054{user_id}\\0541790000000:01f7\"; Path=/; HttpOnly; Secure"),
-            format!("csrftoken={}; Path=/; Secure", sim.token("")),
+            format!("sessionid={session}; Path=/; HttpOnly"),
+            format!("ds_user_id={user_id}; Path=/"),
+            format!("mid={}; Path=/", sim.token("Z")),
+            format!("ig_did={}; Path=/; HttpOnly", sim.token("D")),
+            format!("rur=\"NAO\\054{user_id}\\0541790000000:01f7\"; Path=/; HttpOnly"),
+            format!("csrftoken={}; Path=/", sim.token("")),
         ] {
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().append(header::SET_COOKIE, v);
@@ -153,7 +183,7 @@ pub(super) async fn login_two_factor(
 ) -> Response {
     let mut c = caller(&sim, peer, &headers);
     c.stale_session = false;
-    handle(&sim, &c, QueryType::Other, || {
+    handle(&sim, &c, QueryType::Uncounted, || {
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
         let pending = form
             .get("identifier")

@@ -28,8 +28,9 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
 /// The iPad app's id, which every mobile request must carry.
 pub const MOBILE_APP_ID: &str = "124024574287414";
 
-/// Checks what Instagram's mobile API checks: the app id, a logged-in session, and the headers the
-/// app derives from its cookies. `Ok` carries the account.
+/// Checks what Instagram's mobile API checks: the app id, a logged-in session (a `sessionid`
+/// cookie or the `authorization: Bearer IGT:2:…` token that carries one), and the headers the app
+/// derives from its cookies. `Ok` carries the account.
 pub(super) fn mobile_guard(
     sim: &Sim,
     c: &Caller,
@@ -49,10 +50,11 @@ pub(super) fn mobile_guard(
         )));
     };
     let expected = sim.account_user_id(&account).to_string();
-    if header("ig-u-ds-user-id") != Some(expected.as_str())
-        || header("x-mid").is_none()
-        || header("x-ig-device-id").is_none()
-    {
+    // The app names its user in `ig-u-ds-user-id`, derived from its cookies; a client that
+    // authenticates with the bearer token carries the same id inside it.
+    let named = header("ig-u-ds-user-id") == Some(expected.as_str())
+        || c.bearer_user_id.as_deref() == Some(expected.as_str());
+    if !named || header("x-mid").is_none() || header("x-ig-device-id").is_none() {
         return Err(Box::new(fail(
             StatusCode::BAD_REQUEST,
             "missing or mismatched device headers (ig-u-ds-user-id, x-mid, x-ig-device-id)",

@@ -175,6 +175,7 @@ impl Sim {
                 self.started.elapsed().as_secs_f64(),
                 account,
                 ip,
+                current_route(),
                 q,
                 status,
                 bytes,
@@ -212,21 +213,94 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .merge(mobile::routes())
         .merge(admin::routes())
         .merge(crate::v1::routes())
-        .fallback(admin::not_found)
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             sim.clone(),
-            apply_override,
+            gate_layer,
         ))
+        .fallback(fallback)
         .with_state(sim)
 }
 
-/// Answers a request with the first matching override (`POST /__sim/faults`), before windows,
-/// other faults and handlers. The answer is logged in the audit log like any other.
-async fn apply_override(
+tokio::task_local! {
+    /// The route template the request being served matched, for its audit entry.
+    static ROUTE: String;
+}
+
+/// The route label of the request being served (see [`route_label`]); `fallback` outside one.
+pub(crate) fn current_route() -> String {
+    ROUTE
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "fallback".to_owned())
+}
+
+/// The audit log's `path`: the route template the request matched, so that the same request gets
+/// the same label whoever sends it. `/graphql/query/` and `/graphql/query` are one endpoint.
+fn route_label(request: &axum::extract::Request) -> String {
+    let matched = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let path = matched.unwrap_or_else(|| {
+        // Unmatched paths are kept literally (bounded), so a missing route shows what was asked.
+        request.uri().path().chars().take(200).collect()
+    });
+    match path.as_str() {
+        "/graphql/query/" => "/graphql/query".to_owned(),
+        "/api/graphql/" => "/api/graphql".to_owned(),
+        _ => path,
+    }
+}
+
+/// Every routed request: tags it with its route for the audit log, then answers it with the first
+/// matching override (`POST /__sim/faults`) before windows, other faults and handlers.
+async fn gate_layer(
     State(sim): State<Arc<Sim>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    let route = route_label(&request);
+    ROUTE
+        .scope(route, async move {
+            match overridden(&sim, request).await {
+                Ok(answer) => answer,
+                Err(request) => next.run(request).await,
+            }
+        })
+        .await
+}
+
+/// The 404 fallback: audited (and open to overrides) like any other request, under its literal
+/// path.
+async fn fallback(State(sim): State<Arc<Sim>>, request: axum::extract::Request) -> Response {
+    let route = route_label(&request);
+    ROUTE
+        .scope(route, async move {
+            let request = match overridden(&sim, request).await {
+                Ok(answer) => return answer,
+                Err(request) => request,
+            };
+            let peer = peer_of(&request);
+            let c = caller(&sim, peer, request.headers());
+            handle(&sim, &c, QueryType::Other, || {
+                fail(StatusCode::NOT_FOUND, "Page not found")
+            })
+            .await
+        })
+        .await
+}
+
+fn peer_of(request: &axum::extract::Request) -> SocketAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0)
+}
+
+/// The override answer for `request` if one matches, else the request back untouched.
+async fn overridden(
+    sim: &Sim,
+    request: axum::extract::Request,
+) -> Result<Response, axum::extract::Request> {
     let path_and_query = request
         .uri()
         .path_and_query()
@@ -238,24 +312,70 @@ async fn apply_override(
         .ok()
         .and_then(|mut f| f.take_override(request.method().as_str(), &path_and_query));
     let Some(answer) = taken else {
-        return next.run(request).await;
+        return Err(request);
     };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
-    let who = caller(&sim, peer, request.headers());
-    let q = if path_and_query.starts_with("/mobile/") {
-        QueryType::Iphone
+    let peer = peer_of(&request);
+    let who = caller(sim, peer, request.headers());
+    let (parts, body) = request.into_parts();
+    // A doc_id query names its doc_id in the form body: read it so the override is labelled as
+    // the handler would label the same request.
+    let form: HashMap<String, String> = if parts.method == axum::http::Method::POST {
+        let bytes = axum::body::to_bytes(body, 1024 * 1024)
+            .await
+            .unwrap_or_default();
+        serde_urlencoded::from_bytes(&bytes).unwrap_or_default()
     } else {
-        let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
-        query_params(Some(query.to_owned()))
-            .remove("query_hash")
-            .map_or(QueryType::Other, QueryType::QueryHash)
+        HashMap::new()
     };
+    let query = path_and_query.split_once('?').map_or("", |(_, q)| q);
+    let q = classify(
+        parts.uri.path(),
+        &query_params(Some(query.to_owned())),
+        &form,
+        &parts.headers,
+    );
     let (response, bytes) = override_response(&answer);
     sim.log(who.account, who.ip, &q, response.status().as_u16(), bytes);
-    response
+    Ok(response)
+}
+
+/// The window a request counts against, as Instaloader 4.16 keys it: GraphQL by its query_hash
+/// or doc_id (on `graphql/query` and `api/graphql` alike), everything under `/mobile` as
+/// `iphone`, the rest as `other`; the requests 4.16 never counts (the login steps and the bare
+/// start-page GET for a csrftoken) are `uncounted`. The handlers decide the same way.
+pub(crate) fn classify(
+    path: &str,
+    query: &HashMap<String, String>,
+    form: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> QueryType {
+    let graphql = path.starts_with("/graphql/query") || path.starts_with("/api/graphql");
+    if graphql {
+        if let Some(h) = query.get("query_hash") {
+            return QueryType::QueryHash(h.clone());
+        }
+        if let Some(d) = form.get("doc_id") {
+            return QueryType::DocId(d.clone());
+        }
+    }
+    if path.starts_with("/mobile/") {
+        return QueryType::Iphone;
+    }
+    let login = path == "/api/v1/web/accounts/login/ajax/"
+        || path.ends_with("/accounts/login/ajax/two_factor/");
+    if login || (path == "/" && !is_page_navigation(headers)) {
+        return QueryType::Uncounted;
+    }
+    QueryType::Other
+}
+
+/// Whether a request is a browser's page navigation (Instaloader's `_get_page`), which 4.16
+/// counts as `other`, unlike its bare `GET /` for a csrftoken.
+pub(crate) fn is_page_navigation(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-dest")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("document"))
 }
 
 /// The response an override describes, and its body's length.
@@ -296,42 +416,103 @@ fn override_response(answer: &crate::faults::Override) -> (Response, usize) {
     (response, total)
 }
 
-/// Who is asking: the logged-in account (from `sessionid`) or only an IP.
+/// Who is asking: the logged-in account (from `sessionid`, as a cookie or inside the app's bearer
+/// token) or only an IP.
 pub(crate) struct Caller {
     pub(crate) account: Option<String>,
     pub(crate) ip: String,
     pub(crate) cookies: HashMap<String, String>,
-    /// A `sessionid` was sent but is unknown or has ended: Instagram sends such a client to the
-    /// login page.
+    /// A non-empty `sessionid` cookie was sent but is unknown or has ended: Instagram sends such
+    /// a client to the login page. An empty one is what anonymous clients send as a placeholder.
     pub(crate) stale_session: bool,
+    /// `ds_user_id` from an `authorization: Bearer IGT:2:…` header, if one was sent.
+    pub(crate) bearer_user_id: Option<String>,
 }
 
+/// The request's cookies. A name sent twice keeps its non-empty value: a client whose jar holds
+/// both a placeholder `sessionid=` and the real one must not be taken for anonymous.
 pub(crate) fn cookies(headers: &HeaderMap) -> HashMap<String, String> {
-    headers
+    let mut out: HashMap<String, String> = HashMap::new();
+    let pairs = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            Some((k.to_owned(), v.to_owned()))
-        })
-        .collect()
+        .filter_map(|pair| pair.trim().split_once('='));
+    for (k, v) in pairs {
+        let keep = out
+            .get(k)
+            .is_some_and(|old| !old.is_empty() && v.is_empty());
+        if !keep {
+            out.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    out
+}
+
+/// `(ds_user_id, sessionid)` from the app's `authorization: Bearer IGT:2:<base64 JSON>` header.
+pub(crate) fn bearer_session(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.trim().strip_prefix("Bearer IGT:2:")?;
+    let decoded = base64_decode(encoded.trim())?;
+    let token: Value = serde_json::from_slice(&decoded).ok()?;
+    let text = |k: &str| match &token[k] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    Some((
+        text("ds_user_id")?,
+        text("sessionid").filter(|s| !s.is_empty())?,
+    ))
+}
+
+/// Standard base64 (padding optional); `None` on any other character.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let digits = text.trim_end_matches('=').as_bytes();
+    if digits.len() > 64 * 1024 || digits.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
 }
 
 pub(crate) fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
     let cookies = cookies(headers);
-    let account = cookies.get("sessionid").and_then(|s| {
+    let cookie_session = cookies.get("sessionid").filter(|s| !s.is_empty()).cloned();
+    let bearer = bearer_session(headers);
+    let session = cookie_session
+        .clone()
+        .or_else(|| bearer.as_ref().map(|(_, s)| s.clone()));
+    let account = session.and_then(|s| {
         let mut sessions = sim.sessions.lock().ok()?;
-        let (account, since) = sessions.get(s).cloned()?;
+        let (account, since) = sessions.get(&s).cloned()?;
         let expired = sim.session_ttl.is_some_and(|ttl| since.elapsed() >= ttl);
         if expired {
-            sessions.remove(s);
+            sessions.remove(&s);
             return None;
         }
         Some(account)
     });
-    let stale_session = account.is_none() && cookies.contains_key("sessionid");
+    let stale_session = account.is_none() && cookie_session.is_some();
     let forwarded = sim
         .trust_forwarded_for
         .then(|| {
@@ -347,6 +528,7 @@ pub(crate) fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller
         ip: forwarded.unwrap_or_else(|| peer.ip().to_string()),
         cookies,
         stale_session,
+        bearer_user_id: bearer.map(|(id, _)| id),
     }
 }
 
@@ -377,8 +559,12 @@ pub(crate) fn too_many() -> Response {
     )
 }
 
+/// Where Instagram sends a client whose session it does not accept. Absolute, as Instagram sends
+/// it: Instaloader only recognises an absolute `https://www.instagram.com/accounts/login…`.
+pub const LOGIN_PAGE: &str = "https://www.instagram.com/accounts/login/";
+
 pub(crate) fn login_redirect() -> Response {
-    (StatusCode::FOUND, [(header::LOCATION, "/accounts/login/")]).into_response()
+    (StatusCode::FOUND, [(header::LOCATION, LOGIN_PAGE)]).into_response()
 }
 
 /// Counts the request in its windows, applies any fault, runs `serve` if it is within its windows,
@@ -520,6 +706,7 @@ pub(crate) async fn handle_cached(
             now.duration_since(sim.started).as_secs_f64(),
             caller.account.clone(),
             caller.ip.clone(),
+            current_route(),
             &q,
             response.status().as_u16(),
             bytes,
