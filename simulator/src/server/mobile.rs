@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use super::shapes::*;
 use super::*;
-use crate::data::User;
 use crate::windows::QueryType;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
@@ -23,6 +22,13 @@ pub(super) fn routes() -> Router<Arc<Sim>> {
         )
         .route("/mobile/api/v1/users/{id}/info/", get(mobile_user_info))
         .route("/mobile/api/v1/feed/reels_media/", get(mobile_reels_media))
+        .route("/mobile/api/v1/tags/web_info/", get(tag_web_info))
+        .route("/mobile/api/v1/media/{id}/info/", get(media_info))
+        .route("/mobile/api/v1/media/{id}/comments/", get(media_comments))
+        .route(
+            "/mobile/api/v1/media/{id}/comments/{pk}/child_comments/",
+            get(child_comments),
+        )
 }
 
 /// The iPad app's id, which every mobile request must carry.
@@ -88,6 +94,188 @@ pub(super) async fn mobile(
     .await
 }
 
+/// A mobile request anyone may send (the app id is still checked): a logged-in caller goes
+/// through [`mobile_guard`] as usual, an anonymous one is served without.
+async fn mobile_open(
+    sim: &Sim,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    serve: impl FnOnce() -> Response,
+) -> Response {
+    let c = caller(sim, peer, headers);
+    handle(sim, &c, QueryType::Iphone, || {
+        if c.account.is_none() {
+            return if headers.get("x-ig-app-id").and_then(|v| v.to_str().ok())
+                == Some(MOBILE_APP_ID)
+            {
+                serve()
+            } else {
+                fail(StatusCode::BAD_REQUEST, "useragent mismatch")
+            };
+        }
+        match mobile_guard(sim, &c, headers) {
+            Err(refused) => *refused,
+            Ok(account) => with_ig_set(serve(), sim, &account),
+        }
+    })
+    .await
+}
+
+/// A hashtag (`data`, with its first `recent` and `top` sections), anonymous or logged in.
+pub(super) async fn tag_web_info(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = query_params(raw);
+    mobile_open(&sim, peer, &headers, || {
+        let name = params
+            .get("tag_name")
+            .map(|n| n.to_lowercase())
+            .unwrap_or_default();
+        let max_id = params.get("max_id").map(String::as_str);
+        match super::web::hashtag_node(&sim.data, &name, max_id) {
+            Some(node) => json_response(StatusCode::OK, &json!({"data": node, "status": "ok"})),
+            None => fail(StatusCode::NOT_FOUND, "Hashtag not found"),
+        }
+    })
+    .await
+}
+
+/// A post by media id, in the app's media shape (`items[0]`).
+pub(super) async fn media_info(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    mobile(&sim, peer, &headers, |_| match visible_post(&sim, &id) {
+        Some(p) => json_response(
+            StatusCode::OK,
+            &json!({"items": [iphone_media(&p, &sim.data)], "num_results": 1,
+                "more_available": false, "status": "ok"}),
+        ),
+        None => fail(StatusCode::NOT_FOUND, "Media not found or unavailable"),
+    })
+    .await
+}
+
+fn visible_post(sim: &Sim, id: &str) -> Option<crate::data::Post> {
+    // The app names media `<pk>` or `<pk>_<owner id>`.
+    let pk = id.split('_').next()?.parse().ok()?;
+    sim.data
+        .post_by_id(pk)
+        .filter(|p| !sim.data.users[p.owner as usize].is_private)
+}
+
+/// Comments on one page of the app's comment list (oldest first).
+const COMMENTS_PAGE: u32 = 12;
+
+/// A reply or a comment in the app's shape.
+fn iphone_comment(
+    pk: u64,
+    user: &crate::data::User,
+    text: &str,
+    created_at: i64,
+    likes: u64,
+) -> Value {
+    json!({"pk": pk.to_string(), "id": pk.to_string(), "text": text, "created_at": created_at,
+        "created_at_utc": created_at, "comment_like_count": likes, "type": 0,
+        "user_id": user.id, "user": iphone_user(user)})
+}
+
+fn iphone_replies(sim: &Sim, cm: &crate::data::Comment) -> Vec<Value> {
+    let to = &sim.data.users[cm.owner as usize];
+    sim.data
+        .replies(cm)
+        .into_iter()
+        .map(|(id, who, created_at, likes)| {
+            iphone_comment(
+                id,
+                &sim.data.users[who as usize],
+                &reply_text(to),
+                created_at,
+                likes,
+            )
+        })
+        .collect()
+}
+
+/// A post's comments, paged by `min_id` (`next_min_id`); each carries its reply count and, as the
+/// app gets them, only its first reply as a preview: the rest come from `child_comments`.
+pub(super) async fn media_comments(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params = query_params(raw);
+    mobile(&sim, peer, &headers, |_| {
+        let Some(p) = visible_post(&sim, &id) else {
+            return fail(StatusCode::NOT_FOUND, "Media not found or unavailable");
+        };
+        let start = match params.get("min_id").map(String::as_str) {
+            None | Some("") => 0,
+            Some(cursor) => match decode_cursor(cursor, "icomments", p.id) {
+                Some(n) => n as u32,
+                None => return fail(StatusCode::BAD_REQUEST, "invalid min_id"),
+            },
+        };
+        let end = (start + COMMENTS_PAGE).min(p.comment_count);
+        let comments: Vec<Value> = (start..end)
+            .filter_map(|i| sim.data.comment(&p, i))
+            .map(|cm| {
+                let owner = &sim.data.users[cm.owner as usize];
+                let replies = iphone_replies(&sim, &cm);
+                let mut c = iphone_comment(cm.id, owner, &cm.text, cm.created_at, cm.likes);
+                c["child_comment_count"] = json!(replies.len());
+                c["preview_child_comments"] =
+                    json!(replies.into_iter().take(1).collect::<Vec<_>>());
+                c
+            })
+            .collect();
+        let mut body = json!({"comments": comments, "comment_count": comment_total(&sim.data, &p),
+            "caption": {"text": p.caption}, "status": "ok"});
+        if end < p.comment_count {
+            body["next_min_id"] = json!(encode_cursor("icomments", p.id, u64::from(end)));
+            body["has_more_headload_comments"] = json!(true);
+        }
+        json_response(StatusCode::OK, &body)
+    })
+    .await
+}
+
+/// Every reply of one comment.
+pub(super) async fn child_comments(
+    State(sim): State<Arc<Sim>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Path((id, pk)): axum::extract::Path<(String, String)>,
+) -> Response {
+    mobile(&sim, peer, &headers, |_| {
+        let found = visible_post(&sim, &id).and_then(|p| {
+            let pk: u64 = pk.parse().ok()?;
+            let cm = sim
+                .data
+                .comment(&p, u32::try_from(pk.checked_sub(p.id * 1000)?).ok()?)?;
+            (cm.id == pk).then_some(cm)
+        });
+        let Some(cm) = found else {
+            return fail(StatusCode::NOT_FOUND, "Comment not found");
+        };
+        let replies = iphone_replies(&sim, &cm);
+        json_response(
+            StatusCode::OK,
+            &json!({"child_comment_count": replies.len(), "child_comments": replies,
+                "has_more_tail_child_comments": false, "has_more_head_child_comments": false,
+                "status": "ok"}),
+        )
+    })
+    .await
+}
+
 pub(super) async fn mobile_user_info(
     State(sim): State<Arc<Sim>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -102,7 +290,9 @@ pub(super) async fn mobile_user_info(
             "pk": u.id, "pk_id": u.id.to_string(), "username": u.username, "full_name": u.full_name,
             "is_private": u.is_private, "is_verified": u.is_verified, "biography": u.biography,
             "profile_pic_url": u.profile_pic_url(), "media_count": u.post_count,
-            "follower_count": u.followers.len(), "following_count": u.following.len()},
+            "follower_count": u.followers.len(), "following_count": u.following.len(),
+            "hd_profile_pic_url_info": {"url": profile_pic_hd(u), "width": 1080, "height": 1080},
+            "hd_profile_pic_versions": [{"url": profile_pic_hd(u), "width": 320, "height": 320}]},
             "status": "ok"});
         json_response(StatusCode::OK, &body)
     })
@@ -134,11 +324,6 @@ pub(super) async fn mobile_reels_media(
     .await
 }
 
-/// Highlights of a user: (highlight number, title, items).
-pub(super) fn highlight_count(sim: &Sim, u: &User) -> u64 {
-    crate::data::mix(sim.data.seed, 14, u64::from(u.index), 0) % 4
-}
-
 /// A story reel (`ID`: the user's current stories) or a highlight (`highlight:N`).
 pub(super) fn reel(sim: &Sim, id: &str) -> Option<Value> {
     let (user_id, highlight) = match id.strip_prefix("highlight:") {
@@ -149,45 +334,9 @@ pub(super) fn reel(sim: &Sim, id: &str) -> Option<Value> {
         None => (id.parse().ok()?, None),
     };
     let u = sim.data.user_by_id(user_id)?;
-    if u.is_private || highlight.is_some_and(|h| h >= highlight_count(sim, u)) {
-        return None;
-    }
-    let (salt, count) = match highlight {
-        None => (
-            8,
-            crate::data::mix(sim.data.seed, 8, u64::from(u.index), 0) % 4,
-        ),
-        Some(h) => (
-            20 + h,
-            1 + crate::data::mix(sim.data.seed, 15, u64::from(u.index), h) % 5,
-        ),
-    };
-    let items: Vec<Value> = (0..count)
-        .map(|k| {
-            // Stories are from the last day before the data set's "now"; highlights are older.
-            let taken_at = match highlight {
-                None => crate::data::EPOCH - (k as i64 + 1) * 3600,
-                Some(h) => crate::data::EPOCH - (h as i64 + 1) * 30 * 86_400 - k as i64 * 3600,
-            };
-            let video =
-                crate::data::mix(sim.data.seed, salt, u64::from(u.index), k).is_multiple_of(3);
-            let pk = (u.id * 100 + salt) * 100 + k;
-            let mut item = json!({
-                "pk": pk, "id": format!("{pk}_{}", u.id), "taken_at": taken_at,
-                "media_type": if video { 2 } else { 1 },
-                "image_versions2": {"candidates": [{"width": 1080, "height": 1920,
-                    "url": format!("https://scontent.sim.instagram.test/v/t51/{pk}_story.jpg")}]},
-            });
-            if highlight.is_none() {
-                item["expiring_at"] = json!(taken_at + 86_400);
-            }
-            if video {
-                item["video_versions"] = json!([{"type": 101, "width": 720, "height": 1280,
-                    "url": format!("https://scontent.sim.instagram.test/v/t50/{pk}_story.mp4")}]);
-            }
-            item
-        })
-        .collect();
+    let items = reel_items(&sim.data, u, highlight)?;
+    let count = items.len();
+    let items: Vec<Value> = items.iter().map(|it| reel_item_iphone(it, u)).collect();
     let mut reel = json!({"id": id, "user": user_summary(u), "items": items, "media_count": count});
     if highlight.is_none() {
         reel["expiring_at"] = json!(crate::data::EPOCH + 86_400 - 3600);
@@ -209,10 +358,10 @@ pub(super) async fn mobile_highlights(
         let tray: Vec<Value> = if u.is_private {
             Vec::new()
         } else {
-            (0..highlight_count(&sim, u))
+            (0..sim.data.highlight_count(u))
                 .map(|h| {
                     let id = format!("highlight:{}", u.id * 10 + h);
-                    let media_count = 1 + crate::data::mix(sim.data.seed, 15, u64::from(u.index), h) % 5;
+                    let media_count = sim.data.highlight_items(u, h);
                     json!({"id": id, "title": TITLES[h as usize], "media_count": media_count,
                         "cover_media": {"cropped_image_version": {"url":
                             format!("https://scontent.sim.instagram.test/v/t51/{}_{h}_cover.jpg", u.id)}}})

@@ -50,6 +50,31 @@ pub mod hashes {
     pub const FOLLOWEES: &str = "58712303d941c6855d4e888c5f0cd22f";
     pub const HASHTAG: &str = "9b498c08113f1e09617a1703c22b2f32";
     pub const TAGGED: &str = "e31a871f7301132ceaab56507a66bbb7";
+    /// The viewer's own profile (Instaloader's `test_login`).
+    pub const OWN_PROFILE: &str = "d6f4427fbe92d846298cf93df0b937d3";
+    /// The replies of one comment.
+    pub const COMMENT_REPLIES: &str = "51fdd02b67508306ad4484ff574a0b62";
+    /// The viewer's story tray.
+    pub const STORY_TRAY: &str = "d15efd8c0c5b23f0ef71f18bf363c704";
+    /// Story reels of users by id.
+    pub const STORIES: &str = "303a4ae99711322310f25250d988f3b7";
+    /// A user's highlights.
+    pub const HIGHLIGHTS: &str = "7c16654f22c819fb63d1183034a5162f";
+    /// The items of highlights by id.
+    pub const HIGHLIGHT_ITEMS: &str = "45246d3fe16ccc6577e0bd297a5db1ab";
+
+    /// doc_id: a profile by user id (`data.user`), on `graphql/query` and `api/graphql`.
+    pub const DOC_PROFILE: &str = "27937681195819736";
+    /// doc_id: a post by shortcode (`xdt_api__v1__media__shortcode__web_info`).
+    pub const DOC_POST: &str = "27128499623469141";
+    /// doc_id: a profile's posts for a logged-in viewer, in the app's media shape.
+    pub const DOC_TIMELINE: &str = "29104886249145907";
+    /// doc_id: a profile's further posts for a logged-out viewer, by the page's id.
+    pub const DOC_TIMELINE_ANONYMOUS: &str = "28904005159232689";
+    /// doc_id: a profile's reels.
+    pub const DOC_REELS: &str = "7845543455542541";
+    /// doc_id: a profile's reels with play counts (Instaloader's fallback for a reel's plays).
+    pub const DOC_REELS_PLAYS: &str = "27234427476213202";
 }
 
 /// Largest `first` a GraphQL page may ask for; more gets 400 so that clients shrink it.
