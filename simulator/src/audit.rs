@@ -14,6 +14,9 @@ pub struct Entry {
     pub t: f64,
     pub account: Option<String>,
     pub ip: String,
+    /// The route template the request matched (`/{username}/`, `/api/graphql`, …), or the literal
+    /// path of one that fell to the 404 fallback.
+    pub path: String,
     pub query_type: String,
     pub status: u16,
     pub bytes: usize,
@@ -28,6 +31,7 @@ impl Entry {
         t: f64,
         account: Option<String>,
         ip: String,
+        path: String,
         q: &QueryType,
         status: u16,
         bytes: usize,
@@ -36,12 +40,18 @@ impl Entry {
             t,
             account,
             ip,
+            path,
             query_type: q.label(),
             status,
             bytes,
             graphql: q.is_graphql(),
             iphone: *q == QueryType::Iphone,
         }
+    }
+
+    /// Whether the request counts against a window (see [`QueryType::Uncounted`]).
+    pub fn counted(&self) -> bool {
+        self.query_type != QueryType::Uncounted.label()
     }
 
     /// Logged-in requests count against their account, anonymous ones against their IP.
@@ -87,7 +97,7 @@ fn most_in_window(times: &mut [f64], length: f64) -> usize {
 /// Computes the peaks of every key from the log.
 pub fn oracle(entries: &[Entry], limits: &Limits) -> Oracle {
     let mut groups: BTreeMap<(String, String), (Duration, usize, Vec<f64>)> = BTreeMap::new();
-    for e in entries {
+    for e in entries.iter().filter(|e| e.counted()) {
         let scope = e.scope();
         let per_type = if e.query_type == "other" {
             limits.other

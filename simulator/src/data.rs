@@ -72,6 +72,12 @@ const PLACES: [&str; 8] = [
     "Marrakesh",
 ];
 
+/// Most likers a post's likers list shows.
+pub const MAX_LIKERS: u64 = 100;
+
+/// Users in a logged-in account's story tray.
+pub const TRAY_SIZE: usize = 10;
+
 const USER_ID_BASE: u64 = 1_000_000;
 const USER_ID_STRIDE: u64 = 1_000_003;
 
@@ -175,6 +181,64 @@ pub struct DataSet {
     hashtags: std::collections::HashMap<&'static str, Vec<(u32, u32)>>,
     /// User → public posts they are tagged in, newest first.
     tagged_in: Vec<Vec<(u32, u32)>>,
+    /// Place (index in [`PLACES`]) → public posts located there, newest first.
+    located: Vec<Vec<(u32, u32)>>,
+}
+
+/// A place posts are located at, with the numbers Instagram gives a location.
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    pub id: u64,
+    pub name: &'static str,
+    pub lat: f64,
+    pub lng: f64,
+}
+
+impl Place {
+    /// Instagram's slug: the lowercased name.
+    pub fn slug(&self) -> String {
+        self.name.to_lowercase()
+    }
+}
+
+/// Coordinates of [`PLACES`], in its order.
+const PLACE_COORDS: [(f64, f64); 8] = [
+    (38.7223, -9.1393),
+    (64.1466, -21.9426),
+    (35.0116, 135.7681),
+    (-1.2921, 36.8219),
+    (-33.0472, -71.6127),
+    (69.6492, 18.9553),
+    (-42.8821, 147.3272),
+    (31.6295, -7.9811),
+];
+
+/// Location ids are this plus the place's index: unique, and far from user and post ids.
+const PLACE_ID_BASE: u64 = 212_988_600;
+
+/// The place named `name`, if posts can be located there.
+pub fn place_by_name(name: &str) -> Option<Place> {
+    PLACES.iter().position(|p| *p == name).map(place)
+}
+
+/// The place with location id `id`.
+pub fn place_by_id(id: u64) -> Option<Place> {
+    let index = usize::try_from(id.checked_sub(PLACE_ID_BASE)?).ok()?;
+    (index < PLACES.len()).then(|| place(index))
+}
+
+/// Every place, in id order.
+pub fn places() -> impl Iterator<Item = Place> {
+    (0..PLACES.len()).map(place)
+}
+
+fn place(index: usize) -> Place {
+    Place {
+        id: PLACE_ID_BASE + index as u64,
+        name: PLACES[index],
+        lat: PLACE_COORDS[index].0,
+        lng: PLACE_COORDS[index].1,
+    }
 }
 
 const SHORTCODE_ALPHABET: &[u8; 64] =
@@ -262,6 +326,7 @@ impl DataSet {
             by_name,
             hashtags: std::collections::HashMap::new(),
             tagged_in: vec![Vec::new(); n as usize],
+            located: vec![Vec::new(); PLACES.len()],
         };
         set.index_posts();
         set
@@ -272,9 +337,13 @@ impl DataSet {
         let mut hashtags: std::collections::HashMap<&'static str, Vec<(i64, u32, u32)>> =
             std::collections::HashMap::new();
         let mut tagged: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); self.users.len()];
+        let mut located: Vec<Vec<(i64, u32, u32)>> = vec![Vec::new(); PLACES.len()];
         for u in self.users.iter().filter(|u| !u.is_private) {
             for j in 0..u.post_count {
                 let taken = self.taken_at(u.index, j);
+                if let Some(place) = self.post_place(u.index, j) {
+                    located[place].push((taken, u.index, j));
+                }
                 let tags = self.post_tags(u.index, j);
                 hashtags
                     .entry(tags[0])
@@ -300,6 +369,67 @@ impl DataSet {
             .map(|(tag, posts)| (tag, newest_first(posts)))
             .collect();
         self.tagged_in = tagged.into_iter().map(newest_first).collect();
+        self.located = located.into_iter().map(newest_first).collect();
+    }
+
+    /// The index in [`PLACES`] of a post's location, if it has one.
+    fn post_place(&self, owner: u32, index: u32) -> Option<usize> {
+        (self.post_roll(owner, index, 13) % 3 == 0)
+            .then(|| (self.post_roll(owner, index, 14) % 8) as usize)
+    }
+
+    /// Public posts located at `place`, newest first, as (owner, index).
+    pub fn location_posts(&self, place: &Place) -> &[(u32, u32)] {
+        usize::try_from(place.id - PLACE_ID_BASE)
+            .ok()
+            .and_then(|i| self.located.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// The post with media id `id`, found arithmetically like users.
+    pub fn post_by_id(&self, id: u64) -> Option<Post> {
+        let owner = u32::try_from((id >> 20).checked_sub(1)?).ok()?;
+        let index = u32::try_from(id & 0xF_FFFF).ok()?;
+        self.post(owner, index).filter(|p| p.id == id)
+    }
+
+    /// Who liked a post, as far as Instagram lists them: at most [`MAX_LIKERS`] distinct users,
+    /// drawn from the post's id (the data set has like counts, not like lists).
+    pub fn likers(&self, post: &Post) -> Vec<u32> {
+        let n = self.users.len() as u64;
+        let mut out: Vec<u32> = (0..post.likes.min(MAX_LIKERS))
+            .map(|k| (mix(self.seed, 16, post.id, k) % n) as u32)
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|u| seen.insert(*u));
+        out
+    }
+
+    /// How many current story items a user has (0 to 3); a private user shows none.
+    pub fn story_count(&self, user: &User) -> u64 {
+        mix(self.seed, 8, u64::from(user.index), 0) % 4
+    }
+
+    /// How many highlights a user has (0 to 3).
+    pub fn highlight_count(&self, user: &User) -> u64 {
+        mix(self.seed, 14, u64::from(user.index), 0) % 4
+    }
+
+    /// How many items highlight `h` of a user holds (1 to 5).
+    pub fn highlight_items(&self, user: &User, h: u64) -> u64 {
+        1 + mix(self.seed, 15, u64::from(user.index), h) % 5
+    }
+
+    /// The story tray a logged-in account sees (the simulator's accounts follow no one in the
+    /// data set, so it is a fixed pick): the first [`TRAY_SIZE`] public users with a story.
+    pub fn story_tray(&self) -> Vec<u32> {
+        self.users
+            .iter()
+            .filter(|u| !u.is_private && self.story_count(u) > 0)
+            .take(TRAY_SIZE)
+            .map(|u| u.index)
+            .collect()
     }
 
     fn post_roll(&self, owner: u32, index: u32, k: u64) -> u64 {

@@ -14,6 +14,9 @@ pub enum QueryType {
     DocId(String),
     Iphone,
     Other,
+    /// Audited but counted against no window: the requests Instaloader 4.16's own rate controller
+    /// never counts (the login steps, the bare start-page GET for a csrftoken).
+    Uncounted,
 }
 
 impl QueryType {
@@ -23,6 +26,7 @@ impl QueryType {
             QueryType::DocId(d) => format!("doc:{d}"),
             QueryType::Iphone => "iphone".into(),
             QueryType::Other => "other".into(),
+            QueryType::Uncounted => "uncounted".into(),
         }
     }
 
@@ -84,6 +88,9 @@ impl Windows {
     /// Counts a request of `q` by `scope` arriving `now`; returns whether it is within every
     /// window (it is counted either way: the server saw it).
     pub fn admit(&mut self, scope: &str, q: &QueryType, now: Instant) -> bool {
+        if *q == QueryType::Uncounted {
+            return true;
+        }
         let mut keys: Vec<(String, Window)> = Vec::with_capacity(2);
         let per_type = if *q == QueryType::Other {
             self.limits.other

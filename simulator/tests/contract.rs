@@ -920,12 +920,31 @@ async fn an_ended_session_is_sent_to_the_login_page() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
-    assert_eq!(r.headers()["location"], "/accounts/login/");
+    // Absolute, as Instagram sends it: clients only recognise the absolute login URL.
+    assert_eq!(
+        r.headers()["location"],
+        "https://www.instagram.com/accounts/login/"
+    );
     let r = raw.get(&url).send().await.unwrap();
     assert_eq!(
         r.status(),
         StatusCode::OK,
         "without a session cookie the page is public"
+    );
+    // Instaloader's anonymous placeholders: an empty sessionid is no session, not an ended one.
+    let r = raw
+        .get(&url)
+        .header(
+            "cookie",
+            "sessionid=; mid=; ig_pr=1; ig_vw=1920; csrftoken=; s_network=; ds_user_id=",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "an empty sessionid is anonymous"
     );
     let _ = s.stop.send(());
 }
