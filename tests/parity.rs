@@ -227,9 +227,11 @@ async fn trawl_sends_the_requests_instaloader_sends_for_the_same_work() {
         .iter()
         .find(|u| !u.is_private && u.followers.len() > 12 && u.following.len() > 12)
         .expect("a public user following and followed by more than a page");
+    // The smallest hashtag with more than a page of posts.
     let tag = trawl_simulator::data::TAGS
         .iter()
-        .find(|t| (13..=60).contains(&data.hashtag_posts(t).len()))
+        .filter(|t| data.hashtag_posts(t).len() > 12)
+        .min_by_key(|t| data.hashtag_posts(t).len())
         .expect("a hashtag with more than a page of posts");
     let storytellers: Vec<&str> = data
         .users

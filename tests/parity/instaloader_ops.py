@@ -53,8 +53,11 @@ def profile_posts(L, name):
     p = Profile.from_username(L.context, name)
     n = 0
     for post in p.get_posts():
+        # What the listing carries (Trawl stores those). Not `post.comments`: for a post in the
+        # mobile shape (the logged-in listing) that property asks for the whole post again, one
+        # request per post, although the listing's node holds `comment_count`.
         _ = (post.mediaid, post.shortcode, post.owner_id, post.date_utc, post.typename,
-             post.caption, post.likes, post.comments)
+             post.caption, post.likes)
         n += 1
     return n
 
