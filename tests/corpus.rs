@@ -833,19 +833,35 @@ async fn instagram_group(cases: &[Case], report: &mut Report) {
     })
     .await;
     let http = reqwest::Client::new();
-    // A public user with more than one page of posts, and one of its posts.
-    let user = fleet
-        .data
+    // A public user with more than one page of posts, current stories and highlights (so that
+    // every crawler reaches the request a case answers), one of its posts with a page of
+    // comments, and a hashtag with posts.
+    let data = &fleet.data;
+    let user = data
         .users
         .iter()
-        .find(|u| !u.is_private && u.post_count > 2 * fleet.options.page_length)
-        .expect("a public user with several pages of posts")
+        .find(|u| {
+            !u.is_private
+                && u.post_count > 2 * fleet.options.page_length
+                && data.story_count(u) > 0
+                && data.highlight_count(u) > 0
+        })
+        .expect("a public user with several pages of posts, stories and highlights")
         .clone();
-    let post = fleet.data.post(user.index, 0).expect("a post").shortcode;
+    let post = (0..user.post_count)
+        .filter_map(|i| data.post(user.index, i))
+        .find(|p| (1..=12).contains(&p.comment_count))
+        .expect("a post with a page of comments")
+        .shortcode;
+    let tag = trawl_simulator::data::TAGS
+        .iter()
+        .find(|t| !data.hashtag_posts(t).is_empty())
+        .expect("a hashtag with posts");
     let values: Placeholders = [
         ("USER", user.username.clone()),
         ("USER_ID", user.id.to_string()),
         ("POST", post),
+        ("TAG", (*tag).to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.into_bytes()))
