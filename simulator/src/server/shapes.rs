@@ -158,7 +158,8 @@ pub(super) fn iphone_media(p: &Post, data: &DataSet) -> Value {
         "image_versions2": image_versions(format!("{CDN}/t51/{}_n.jpg", p.id)),
         "user": iphone_user(owner), "owner": iphone_user(owner),
         "location": p.location.and_then(crate::data::place_by_name).map(|pl| json!({
-            "pk": pl.id, "name": pl.name, "short_name": pl.name, "slug": pl.slug(),
+            "pk": pl.id, "id": pl.id.to_string(), "name": pl.name, "short_name": pl.name,
+            "slug": pl.slug(), "has_public_page": true,
             "lat": pl.lat, "lng": pl.lng})),
         "usertags": {"in": p.tagged.iter().map(|&t| json!({
             "user": iphone_user(&data.users[t as usize]), "position": [0.5, 0.5]}))
