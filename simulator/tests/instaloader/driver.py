@@ -86,6 +86,10 @@ def main():
     one = Post.from_shortcode(anon.context, s["few_comments_post"])
     record("anon_post", dict(post_facts(one), comments=one.comments, is_video=one.is_video,
                              owner_id=one.owner_id))
+    record("anon_reels", [x.shortcode for x in p.get_reels()])
+    record("anon_tagged", [x.shortcode for x in Profile.from_username(
+        anon.context, s["tagged_user"]).get_tagged_posts()])
+    record("anon_likes", raised(lambda: list(one.get_likes())))
     record("anon_from_id", Profile.from_id(anon.context, s["follow_user_id"]).username)
     tag = Hashtag.from_name(anon.context, s["tag"])
     record("anon_hashtag_resumable", [x.shortcode for x in tag.get_posts_resumable()])
