@@ -1216,6 +1216,23 @@ async fn plain_http_cookies_bearer_tokens_and_audit_labels_follow_instaloader_4_
         "an unknown token is no login"
     );
 
+    // A forged cursor past the end (or past u64's end once a page is added) is an empty page.
+    let forged: String = format!("tagged:{}:18446744073709551615", target.id)
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let url = graphql_url(
+        &s.base,
+        hashes::TAGGED,
+        serde_json::json!({"id": target.id.to_string(), "first": 12, "after": forged}),
+    );
+    let (status, body) = get_json(&raw, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["data"]["user"]["edge_user_to_photos_of_you"]["edges"],
+        serde_json::json!([])
+    );
+
     // An override on a doc_id POST is labelled by its doc_id, and a 404 is audited.
     let faults = serde_json::json!({"overrides": [{"path_contains": "/api/graphql",
         "count": 1, "status": 503}]});
@@ -1265,6 +1282,7 @@ async fn plain_http_cookies_bearer_tokens_and_audit_labels_follow_instaloader_4_
             pair("other", "/"),
             pair("iphone", "/mobile/api/v1/users/{id}/info/"),
             pair("iphone", "/mobile/api/v1/users/{id}/info/"),
+            pair(&format!("qh:{}", hashes::TAGGED), "/graphql/query"),
             pair("doc:27128499623469141", "/api/graphql"),
             pair("other", "/no/such/route/"),
         ]

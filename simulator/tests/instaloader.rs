@@ -502,8 +502,12 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         .take(30)
         .map(|p| p.shortcode)
         .collect::<Vec<_>>();
+    let barrier =
+        std::env::temp_dir().join(format!("trawl-instaloader-race-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&barrier);
     let race = json!({"base": s.base, "password": PASSWORD, "racer_account": "il_racer",
-        "race_requests": RACE_REQUESTS, "race_shortcodes": racers});
+        "race_requests": RACE_REQUESTS, "race_shortcodes": racers,
+        "barrier_dir": barrier, "processes": 2});
     let started = std::time::Instant::now();
     let (a, b) = tokio::join!(
         drive(&python, "race", &race, "racer-a"),

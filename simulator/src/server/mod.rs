@@ -7,11 +7,11 @@
 //! `graphql` (`query_hash` and `doc_id` queries), `mobile` (the app's API under `/mobile`) and
 //! `admin` (`/__sim/*`).
 //!
-//! Lock order: the `Sim` mutexes are independent and each is held only for a short, synchronous
-//! step, never across an `.await` and never while another is held, except `sessions`, which may be
-//! taken while nothing else is held. A new step that needs two must take them in field order
-//! (`windows`, `audit`, `sessions`, `pending_two_factor`, `faults`, `cache`, `strikes`) so that two
-//! requests can never wait on each other.
+//! Lock order: each of the `Sim`'s locks is held only for one short, synchronous step, never across
+//! an `.await`, and no path holds two at once (a request takes `sessions`, then `windows`, then
+//! `faults`, `strikes`, `cache` and `audit`, each released before the next). A new step that must
+//! hold two takes them in field order (`windows`, `audit`, `sessions`, `pending_two_factor`,
+//! `faults`, `cache`, `strikes`), so that two requests can never wait on each other.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

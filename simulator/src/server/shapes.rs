@@ -99,7 +99,10 @@ pub(super) fn decode_cursor(cursor: &str, tag: &str, owner: u64) -> Option<u64> 
 
 /// One page of `total` items starting at `after`: (start, end, page_info).
 pub(super) fn page(total: u64, start: u64, first: u64, tag: &str, owner: u64) -> (u64, u64, Value) {
-    let end = (start + first).min(total);
+    // A cursor is the client's to forge: one past the end is an empty last page, never a slice
+    // that starts after it ends.
+    let start = start.min(total);
+    let end = start.saturating_add(first).min(total);
     let has_next = end < total;
     let info = json!({
         "has_next_page": has_next,

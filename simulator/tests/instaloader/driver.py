@@ -8,7 +8,9 @@ Instaloader's cookie jar sees plain http (which is what shows the simulator's co
 """
 import calendar
 import json
+import os
 import sys
+import time
 
 import requests
 
@@ -174,6 +176,15 @@ def race():
     # ConnectionException at once, which is caught and counted here.
     L = loader(max_connection_attempts=1)
     L.login(SPEC["racer_account"], SPEC["password"])
+    # Start together: each process announces it has logged in and waits for the other.
+    barrier = SPEC["barrier_dir"]
+    os.makedirs(barrier, exist_ok=True)
+    open(os.path.join(barrier, str(os.getpid())), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(barrier)) < SPEC["processes"]:
+        if time.monotonic() > deadline:
+            raise SystemExit("the other racer never logged in")
+        time.sleep(0.01)
     ok = refused = 0
     codes = SPEC["race_shortcodes"]
     for k in range(SPEC["race_requests"]):
