@@ -279,6 +279,10 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         .iter()
         .find(|p| p.location == Some(place.name))
         .expect("a located post");
+    let image = public_posts
+        .iter()
+        .find(|p| p.kind == PostType::Image)
+        .expect("an image post");
     let search = posts_user.username[..2].to_owned();
     let spec = json!({
         "base": s.base, "password": PASSWORD, "two_factor_code": TWO_FACTOR_CODE,
@@ -289,7 +293,7 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         "highlight_user": highlight_user.username, "private_user": private_user.username,
         "few_comments_post": few.shortcode, "many_comments_post": many.shortcode,
         "located_post": located.shortcode, "location_id": place.id, "tag": tag,
-        "search": search,
+        "search": search, "image_post": image.shortcode,
     });
 
     let started = std::time::Instant::now();
@@ -417,6 +421,13 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         sorted(strings(&r["likes"])),
         names(data, &data.likers(many))
     );
+    assert!(
+        r["image_url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!("/{}_n.jpg", image.id))),
+        "{}",
+        r["image_url"]
+    );
     let loc = &r["post_location"];
     assert_eq!(loc["id"], place.id);
     assert_eq!(loc["name"], place.name);
@@ -483,6 +494,10 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         pairs.contains_key(&("other".to_owned(), "/".to_owned())),
         "the token page"
     );
+    assert!(pairs.contains_key(&(
+        "iphone".to_owned(),
+        "/mobile/api/v1/media/{id}/info/".to_owned()
+    )));
     assert!(pairs.contains_key(&(
         format!("doc:{}", hashes::DOC_POST),
         "/api/graphql".to_owned()

@@ -145,6 +145,8 @@ def main():
     record("many_comments_total", many.comments)
     record("many_comments", comments_of(many))
     record("likes", [x.username for x in many.get_likes()])
+    # A logged-in image's URL comes from the app's media info.
+    record("image_url", Post.from_shortcode(L.context, s["image_post"]).url)
     located = Post.from_shortcode(L.context, s["located_post"])
     loc = located.location
     record("post_location", {"id": loc.id, "name": loc.name, "slug": loc.slug, "lat": loc.lat, "lng": loc.lng})
