@@ -293,7 +293,7 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         "highlight_user": highlight_user.username, "private_user": private_user.username,
         "few_comments_post": few.shortcode, "many_comments_post": many.shortcode,
         "located_post": located.shortcode, "location_id": place.id, "tag": tag,
-        "search": search, "image_post": image.shortcode,
+        "search": search, "place": place.name, "image_post": image.shortcode,
     });
 
     let started = std::time::Instant::now();
@@ -361,6 +361,11 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         .map(|u| u.username.clone())
         .collect();
     assert_eq!(strings(&r["anon_topsearch_profiles"]), prefixed);
+    assert_eq!(r["anon_topsearch_hashtags"], json!([tag]));
+    assert_eq!(
+        r["anon_topsearch_places"],
+        json!([{"id": place.id, "name": place.name, "slug": place.slug()}])
+    );
     assert_eq!(r["anon_private_posts"], "LoginRequiredException");
     assert_eq!(r["private_posts"], "PrivateProfileNotFollowedException");
     assert_eq!(r["anon_unknown_profile"], "ProfileNotExistsException");

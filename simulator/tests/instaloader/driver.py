@@ -97,7 +97,9 @@ def main():
     record("anon_hashtag_resumable", [x.shortcode for x in tag.get_posts_resumable()])
     search = TopSearchResults(anon.context, s["search"])
     record("anon_topsearch_profiles", [x.username for x in search.get_profiles()])
-    record("anon_topsearch_hashtags", list(search.get_hashtag_strings()))
+    record("anon_topsearch_hashtags", list(TopSearchResults(anon.context, s["tag"]).get_hashtag_strings()))
+    record("anon_topsearch_places", [{"id": loc.id, "name": loc.name, "slug": loc.slug} for loc in
+                                     TopSearchResults(anon.context, s["place"]).get_locations()])
     record("anon_private_posts", raised(lambda: list(Profile.from_username(
         anon.context, s["private_user"]).get_posts())))
     record("anon_unknown_profile", raised(lambda: Profile.from_username(anon.context, "no_such_user_x")))
