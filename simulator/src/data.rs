@@ -374,7 +374,8 @@ impl DataSet {
 
     /// The index in [`PLACES`] of a post's location, if it has one.
     fn post_place(&self, owner: u32, index: u32) -> Option<usize> {
-        (self.post_roll(owner, index, 13) % 3 == 0)
+        self.post_roll(owner, index, 13)
+            .is_multiple_of(3)
             .then(|| (self.post_roll(owner, index, 14) % 8) as usize)
     }
 

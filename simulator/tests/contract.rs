@@ -1110,3 +1110,219 @@ async fn a_post_by_shortcode_carries_its_comment_threads() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let _ = s.stop.send(());
 }
+
+/// The transport a real Instaloader 4.16 needs over plain http, and how its requests are
+/// labelled in the audit log.
+#[tokio::test]
+async fn plain_http_cookies_bearer_tokens_and_audit_labels_follow_instaloader_4_16() {
+    let s = start(48, 1.0).await;
+    let raw = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The bare GET for a csrftoken: no Secure cookie, tokens for a logged-out page, uncounted.
+    let home = raw
+        .get(format!("{}/", s.base))
+        .header("cookie", "sessionid=; csrftoken=")
+        .send()
+        .await
+        .unwrap();
+    let set_cookies: Vec<String> = home
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(set_cookies.iter().any(|c| c.starts_with("csrftoken=")));
+    assert!(
+        set_cookies.iter().all(|c| !c.contains("Secure")),
+        "{set_cookies:?}"
+    );
+    let page = home.text().await.unwrap();
+    assert!(page.contains(r#""LSD",[],{"token":""#), "{page}");
+    assert!(page.contains(r#""IG_USER_EIMU":"0""#));
+    assert!(
+        !page.contains("DTSGInitialData"),
+        "only a logged-in visitor gets fb_dtsg"
+    );
+
+    let csrf = "0123456789abcdef";
+    let r = raw
+        .post(format!("{}/api/v1/web/accounts/login/ajax/", s.base))
+        .header("x-csrftoken", csrf)
+        .header("cookie", format!("sessionid=; csrftoken={csrf}"))
+        .body("username=crawler1&password=s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies: std::collections::HashMap<String, String> = r
+        .cookies()
+        .map(|k| (k.name().to_owned(), k.value().to_owned()))
+        .collect();
+    assert!(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .all(|v| !v.to_str().unwrap().contains("Secure"))
+    );
+    let session = cookies["sessionid"].clone();
+    let user_id = cookies["ds_user_id"].clone();
+
+    // The start page as a logged-in page navigation: counted, with fb_dtsg and the viewer's id.
+    let page = raw
+        .get(format!("{}/", s.base))
+        .header("cookie", format!("sessionid=; sessionid={session}"))
+        .header("sec-fetch-dest", "document")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("DTSGInitialData"));
+    assert!(page.contains(&format!(r#""IG_USER_EIMU":"{user_id}""#)));
+
+    // The app's bearer token with no cookies identifies the account.
+    let token = serde_json::json!({"ds_user_id": user_id, "sessionid": session}).to_string();
+    let bearer = format!("Bearer IGT:2:{}", base64(token.as_bytes()));
+    let target = public_user(&s, |_| true);
+    let info = |auth: String| {
+        raw.get(format!(
+            "{}/mobile/api/v1/users/{}/info/",
+            s.base, target.id
+        ))
+        .header("authorization", auth)
+        .header("x-ig-app-id", trawl_simulator::server::MOBILE_APP_ID)
+        .header("x-mid", "m")
+        .header("x-ig-device-id", "d")
+        .send()
+    };
+    let r = info(bearer).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["user"]["hd_profile_pic_url_info"]["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("_profile_hd.jpg"))
+    );
+    let unknown = serde_json::json!({"ds_user_id": user_id, "sessionid": "nope"}).to_string();
+    let r = info(format!("Bearer IGT:2:{}", base64(unknown.as_bytes())))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "an unknown token is no login"
+    );
+
+    // A forged cursor past the end (or past u64's end once a page is added) is an empty page.
+    let forged: String = format!("tagged:{}:18446744073709551615", target.id)
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let url = graphql_url(
+        &s.base,
+        hashes::TAGGED,
+        serde_json::json!({"id": target.id.to_string(), "first": 12, "after": forged}),
+    );
+    let (status, body) = get_json(&raw, &url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["data"]["user"]["edge_user_to_photos_of_you"]["edges"],
+        serde_json::json!([])
+    );
+
+    // An override on a doc_id POST is labelled by its doc_id, and a 404 is audited.
+    let faults = serde_json::json!({"overrides": [{"path_contains": "/api/graphql",
+        "count": 1, "status": 503}]});
+    raw.post(format!("{}/__sim/faults", s.base))
+        .body(faults.to_string())
+        .send()
+        .await
+        .unwrap();
+    let r = raw
+        .post(format!("{}/api/graphql", s.base))
+        .body("doc_id=27128499623469141&variables=%7B%7D&lsd=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = raw
+        .get(format!("{}/no/such/route/", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    let log = raw
+        .get(format!("{}/__sim/audit.jsonl", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let labels: Vec<(String, String)> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| {
+            (
+                e["query_type"].as_str().unwrap().to_owned(),
+                e["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let pair = |q: &str, p: &str| (q.to_owned(), p.to_owned());
+    assert_eq!(
+        labels,
+        vec![
+            pair("uncounted", "/"),
+            pair("uncounted", "/api/v1/web/accounts/login/ajax/"),
+            pair("other", "/"),
+            pair("iphone", "/mobile/api/v1/users/{id}/info/"),
+            pair("iphone", "/mobile/api/v1/users/{id}/info/"),
+            pair(&format!("qh:{}", hashes::TAGGED), "/graphql/query"),
+            pair("doc:27128499623469141", "/api/graphql"),
+            pair("other", "/no/such/route/"),
+        ]
+    );
+    let oracle: Value = raw
+        .get(format!("{}/__sim/oracle", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        oracle["peaks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["key"] != "uncounted"),
+        "uncounted requests are in no window"
+    );
+    let _ = s.stop.send(());
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

@@ -219,11 +219,11 @@ pub(super) async fn media_comments(
         let start = match params.get("min_id").map(String::as_str) {
             None | Some("") => 0,
             Some(cursor) => match decode_cursor(cursor, "icomments", p.id) {
-                Some(n) => n as u32,
+                Some(n) => u32::try_from(n).unwrap_or(u32::MAX).min(p.comment_count),
                 None => return fail(StatusCode::BAD_REQUEST, "invalid min_id"),
             },
         };
-        let end = (start + COMMENTS_PAGE).min(p.comment_count);
+        let end = start.saturating_add(COMMENTS_PAGE).min(p.comment_count);
         let comments: Vec<Value> = (start..end)
             .filter_map(|i| sim.data.comment(&p, i))
             .map(|cm| {

@@ -7,11 +7,11 @@
 //! `graphql` (`query_hash` and `doc_id` queries), `mobile` (the app's API under `/mobile`) and
 //! `admin` (`/__sim/*`).
 //!
-//! Lock order: the `Sim` mutexes are independent and each is held only for a short, synchronous
-//! step, never across an `.await` and never while another is held, except `sessions`, which may be
-//! taken while nothing else is held. A new step that needs two must take them in field order
-//! (`windows`, `audit`, `sessions`, `pending_two_factor`, `faults`, `cache`, `strikes`) so that two
-//! requests can never wait on each other.
+//! Lock order: each of the `Sim`'s locks is held only for one short, synchronous step, never across
+//! an `.await`, and no path holds two at once (a request takes `sessions`, then `windows`, then
+//! `faults`, `strikes`, `cache` and `audit`, each released before the next). A new step that must
+//! hold two takes them in field order (`windows`, `audit`, `sessions`, `pending_two_factor`,
+//! `faults`, `cache`, `strikes`), so that two requests can never wait on each other.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -178,6 +178,14 @@ impl Sim {
     }
 
     /// Time since the simulator started.
+    /// The windows the simulator enforces (scaled by its time scale).
+    pub fn limits(&self) -> Limits {
+        self.windows
+            .lock()
+            .map(|w| w.limits())
+            .unwrap_or(Limits::instagram(1.0))
+    }
+
     pub fn elapsed(&self) -> std::time::Duration {
         self.started.elapsed()
     }
@@ -644,16 +652,20 @@ pub(crate) async fn handle_cached(
     cache_key: Option<&str>,
     serve: impl FnOnce() -> Response,
 ) -> Response {
-    let now = Instant::now();
     let scope = match &caller.account {
         Some(a) => format!("account:{a}"),
         None => format!("ip:{}", caller.ip),
     };
-    let admitted = sim
+    // The arrival time is taken under the windows' lock, so that the audit log's times order
+    // requests exactly as the windows admitted them: the oracle can then recompute every 429.
+    let (admitted, now) = sim
         .windows
         .lock()
-        .map(|mut w| w.admit(&scope, &q, now))
-        .unwrap_or(false);
+        .map(|mut w| {
+            let now = Instant::now();
+            (w.admit(&scope, &q, now), now)
+        })
+        .unwrap_or_else(|_| (false, Instant::now()));
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
     let roll = |k: u64| (crate::data::mix(sim.data.seed, 1000 + k, n, 0) % 1_000_000) as f64 / 1e6;
     // One look at the fault settings per request, without copying them.

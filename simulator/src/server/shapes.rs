@@ -99,7 +99,10 @@ pub(super) fn decode_cursor(cursor: &str, tag: &str, owner: u64) -> Option<u64> 
 
 /// One page of `total` items starting at `after`: (start, end, page_info).
 pub(super) fn page(total: u64, start: u64, first: u64, tag: &str, owner: u64) -> (u64, u64, Value) {
-    let end = (start + first).min(total);
+    // A cursor is the client's to forge: one past the end is an empty last page, never a slice
+    // that starts after it ends.
+    let start = start.min(total);
+    let end = start.saturating_add(first).min(total);
     let has_next = end < total;
     let info = json!({
         "has_next_page": has_next,
@@ -158,7 +161,8 @@ pub(super) fn iphone_media(p: &Post, data: &DataSet) -> Value {
         "image_versions2": image_versions(format!("{CDN}/t51/{}_n.jpg", p.id)),
         "user": iphone_user(owner), "owner": iphone_user(owner),
         "location": p.location.and_then(crate::data::place_by_name).map(|pl| json!({
-            "pk": pl.id, "name": pl.name, "short_name": pl.name, "slug": pl.slug(),
+            "pk": pl.id, "id": pl.id.to_string(), "name": pl.name, "short_name": pl.name,
+            "slug": pl.slug(), "has_public_page": true,
             "lat": pl.lat, "lng": pl.lng})),
         "usertags": {"in": p.tagged.iter().map(|&t| json!({
             "user": iphone_user(&data.users[t as usize]), "position": [0.5, 0.5]}))
