@@ -7,7 +7,7 @@
 //!
 //! What it serves (see docs/simulator.md): a deterministic data set (`data`), Instagram's web,
 //! GraphQL (`query_hash` and `doc_id`) and mobile endpoints with login, two-factor and checkpoint
-//! flows (`server`), the API-design seed's v1 REST API (`v1`), per-account and per-IP sliding
+//! flows (`server`), an Instagram-style v1 REST API (`v1`), per-account and per-IP sliding
 //! windows answering Instagram's 429 (`windows`), fault injection (`faults`), and the audit log with
 //! its window oracle (`audit`).
 

@@ -1,6 +1,6 @@
-//! The v1 REST API of the API-design seed (`002_572bd8a5602f6d5b.txt`): JWT-style login, users,
+//! An Instagram-style v1 REST API (docs/simulator.md, "The v1 REST API"): JWT-style login, users,
 //! their posts and followers, user search; `count`/`cursor` pagination; `X-RateLimit-*` headers on
-//! every answer; errors as `{"error": {"code", "message", "details"}}`, and the seed's 429 body with
+//! every answer; errors as `{"error": {"code", "message", "details"}}`, and a 429 body with
 //! `reset_at`.
 
 use std::collections::{HashMap, VecDeque};

@@ -9,36 +9,22 @@ that kind does (fetch every item of the target), and answers one JSON line on st
 {"items": N} or {"error": "..."}. One process serves every operation, as one Trawl worker does,
 so per-session caches (the start page's tokens) are spent once on both sides.
 
-The only change to Instaloader's behaviour is where its requests go: Instagram's two hosts are
-rewritten to the simulator (www to BASE_URL, i.instagram.com to BASE_URL/mobile), over plain
-http, so the cookie jar sees the simulator's own scheme.
+The only change to Instaloader's behaviour is where its requests go (the simulator's test
+driver's `to_simulator`: Instagram's two hosts rewritten to BASE_URL, over plain http).
 """
 
 import json
+import os
 import sys
 
-import requests
-import instaloader
-from instaloader import Hashtag, Post, Profile
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "../../simulator/tests/instaloader"))
 
-BASE = sys.argv[1].rstrip("/")
-HOSTS = {
-    "https://www.instagram.com/": BASE + "/",
-    "https://i.instagram.com/": BASE + "/mobile/",
-}
+import instaloader  # noqa: E402
+import to_simulator  # noqa: E402
+from instaloader import Post, Profile  # noqa: E402
 
-_request = requests.Session.request
-
-
-def _redirected(self, method, url, *args, **kwargs):
-    for real, sim in HOSTS.items():
-        if isinstance(url, str) and url.startswith(real):
-            url = sim + url[len(real):]
-            break
-    return _request(self, method, url, *args, **kwargs)
-
-
-requests.Session.request = _redirected
+to_simulator.redirect(sys.argv[1])
 
 
 def profile(L, name):

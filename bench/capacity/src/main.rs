@@ -1,7 +1,7 @@
 //! `bench-capacity`: how much of Instagram's windows a fleet actually uses. A workers with A
-//! accounts work a backlog of comment crawls (every request one GraphQL query type, so the
-//! per-type window, 200 per 11 minutes, is the one that binds) against the simulator at scaled
-//! time. From the simulator's own audit log: per account, the requests it received in the first
+//! accounts work a backlog of follower crawls (after a profile page and the profile query, every
+//! request is one GraphQL query type, so the per-type window, 200 per 11 minutes, is the one that
+//! binds) against the simulator at scaled time. From the simulator's own audit log: per account, the requests it received in the first
 //! `--windows` full windows after its first one, against `windows × cap`; and the 429 count.
 //! Goal (docs/architecture.md, invariant 5): at least 99% of capacity, zero 429s.
 //!
@@ -78,36 +78,32 @@ async fn run(server: &Server, args: &Args, accounts: usize) -> Result<Run> {
     let scale = time_scale(accounts, args.fleet_rate);
     let pool = server.fresh(&name, 8).await?;
     let url = db::with_database(&server.admin_url, &name);
+    // Users followed by about a thousand others each: a follower crawl is ~80 pages of 12.
     let data = DataSet::generate(
         SEED,
         Sizes {
-            users: 300,
-            max_posts: 12,
-            max_following: 10,
-            max_comments: 2500,
+            users: 2000,
+            max_posts: 2,
+            max_following: 2000,
+            max_comments: 0,
         },
     );
-    let page = 50u64;
+    let page = 12u64;
     let window = 660.0 * scale;
     let needed = accounts as u64 * 200 * u64::from(args.windows + 2);
-    let mut shortcodes = Vec::new();
+    let mut targets = Vec::new();
     let mut pages = 0;
-    'users: for u in data.users.iter().filter(|u| !u.is_private) {
-        for i in 0..u.post_count {
-            let Some(p) = data.post(u.index, i) else {
-                continue;
-            };
-            if p.comment_count >= 500 {
-                pages += u64::from(p.comment_count).div_ceil(page);
-                shortcodes.push(p.shortcode.clone());
-                if pages >= needed * 13 / 10 {
-                    break 'users;
-                }
+    for u in data.users.iter().filter(|u| !u.is_private) {
+        if u.followers.len() >= 500 {
+            pages += (u.followers.len() as u64).div_ceil(page);
+            targets.push(u.username.clone());
+            if pages >= needed * 13 / 10 {
+                break;
             }
         }
     }
     if pages < needed {
-        bail!("the data set holds {pages} comment pages; {needed} are needed");
+        bail!("the data set holds {pages} follower pages; {needed} are needed");
     }
     let passwords: Vec<(String, String)> = (0..accounts)
         .map(|k| trawl_simulator::data::generated_account(SEED, k))
@@ -124,9 +120,9 @@ async fn run(server: &Server, args: &Args, accounts: usize) -> Result<Run> {
             .await?;
     }
     let queue = Queue::new(pool.clone(), QueueSettings::default());
-    let jobs: Vec<NewJob> = shortcodes
+    let jobs: Vec<NewJob> = targets
         .iter()
-        .map(|c| JobSpec::new("post_comments", c).validate(5))
+        .map(|u| JobSpec::new("followers", u).validate(5))
         .collect::<Result<_, _>>()?;
     queue.submit_many(&jobs).await?;
 
@@ -183,16 +179,16 @@ async fn run(server: &Server, args: &Args, accounts: usize) -> Result<Run> {
         bail!("the backlog ran out before the measurement ended");
     }
 
-    let comments_type = format!(
+    let measured_type = format!(
         "qh:{}",
         trawl_shared::config::InstagramConfig::default()
             .query_hashes
-            .comments
+            .followers
     );
     let mut times: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for line in audit.lines() {
         let e: Value = serde_json::from_str(line)?;
-        if e["query_type"] == comments_type.as_str()
+        if e["query_type"] == measured_type.as_str()
             && let Some(a) = e["account"].as_str()
         {
             times
@@ -215,7 +211,7 @@ async fn run(server: &Server, args: &Args, accounts: usize) -> Result<Run> {
         .map(Vec::as_slice)
         .unwrap_or_default()
         .iter()
-        .filter(|p| p["key"] == comments_type.as_str())
+        .filter(|p| p["key"] == measured_type.as_str())
         .map(|p| {
             (
                 p["most"].as_u64().unwrap_or(0),
@@ -266,11 +262,13 @@ async fn main() -> Result<()> {
     report.push_str(&machine_report(&server.admin_url).await?);
     writeln!(
         report,
-        "\nA workers (in one process) with A accounts work a backlog of `post_comments` crawls \
-         against the simulator at scaled time, the scale chosen so that the whole fleet at full \
+        "\nA workers (in one process) with A accounts work a backlog of `followers` crawls (users \
+         followed by 500 or more, ~80 pages of 12 each) against the simulator at scaled time, \
+         speaking Instaloader 4.16's protocol, the scale chosen so that the whole fleet at full \
          capacity sends {} requests/s (the machine's load stays the same as A grows; real \
-         Instagram allows 0.3 per account). Every request is the comments GraphQL query, so the \
-         per-type window (200 per 11 minutes) binds. Counted from the simulator's audit log: per \
+         Instagram allows 0.3 per account). After each crawl's profile page and profile query, \
+         every request is the followers GraphQL query, so its per-type window (200 per 11 \
+         minutes) binds. Counted from the simulator's audit log: per \
          account, the requests received in the {} full windows that start at its first one. \
          Two shares: of the server's capacity ({} × 200 per window), and of what the windows \
          allow with Instaloader's 6 s margin (docs/rate-limits.md: 200 per 11 min + 6 s; from the first \

@@ -99,7 +99,7 @@ pub struct Sim {
     pub(crate) faults: Mutex<Faults>,
     /// Rendered deterministic pages: key → (headers, body).
     pub(crate) cache: std::sync::RwLock<HashMap<String, (HeaderMap, Bytes)>>,
-    /// The v1 REST API of the API-design seed.
+    /// The Instagram-style v1 REST API.
     pub(crate) v1: crate::v1::V1State,
     /// 429s per account; at `checkpoint_after` the account is put in `checkpoint_required`.
     pub(crate) strikes: Mutex<HashMap<String, u32>>,

@@ -12,9 +12,8 @@ import os
 import sys
 import time
 
-import requests
-
 import instaloader
+import to_simulator
 from instaloader import (Hashtag, Instaloader, Post, Profile, TopSearchResults)
 from instaloader.exceptions import (ConnectionException, LoginException, LoginRequiredException,
                                     PrivateProfileNotFollowedException, ProfileNotExistsException,
@@ -23,19 +22,7 @@ from instaloader.exceptions import (ConnectionException, LoginException, LoginRe
 MODE, SPEC = sys.argv[1], json.load(open(sys.argv[2]))
 BASE = SPEC["base"].rstrip("/")
 
-_request = requests.Session.request
-
-
-def _to_simulator(self, method, url, *args, **kwargs):
-    if isinstance(url, str):
-        if url.startswith("https://www.instagram.com/"):
-            url = BASE + "/" + url[len("https://www.instagram.com/"):]
-        elif url.startswith("https://i.instagram.com/"):
-            url = BASE + "/mobile/" + url[len("https://i.instagram.com/"):]
-    return _request(self, method, url, *args, **kwargs)
-
-
-requests.Session.request = _to_simulator
+to_simulator.redirect(BASE)
 assert instaloader.__version__ == "4.16", instaloader.__version__
 
 RESULT = {}
