@@ -71,6 +71,75 @@ impl ApiError {
             "the database is not available; try again",
         )
     }
+
+    /// A database error: an outage (503, worth retrying) unless it shows that the code broke one
+    /// of its own promises, which no retry mends.
+    fn database(err: sqlx::Error, what: &'static str) -> Self {
+        let broken = match &err {
+            sqlx::Error::RowNotFound => BrokenInvariant::MissingRow,
+            sqlx::Error::Encode(source) | sqlx::Error::Decode(source)
+                if source.is::<serde_json::Error>() =>
+            {
+                BrokenInvariant::Json(source.to_string())
+            }
+            sqlx::Error::Encode(_)
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. } => BrokenInvariant::StoredValue(err.to_string()),
+            _ => {
+                tracing::error!(error = %err, "{what} failed while serving a request");
+                return Self::unavailable();
+            }
+        };
+        broken.into()
+    }
+}
+
+/// A promise the code relies on that did not hold: a bug, or a database changed under the
+/// scheduler; never the client's doing and never an outage. Answered 500 rather than 503, since
+/// "try again" would send clients retrying a request that cannot succeed, and logged in full
+/// while the client gets only the summary.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokenInvariant {
+    /// The queue signals a submission that came back without a result for one of its jobs (or a
+    /// statement that must return a row and returned none) as sqlx's `RowNotFound`.
+    #[error("the queue returned no row where it promises one")]
+    MissingRow,
+    /// A value did not convert to or from JSON (job options, a checkpoint).
+    #[error("a value did not convert to or from JSON: {0}")]
+    Json(String),
+    /// A stored value, column or type is not what the code reads: the schema and the code disagree.
+    #[error("a stored value does not match what the scheduler reads: {0}")]
+    StoredValue(String),
+}
+
+impl BrokenInvariant {
+    /// What the client is told: the kind of failure, without internals.
+    fn summary(&self) -> &'static str {
+        match self {
+            BrokenInvariant::MissingRow => "the queue returned no row where it promises one",
+            BrokenInvariant::Json(_) => "a value did not convert to or from JSON",
+            BrokenInvariant::StoredValue(_) => {
+                "a stored value does not match what the scheduler reads"
+            }
+        }
+    }
+}
+
+impl From<BrokenInvariant> for ApiError {
+    fn from(err: BrokenInvariant) -> Self {
+        tracing::error!(error = %err, "broken invariant while serving a request");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            format!(
+                "internal error: {}; this is a bug, and the scheduler's log has the details",
+                err.summary()
+            ),
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -91,32 +160,57 @@ impl IntoResponse for ApiError {
 
 impl From<QueueError> for ApiError {
     fn from(err: QueueError) -> Self {
-        match &err {
+        let message = err.to_string();
+        match err {
             QueueError::NotFound { job_id } => {
-                ApiError::not_found(err.to_string()).with_details(json!({ "job_id": job_id }))
+                ApiError::not_found(message).with_details(json!({ "job_id": job_id }))
             }
             QueueError::WrongState { job_id, state, .. } => {
-                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", message)
                     .with_details(json!({ "job_id": job_id, "state": state }))
             }
             QueueError::ActiveDuplicate { existing_id, .. } => {
-                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", message)
                     .with_details(json!({ "existing_id": existing_id }))
             }
             QueueError::LeaseLost { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "CONFLICT", err.to_string())
+                ApiError::new(StatusCode::CONFLICT, "CONFLICT", message)
             }
-            QueueError::Database(e) => {
-                tracing::error!(error = %e, "database error while serving a request");
-                ApiError::unavailable()
-            }
+            QueueError::Database(e) => ApiError::database(e, "a queue query"),
         }
     }
 }
 
 impl From<LedgerError> for ApiError {
     fn from(err: LedgerError) -> Self {
-        tracing::error!(error = %err, "ledger query failed");
-        ApiError::unavailable()
+        let LedgerError::Database(e) = err;
+        ApiError::database(e, "a ledger query")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(err: sqlx::Error) -> (StatusCode, &'static str) {
+        let e = ApiError::from(QueueError::Database(err));
+        (e.status, e.code)
+    }
+
+    #[test]
+    fn broken_invariants_are_internal_errors_and_outages_unavailable() {
+        let internal = (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL");
+        assert_eq!(answer(sqlx::Error::RowNotFound), internal);
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        assert_eq!(answer(sqlx::Error::Encode(Box::new(json))), internal);
+        assert_eq!(
+            answer(sqlx::Error::ColumnNotFound("payload".into())),
+            internal
+        );
+        let unavailable = (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE");
+        assert_eq!(answer(sqlx::Error::PoolTimedOut), unavailable);
+        let ledger = ApiError::from(LedgerError::Database(sqlx::Error::RowNotFound));
+        assert_eq!((ledger.status, ledger.code), internal);
+        assert!(ledger.message.contains("no row"), "{}", ledger.message);
     }
 }

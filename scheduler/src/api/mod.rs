@@ -22,7 +22,7 @@ use trawl_shared::tokens::{Scope as TokenScope, TokenSet};
 
 use crate::metrics::SchedulerMetrics;
 
-pub use error::ApiError;
+pub use error::{ApiError, BrokenInvariant};
 pub use extract::{JsonBody, PathParam};
 pub use jobs::{BatchRequest, BatchResponse, ListResponse, MAX_PAGE, SubmitResponse};
 pub use kinds::KindResponse;
