@@ -120,7 +120,7 @@ pub(super) struct ListParams {
     cursor: Option<String>,
 }
 
-/// One page of jobs with the seed's cursor fields.
+/// One page of jobs, newest first; `next_cursor` is set exactly when `has_more` is.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ListResponse {
     pub jobs: Vec<Job>,
