@@ -18,6 +18,8 @@ use trawl_shared::crypto::SecretBox;
 use trawl_shared::db;
 use trawl_shared::duration::HumanDuration;
 use trawl_shared::pgcluster::{ClusterError, PrivateCluster};
+use trawl_shared::queue::QueueStats;
+use trawl_shared::results::{self, Kind};
 use trawl_shared::secret::Secret;
 use trawl_shared::shutdown::{self, Shutdown, ShutdownTrigger};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
@@ -451,37 +453,38 @@ struct Progress {
     denials: f64,
 }
 
-const ITEM_TABLES: [(&str, &str); 5] = [
-    ("users", "ig_users"),
-    ("posts", "ig_posts"),
-    ("comments", "ig_comments"),
-    ("follows", "ig_follows"),
-    ("stories", "ig_stories"),
+/// The results the demo counts (hashtag listings only repeat posts already counted).
+const SHOWN_ITEMS: [Kind; 5] = [
+    Kind::Users,
+    Kind::Posts,
+    Kind::Comments,
+    Kind::Follows,
+    Kind::Stories,
 ];
 
 impl Progress {
     async fn read(pool: &PgPool, http: &reqwest::Client, fleet: &Fleet) -> Self {
-        let states: BTreeMap<String, i64> =
-            sqlx::query_as::<_, (String, i64)>("SELECT state::text, count(*) FROM jobs GROUP BY 1")
-                .fetch_all(pool)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+        let states: BTreeMap<String, i64> = QueueStats::read(pool)
+            .await
+            .map(|s| s.by_state())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(state, n)| (state.as_str().to_owned(), n))
+            .collect();
         let total = states.values().sum();
         let active = ["queued", "running"]
             .iter()
             .map(|s| states.get(*s).copied().unwrap_or(0))
             .sum();
-        let mut items = Vec::new();
-        for (label, table) in ITEM_TABLES {
-            let n: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                    .fetch_one(pool)
-                    .await
-                    .unwrap_or(0);
-            items.push((label, n));
-        }
+        // A count that cannot be read shows as 0 rather than stopping the demo's display.
+        let counts = results::counts(pool).await.unwrap_or_default();
+        let items = SHOWN_ITEMS
+            .iter()
+            .map(|&kind| {
+                let n = counts.iter().find(|c| c.0 == kind).map_or(0, |c| c.1);
+                (kind.label(), n)
+            })
+            .collect();
         let mut requests = BTreeMap::new();
         let mut responses_429 = 0;
         if let Ok(r) = http

@@ -13,7 +13,7 @@
 //! Attempts: leasing a job uses one attempt; a snooze or a release gives it back, so only real
 //! failures (and crashes detected by the rescuer) count against `max_attempts`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -203,6 +203,44 @@ pub struct StatsRow {
 pub struct QueueStats {
     pub rows: Vec<StatsRow>,
     pub paused_kinds: Vec<String>,
+}
+
+async fn paused_kinds(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT kind FROM paused_kinds ORDER BY kind")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+impl QueueStats {
+    /// The one query that counts jobs by state: the API's stats, the scheduler's queue metrics
+    /// and `trawl demo`'s progress all read it, so they never disagree about what a count means.
+    /// Needs only a pool, for the processes that read it without running a queue.
+    pub async fn read(pool: &PgPool) -> Result<QueueStats> {
+        let rows: Vec<StatsRow> = sqlx::query_as(
+            "SELECT kind, state, count(*)::bigint AS jobs,
+                    extract(epoch FROM now() - min(run_at)
+                        FILTER (WHERE state = 'queued' AND run_at <= now()))::float8
+                        AS oldest_runnable_age_seconds
+             FROM jobs GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(pool)
+        .await?;
+        Ok(QueueStats {
+            rows,
+            paused_kinds: paused_kinds(pool).await?,
+        })
+    }
+
+    /// Jobs per state over every kind.
+    pub fn by_state(&self) -> BTreeMap<JobState, i64> {
+        let mut states = BTreeMap::new();
+        for row in &self.rows {
+            *states.entry(row.state).or_default() += row.jobs;
+        }
+        states
+    }
 }
 
 /// What one rescue pass did.
@@ -686,11 +724,7 @@ impl Queue {
     }
 
     pub async fn paused_kinds(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT kind FROM paused_kinds ORDER BY kind")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        paused_kinds(&self.pool).await
     }
 
     pub async fn get(&self, job_id: i64) -> Result<Option<Job>> {
@@ -728,21 +762,9 @@ impl Queue {
         Ok(JobPage { jobs, has_more })
     }
 
-    /// Jobs by kind and state, and the paused kinds.
+    /// Jobs by kind and state, and the paused kinds: see [`QueueStats::read`].
     pub async fn stats(&self) -> Result<QueueStats> {
-        let rows: Vec<StatsRow> = sqlx::query_as(
-            "SELECT kind, state, count(*)::bigint AS jobs,
-                    extract(epoch FROM now() - min(run_at)
-                        FILTER (WHERE state = 'queued' AND run_at <= now()))::float8
-                        AS oldest_runnable_age_seconds
-             FROM jobs GROUP BY kind, state ORDER BY kind, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(QueueStats {
-            rows,
-            paused_kinds: self.paused_kinds().await?,
-        })
+        QueueStats::read(&self.pool).await
     }
 
     /// Takes back jobs whose lease expired: they return to the queue at once, or fail when their

@@ -1,7 +1,7 @@
 //! The worker: leases one account, logs in when it must, leases the jobs its account can do,
 //! speaks Instagram's three API types through the shared limiter ([`instagram`]), runs one crawler
-//! per job kind ([`crawl`]) that checkpoints every page with its results ([`store`]), and serves
-//! `/metrics`, `/healthz` and `/readyz`.
+//! per job kind ([`crawl`]) that checkpoints every page with its results (decoded by [`rows`],
+//! stored by `trawl_shared::results`), and serves `/metrics`, `/healthz` and `/readyz`.
 //!
 //! It must not keep state that another worker needs anywhere but PostgreSQL: job and account
 //! leases, the rate-limit ledger, checkpoints and results all live there, so a worker can be
@@ -11,8 +11,8 @@ pub mod crawl;
 pub mod instagram;
 pub mod metrics;
 pub mod probes;
+pub mod rows;
 pub mod session_file;
-pub mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
