@@ -86,12 +86,6 @@ impl From<trawl_shared::db::DbError> for CliError {
     }
 }
 
-impl From<anyhow::Error> for CliError {
-    fn from(e: anyhow::Error) -> Self {
-        CliError::Failure(format!("{e:#}"))
-    }
-}
-
 /// A client bound to one scheduler and token.
 pub struct ApiClient {
     http: reqwest::Client,

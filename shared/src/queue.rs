@@ -303,8 +303,8 @@ impl Queue {
     /// Submits one job; see [`Queue::submit_many`].
     pub async fn submit(&self, job: &NewJob) -> Result<Submitted> {
         let mut out = self.submit_many(std::slice::from_ref(job)).await?;
-        out.pop()
-            .ok_or(QueueError::Database(sqlx::Error::RowNotFound))
+        // `submit_in` answers once per job it is given, in order.
+        Ok(out.swap_remove(0))
     }
 
     /// Inserts jobs in one transaction. A job whose unique key belongs to an active (queued or
@@ -327,11 +327,11 @@ impl Queue {
         let mut pending: Vec<&NewJob> = jobs.iter().collect();
         let mut any_runnable = false;
         // A conflicting job can finish between our insert and our lookup; then the key is free and
-        // the next round inserts. Three rounds settle any realistic race.
-        for _ in 0..3 {
-            if pending.is_empty() {
-                break;
-            }
+        // the next round inserts. Each extra round needs yet another job with the same key to be
+        // created and to finish between two of our statements, so the loop ends as soon as the
+        // churn on a key pauses; rounds are not capped, because a capped loop would have to
+        // answer "no idea" for a key, which no caller could act on but by submitting again.
+        while !pending.is_empty() {
             let inserted: Vec<(i64, String, bool)> = sqlx::query_as(
                 "INSERT INTO jobs (kind, target, payload, priority, run_at, max_attempts, unique_key, recrawl_every)
                  SELECT k, t, p::jsonb, pr, coalesce(r, now()), m, u,
@@ -389,19 +389,20 @@ impl Queue {
         if any_runnable {
             notify_jobs(&mut *tx).await?;
         }
-        jobs.iter()
+        let submitted = jobs
+            .iter()
             .map(|j| {
-                ids.get(&j.unique_key)
-                    .map(|&(id, created)| Submitted {
-                        id,
-                        // Two jobs of one call with one key: the first is created, the rest are not.
-                        created,
-                        unique_key: j.unique_key.clone(),
-                    })
-                    .ok_or(QueueError::Database(sqlx::Error::RowNotFound))
+                // The loop above ends only once every job's key is in `ids`.
+                let (id, created) = ids[&j.unique_key];
+                Submitted {
+                    id,
+                    // Two jobs of one call with one key: the first is created, the rest are not.
+                    created,
+                    unique_key: j.unique_key.clone(),
+                }
             })
-            .collect::<Result<Vec<_>>>()
-            .map(mark_repeats_as_existing)
+            .collect::<Vec<_>>();
+        Ok(mark_repeats_as_existing(submitted))
     }
 
     /// Leases up to `limit` runnable jobs (of `kinds`, or any kind) for `owner`, highest priority
@@ -498,7 +499,6 @@ impl Queue {
         lease: &Lease,
         checkpoint: &Checkpoint,
     ) -> Result<()> {
-        let value = serde_json::to_value(checkpoint).map_err(|e| sqlx::Error::Encode(e.into()))?;
         // `clock_timestamp()`, not `now()`: `now()` is the transaction's start, and a page
         // transaction that began under a valid lease and stalled (a network partition) past its
         // expiry must not write, nor revive the lease, when it comes back.
@@ -510,7 +510,7 @@ impl Queue {
         )
         .bind(lease.job_id)
         .bind(lease.token)
-        .bind(value)
+        .bind(sqlx::types::Json(checkpoint))
         .bind(self.settings.lease.as_secs_f64())
         .execute(executor)
         .await?;
