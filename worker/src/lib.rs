@@ -7,6 +7,7 @@
 //! leases, the rate-limit ledger, checkpoints and results all live there, so a worker can be
 //! killed at any moment and another takes over where it stopped.
 
+pub mod cooldown;
 pub mod crawl;
 pub mod instagram;
 pub mod metrics;
@@ -60,6 +61,8 @@ enum AccountVerdict {
     Lost,
     /// Give it back for now (a login failed for a reason that is not the account's).
     Release,
+    /// Rest it for `worker.cooldown`: Instagram is pushing back on it, but no person needs to act.
+    Cooldown(cooldown::Reason, String),
 }
 
 /// Shared by the job loops of one account.
@@ -70,6 +73,7 @@ struct Held {
     /// out of rotation.
     relogged: AtomicBool,
     verdict: std::sync::Mutex<AccountVerdict>,
+    strikes: std::sync::Mutex<cooldown::Strikes>,
 }
 
 impl Held {
@@ -78,6 +82,14 @@ impl Held {
             .lock()
             .map(|v| v.clone())
             .unwrap_or(AccountVerdict::Lost)
+    }
+
+    /// Records a 429; true when the account has drawn enough of them to rest.
+    fn strike(&self) -> bool {
+        self.strikes
+            .lock()
+            .map(|mut s| s.strike(Instant::now()))
+            .unwrap_or(false)
     }
 
     fn set_verdict(&self, v: AccountVerdict) {
@@ -254,7 +266,7 @@ impl Worker {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client");
-                self.give_back(&account, None).await;
+                self.give_back(&account, &AccountVerdict::Release).await;
                 return;
             }
         };
@@ -263,6 +275,10 @@ impl Worker {
             account,
             relogged: AtomicBool::new(false),
             verdict: std::sync::Mutex::new(AccountVerdict::Keep),
+            strikes: std::sync::Mutex::new(cooldown::Strikes::new(
+                self.config.worker.cooldown_after_429s,
+                self.config.worker.cooldown_window.0,
+            )),
         });
         let heartbeat = tokio::spawn(self.clone().account_heartbeat(held.clone()));
         if !held.account.anonymous && !held.client.is_logged_in() {
@@ -280,23 +296,31 @@ impl Worker {
         match verdict {
             AccountVerdict::Lost => tracing::warn!(account = %held.account.name,
                 "account lease lost (another worker holds it now)"),
-            AccountVerdict::Checkpoint(reason) => {
-                self.give_back(&held.account, Some(&reason)).await
-            }
-            AccountVerdict::Keep | AccountVerdict::Release => {
-                self.give_back(&held.account, None).await
-            }
+            other => self.give_back(&held.account, &other).await,
         }
     }
 
-    async fn give_back(&self, account: &LeasedAccount, checkpoint: Option<&str>) {
-        let done = match checkpoint {
-            Some(reason) => {
+    /// Ends the hold as `verdict` says: out of rotation, resting, or simply available.
+    async fn give_back(&self, account: &LeasedAccount, verdict: &AccountVerdict) {
+        let done = match verdict {
+            AccountVerdict::Checkpoint(reason) => {
                 tracing::warn!(account = %account.name, %reason,
                     "account taken out of rotation until a person acts");
                 self.accounts.checkpoint(account, reason).await
             }
-            None => self.accounts.release(account).await,
+            AccountVerdict::Cooldown(why, reason) => {
+                let rest = self.config.worker.cooldown.0;
+                tracing::warn!(account = %account.name, %reason, rest_secs = rest.as_secs(),
+                    "account resting; it returns to rotation by itself");
+                self.metrics
+                    .account_cooldowns
+                    .with_label_values(&[why.as_str()])
+                    .inc();
+                self.accounts.cool_down(account, rest, reason).await
+            }
+            AccountVerdict::Keep | AccountVerdict::Release | AccountVerdict::Lost => {
+                self.accounts.release(account).await
+            }
         };
         match done {
             Ok(()) | Err(AccountError::LeaseLost(_)) => {}
@@ -356,6 +380,13 @@ impl Worker {
             Err(IgError::AccountBlocked(reason)) => {
                 self.metrics.logins.with_label_values(&["refused"]).inc();
                 Err(AccountVerdict::Checkpoint(reason))
+            }
+            Err(IgError::FeedbackRequired(reason)) => {
+                self.metrics.logins.with_label_values(&["refused"]).inc();
+                Err(AccountVerdict::Cooldown(
+                    cooldown::Reason::FeedbackRequired,
+                    reason,
+                ))
             }
             Err(e) => {
                 self.metrics.logins.with_label_values(&["error"]).inc();
@@ -485,6 +516,16 @@ impl Worker {
                 self.queue.release(lease).await.map(|()| "released")
             }
             Err(CrawlError::Instagram(IgError::RateLimited { until, got_429 })) => {
+                if got_429 && held.strike() {
+                    held.set_verdict(AccountVerdict::Cooldown(
+                        cooldown::Reason::RateLimited,
+                        format!(
+                            "{} 429s within {}",
+                            self.config.worker.cooldown_after_429s,
+                            self.config.worker.cooldown_window
+                        ),
+                    ));
+                }
                 let delay = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 tracing::info!(got_429, delay_ms = delay.as_millis() as u64, "job snoozed");
                 self.queue.snooze(lease, delay).await.map(|_| "snoozed")
@@ -507,6 +548,13 @@ impl Worker {
             }
             Err(CrawlError::Instagram(IgError::AccountBlocked(reason))) => {
                 held.set_verdict(AccountVerdict::Checkpoint(reason));
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Instagram(IgError::FeedbackRequired(reason))) => {
+                held.set_verdict(AccountVerdict::Cooldown(
+                    cooldown::Reason::FeedbackRequired,
+                    reason,
+                ));
                 self.queue.release(lease).await.map(|()| "released")
             }
             Err(CrawlError::Instagram(IgError::LoginRequired)) if held.account.anonymous => {
