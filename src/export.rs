@@ -74,7 +74,7 @@ async fn export(
                 .bind(d.as_secs_f64())
                 .fetch_one(pool)
                 .await
-                .map_err(|e| CliError::Failure(format!("database error: {e}")))?,
+                .map_err(CliError::Database)?,
         ),
     };
     let mut out = Output::open(args.output.as_deref())?;
@@ -84,7 +84,7 @@ async fn export(
             Err(Failed::Write(e)) => Err(e),
             Err(Failed::Read(message)) => {
                 out.abandon();
-                return Err(CliError::Failure(message));
+                return Err(CliError::failed("cannot export", message));
             }
         };
     match written {
@@ -92,10 +92,10 @@ async fn export(
         Err(e) if out.is_stdout() && e.kind() == io::ErrorKind::BrokenPipe => Ok(None),
         Err(e) => {
             out.abandon();
-            Err(CliError::Failure(format!(
-                "cannot write to {}: {e}",
-                out.name()
-            )))
+            Err(CliError::Write {
+                destination: out.name(),
+                source: e,
+            })
         }
     }
 }
@@ -262,8 +262,9 @@ impl Output {
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let file = File::create(&partial).map_err(|e| {
-            CliError::Usage(format!("cannot create output file {}: {e}", path.display()))
+        let file = File::create(&partial).map_err(|source| CliError::CannotCreate {
+            path: path.to_owned(),
+            source,
         })?;
         Ok(Self {
             writer: BufWriter::with_capacity(64 * 1024, Box::new(file)),
@@ -293,9 +294,10 @@ impl Output {
             && let Err(e) = std::fs::rename(partial, path)
         {
             let _ = std::fs::remove_file(partial);
-            return Err(CliError::Failure(format!(
-                "cannot move the finished export into place as {name}: {e}"
-            )));
+            return Err(CliError::Write {
+                destination: name,
+                source: e,
+            });
         }
         Ok(name)
     }
@@ -326,11 +328,12 @@ fn parse_since(s: &str) -> Result<Since, CliError> {
     }
     s.parse::<HumanDuration>()
         .map(|d| Since::Ago(d.0))
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "--since: {s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a span \
-                 back from now (24h, 7d): {e}"
-            ))
+        .map_err(|e| CliError::BadFlag {
+            flag: "--since",
+            reason: format!(
+                "{s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a span back \
+                     from now (24h, 7d): {e}"
+            ),
         })
 }
 
@@ -346,7 +349,10 @@ fn normalize_target(kind: ExportKind, raw: &str) -> Result<String, CliError> {
         ExportKind::Comments => raw.to_owned(),
     };
     if target.is_empty() {
-        return Err(CliError::Usage("--target must not be empty".into()));
+        return Err(CliError::BadFlag {
+            flag: "--target",
+            reason: "must not be empty".into(),
+        });
     }
     Ok(target)
 }
