@@ -291,6 +291,8 @@ impl Accounts {
 
     /// [`Accounts::lease`], skipping the accounts named in `exclude` (those this worker's key
     /// could not open, so one unreadable account does not hide the others).
+    #[tracing::instrument(level = "debug", skip(self, ttl, exclude),
+        fields(account = tracing::field::Empty), err(level = "warn"))]
     pub async fn lease_excluding(
         &self,
         owner_name: &str,
@@ -330,6 +332,7 @@ impl Accounts {
         else {
             return Ok(None);
         };
+        tracing::Span::current().record("account", name.as_str());
         let open = |sealed: Option<Vec<u8>>, what: &str| -> Result<Option<String>, AccountError> {
             sealed
                 .map(|s| {

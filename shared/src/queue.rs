@@ -410,6 +410,8 @@ impl Queue {
     ///
     /// A row that cannot be decoded (unknown kind, malformed options or checkpoint) is failed with
     /// the decoding error and not returned; the other rows are.
+    #[tracing::instrument(level = "debug", skip(self, kinds), fields(job_id = tracing::field::Empty,
+        kind = tracing::field::Empty), err(level = "warn"))]
     pub async fn lease(
         &self,
         owner: &str,
@@ -466,10 +468,17 @@ impl Queue {
             }
         }
         leased.sort_by_key(|j| j.lease.job_id);
+        if let [one] = leased.as_slice() {
+            let span = tracing::Span::current();
+            span.record("job_id", one.lease.job_id);
+            span.record("kind", one.kind.as_str());
+        }
         Ok(leased)
     }
 
     /// Extends a lease by the configured lease duration from now (database clock).
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn heartbeat(&self, lease: &Lease) -> Result<DateTime<Utc>> {
         sqlx::query_scalar(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
@@ -493,6 +502,8 @@ impl Queue {
     /// with one database connection cannot heartbeat while a long page transaction holds that
     /// connection, and without the renewal the lease could run out between this commit and the
     /// `complete` right after it, dropping a finished job's outcome.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id,
+        items = checkpoint.items, pages = checkpoint.pages), err(level = "warn"))]
     pub async fn checkpoint<'e>(
         &self,
         executor: impl PgExecutor<'e>,
@@ -524,6 +535,8 @@ impl Queue {
     }
 
     /// Marks a leased job completed (and schedules its next crawl when it recurs).
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn complete(&self, lease: &Lease) -> Result<()> {
         let done = self.complete_many(std::slice::from_ref(lease)).await?;
         if done.is_empty() {
@@ -559,6 +572,8 @@ impl Queue {
     /// Records a failure. A retryable failure with attempts left goes back to the queue after an
     /// exponential backoff with jitter; otherwise the job fails with `error` as its reason.
     /// `attempt` is the attempt number the caller holds (from [`LeasedJob::attempt`]).
+    #[tracing::instrument(level = "debug", skip(self, lease), fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn fail(
         &self,
         lease: &Lease,
@@ -604,6 +619,8 @@ impl Queue {
 
     /// Puts a leased job back until `delay` from now without using an attempt (a rate-limit wait
     /// longer than the lease, a 429). Returns when it will run.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn snooze(&self, lease: &Lease, delay: Duration) -> Result<DateTime<Utc>> {
         sqlx::query_scalar(concat!(
             "UPDATE jobs SET state = 'queued', attempt = greatest(attempt - 1, 0),
@@ -622,6 +639,8 @@ impl Queue {
     }
 
     /// Gives a job back at once without using an attempt (a worker shutting down).
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn release(&self, lease: &Lease) -> Result<()> {
         self.snooze(lease, Duration::ZERO).await?;
         notify_jobs(&self.pool).await?;

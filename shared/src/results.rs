@@ -138,6 +138,8 @@ const UPSERT_USERS: &str =
 
 /// Users; a field a later page leaves out keeps what an earlier page stored (a follower list
 /// entry knows less than a profile page).
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
 pub async fn upsert_users(
     tx: &mut PgConnection,
     job_id: i64,
@@ -167,6 +169,8 @@ const UPSERT_POSTS: &str =
          raw = ig_posts.raw || EXCLUDED.raw,
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
 pub async fn upsert_posts(
     tx: &mut PgConnection,
     job_id: i64,
@@ -191,6 +195,8 @@ const UPSERT_COMMENTS: &str =
          like_count = EXCLUDED.like_count, raw = EXCLUDED.raw,
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
 pub async fn upsert_comments(
     tx: &mut PgConnection,
     job_id: i64,
@@ -215,6 +221,8 @@ const UPSERT_STORIES: &str =
          media_type = EXCLUDED.media_type, raw = EXCLUDED.raw,
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
 pub async fn upsert_stories(
     tx: &mut PgConnection,
     job_id: i64,
@@ -225,6 +233,8 @@ pub async fn upsert_stories(
 }
 
 /// Follow edges: (follower, followee).
+#[tracing::instrument(level = "debug", skip(tx, edges), fields(rows = edges.len()),
+    err(level = "warn"))]
 pub async fn upsert_follows(
     tx: &mut PgConnection,
     job_id: i64,
@@ -248,6 +258,8 @@ pub async fn upsert_follows(
     Ok(done.rows_affected())
 }
 
+#[tracing::instrument(level = "debug", skip(tx, post_ids), fields(rows = post_ids.len()),
+    err(level = "warn"))]
 pub async fn upsert_hashtag_posts(
     tx: &mut PgConnection,
     job_id: i64,
@@ -290,6 +302,7 @@ pub enum Listing {
 
 /// Of `ids`, those already stored by a job other than `job_id` (a resumed job's own items do not
 /// count: they were stored by an earlier attempt of this very crawl).
+#[tracing::instrument(level = "debug", skip(tx, ids), fields(ids = ids.len()), err(level = "warn"))]
 pub async fn stored_by_others(
     tx: &mut PgConnection,
     listing: Listing,

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use trawl_shared::JobKind;
 use trawl_shared::accounts::{AccountError, Accounts, LeasedAccount};
 use trawl_shared::config::Config;
@@ -458,24 +459,31 @@ impl Worker {
     }
 
     /// Runs one job to its outcome and records it on the job (fenced) and in the metrics.
+    ///
+    /// The span is attached with `#[instrument]`, not entered: a guard held across an `.await`
+    /// would stay entered while this task is parked, and lines other tasks log on the same
+    /// thread meanwhile would carry this job's id.
+    #[tracing::instrument(name = "job", skip_all, fields(job_id = job.lease.job_id,
+        kind = job.kind.as_str(), target = %job.target, account = %held.account.name,
+        attempt = job.attempt))]
     async fn work(&self, held: &Arc<Held>, job: LeasedJob) {
         let started = Instant::now();
         let kind = job.kind.as_str();
-        let span = tracing::info_span!("job", job_id = job.lease.job_id, kind, target = %job.target,
-            account = %held.account.name, attempt = job.attempt);
-        let _enter = span.enter();
         let heartbeat = {
             let queue = self.queue.clone();
             let lease = job.lease;
             let every = self.config.queue.lease.0 / 3;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
-                        return;
+            tokio::spawn(
+                async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
+                            return;
+                        }
                     }
                 }
-            })
+                .in_current_span(),
+            )
         };
         let crawl = Crawl {
             client: &held.client,
