@@ -240,6 +240,13 @@ mod tests {
             ),
             (
                 400,
+                r#"{"message": "feedback_required"}"#,
+                &web,
+                "fail feedback_required: Instagram blocks the account for a while: \
+                 feedback_required",
+            ),
+            (
+                400,
                 r#"{"message": "bad first"}"#,
                 &page,
                 "fail bad_request: bad request: bad first",
