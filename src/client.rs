@@ -86,6 +86,10 @@ pub enum CliError {
         addr: SocketAddr,
         source: io::Error,
     },
+    /// The database is reachable but not usable as it is: no or another schema, a failed
+    /// migration (exit 1); the message says what to run.
+    #[error(transparent)]
+    Schema(trawl_shared::db::DbError),
     #[error(transparent)]
     Scheduler(trawl_scheduler::SchedulerError),
     #[error(transparent)]
@@ -127,6 +131,7 @@ impl CliError {
             | CliError::Database(_)
             | CliError::Write { .. }
             | CliError::Listen { .. }
+            | CliError::Schema(_)
             | CliError::Scheduler(_)
             | CliError::Worker(_)
             | CliError::Failed { .. } => exit::FAILURE,
@@ -142,7 +147,7 @@ impl From<trawl_shared::db::DbError> for CliError {
         match e {
             DbError::BadUrl { .. } => CliError::Config(e.to_string()),
             DbError::Connect { .. } => CliError::DatabaseUnreachable(e.to_string()),
-            other => CliError::failed("database", other),
+            other => CliError::Schema(other),
         }
     }
 }

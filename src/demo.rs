@@ -197,9 +197,7 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
     say("[1/6] PostgreSQL");
     let database = database(&data_dir, quiet).await?;
     let pool = db::connect_url(&database.url, 20, Duration::from_secs(10)).await?;
-    db::migrate(&pool)
-        .await
-        .map_err(|e| CliError::failed("cannot migrate the demo database", e))?;
+    db::migrate(&pool).await?;
     say(&format!(
         "      schema at version {}",
         db::required_schema_version()

@@ -233,12 +233,8 @@ async fn healthcheck(config: &Config, role: cli::HealthRole, ready: bool) -> Res
 
 async fn migrate(config: &Config) -> Result<(), CliError> {
     let pool = db::connect(&config.database).await?;
-    db::migrate(&pool)
-        .await
-        .map_err(|e| CliError::failed("cannot migrate", e))?;
-    db::check_schema(&pool)
-        .await
-        .map_err(|e| CliError::failed("the schema is not the one this build needs", e))?;
+    db::migrate(&pool).await?;
+    db::check_schema(&pool).await?;
     println!(
         "database schema is at version {}",
         db::required_schema_version()
