@@ -31,9 +31,12 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)
-                .map_err(|e| CliError::Usage(format!("cannot read the new key from stdin: {e}")))?;
+                .map_err(|source| CliError::CannotRead {
+                    what: "the new key from stdin".into(),
+                    source,
+                })?;
             let new = SecretBox::from_hex(line.trim())
-                .map_err(|e| CliError::Usage(format!("the new key (stdin): {e}")))?;
+                .map_err(|e| CliError::Invalid(format!("the new key (stdin): {e}")))?;
             let (pool, accounts) = open(config, current).await?;
             let rotated = accounts.rotate_key(&new).await.map_err(|e| match e {
                 AccountError::Rotate(..) => CliError::Config(e.to_string()),
@@ -61,9 +64,10 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             {
                 // Control characters: `trawl limits --egress` and the API refuse such a name, so
                 // the group's usage could never be shown.
-                return Err(CliError::Usage(format!(
-                    "--egress must be 1 to {MAX_EGRESS_LEN} printable characters"
-                )));
+                return Err(CliError::BadFlag {
+                    flag: "--egress",
+                    reason: format!("must be 1 to {MAX_EGRESS_LEN} printable characters"),
+                });
             }
             // The key comes first, so nobody types a password only to learn it cannot be stored.
             // An anonymous account has nothing to seal and needs no key.
@@ -112,7 +116,7 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             let listed = listed?;
             if json {
                 let text = serde_json::to_string_pretty(&listed)
-                    .map_err(|e| CliError::Failure(format!("cannot print the accounts: {e}")))?;
+                    .map_err(|e| CliError::failed("cannot print the accounts", e))?;
                 println!("{text}");
             } else if listed.is_empty() {
                 println!("no accounts; add one with `trawl accounts add NAME --session-file FILE`");
@@ -184,8 +188,7 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
 }
 
 fn new_key() -> Result<(), CliError> {
-    let key = SecretBox::generate_hex()
-        .map_err(|e| CliError::Failure(format!("cannot make a key: {e}")))?;
+    let key = SecretBox::generate_hex().map_err(|e| CliError::failed("cannot make a key", e))?;
     // The key alone on stdout, so `$(trawl accounts new-key)` captures exactly the key.
     println!("{key}");
     eprintln!(
@@ -210,7 +213,8 @@ fn unused_key(config: &Config) -> Result<SecretBox, CliError> {
     {
         return Ok(secrets);
     }
-    SecretBox::from_hex(INSECURE_DEV_KEY).map_err(|e| CliError::Failure(e.to_string()))
+    SecretBox::from_hex(INSECURE_DEV_KEY)
+        .map_err(|e| CliError::failed("the development key does not load", e))
 }
 
 async fn open(config: &Config, secrets: SecretBox) -> Result<(PgPool, Accounts), CliError> {
@@ -236,8 +240,9 @@ fn account_error(e: AccountError) -> CliError {
     match e {
         AccountError::NotFound(_) => CliError::NotFound(e.to_string()),
         AccountError::Exists(_) => CliError::Conflict(e.to_string()),
-        AccountError::BadName(_) | AccountError::NoSecret(_) => CliError::Usage(e.to_string()),
-        other => CliError::Failure(other.to_string()),
+        AccountError::BadName(_) | AccountError::NoSecret(_) => CliError::Invalid(e.to_string()),
+        AccountError::Database(e) => CliError::Database(e),
+        other => CliError::failed("accounts", other),
     }
 }
 
@@ -249,19 +254,22 @@ fn read_password(name: &str) -> Result<String, CliError> {
         eprint!("password for {name}: ");
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).map_err(|e| {
-        CliError::Usage(format!(
-            "--password-stdin: cannot read the password from standard input: {e}"
-        ))
-    })?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::BadFlag {
+            flag: "--password-stdin",
+            reason: format!("cannot read the password from standard input: {e}"),
+        })?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        return Err(CliError::Usage(
-            "--password-stdin: the first line of standard input is empty; an account needs a \
-             non-empty password (or use --session-file or --anonymous)"
+        return Err(CliError::BadFlag {
+            flag: "--password-stdin",
+            reason: "the first line of standard input is empty; an account needs a non-empty \
+                     password (or use --session-file or --anonymous)"
                 .into(),
-        ));
+        });
     }
     Ok(password.to_owned())
 }
@@ -270,7 +278,7 @@ fn read_password(name: &str) -> Result<String, CliError> {
 /// file and never shows a cookie's value.
 fn read_session_file(path: &Path) -> Result<String, CliError> {
     let shown = path.display();
-    let refuse = |problem: String| CliError::Usage(format!("session file {shown}: {problem}"));
+    let refuse = |problem: String| CliError::Invalid(format!("session file {shown}: {problem}"));
     let file = std::fs::File::open(path).map_err(|e| refuse(format!("cannot open it: {e}")))?;
     if let Ok(meta) = file.metadata()
         && meta.len() > session_file::MAX_FILE_BYTES as u64

@@ -18,6 +18,8 @@ use trawl_shared::crypto::SecretBox;
 use trawl_shared::db;
 use trawl_shared::duration::HumanDuration;
 use trawl_shared::pgcluster::{ClusterError, PrivateCluster};
+use trawl_shared::queue::QueueStats;
+use trawl_shared::results::{self, Kind};
 use trawl_shared::secret::Secret;
 use trawl_shared::shutdown::{self, Shutdown, ShutdownTrigger};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
@@ -29,7 +31,7 @@ const DEMO_DATABASE: &str = "trawl_demo";
 const SEED: u64 = 1;
 
 fn fail(context: &str) -> impl Fn(String) -> CliError + '_ {
-    move |e| CliError::Failure(format!("{context}: {e}"))
+    move |e| CliError::failed(context, e)
 }
 
 /// Where the demo keeps its cluster and key unless `--data-dir` says otherwise.
@@ -84,14 +86,14 @@ async fn install_postgres_if_missing(quiet: bool) -> Result<(), CliError> {
         })
         .status()
         .await
-        .map_err(|e| CliError::Failure(format!("cannot run {}: {e}", script.display())))?;
+        .map_err(|e| CliError::failed(format!("cannot run {}", script.display()), e))?;
     if status.success() {
         Ok(())
     } else {
-        Err(CliError::Failure(format!(
-            "{} failed ({status}); install PostgreSQL's server binaries and run the demo again",
-            script.display()
-        )))
+        Err(CliError::failed(
+            format!("{} failed ({status})", script.display()),
+            "install PostgreSQL's server binaries and run the demo again",
+        ))
     }
 }
 
@@ -115,12 +117,12 @@ async fn database(data_dir: &Path, quiet: bool) -> Result<Database, CliError> {
         .map_err(|e| fail("cluster setup panicked")(e.to_string()))?
         .map_err(|e| match e {
             ClusterError::BinariesMissing | ClusterError::NoUnprivilegedUser => {
-                CliError::Failure(format!("cannot run the demo: {e}"))
+                CliError::failed("cannot run the demo", e)
             }
-            other => CliError::Failure(format!(
-                "cannot start PostgreSQL in {}: {other}",
-                data_dir.display()
-            )),
+            other => CliError::failed(
+                format!("cannot start PostgreSQL in {}", data_dir.display()),
+                other,
+            ),
         })?;
     if !quiet {
         println!(
@@ -170,12 +172,16 @@ struct Fleet {
 
 pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
     if !(args.time_scale > 0.0 && args.time_scale <= 1.0) {
-        return Err(CliError::Usage(
-            "--time-scale must be above 0 and at most 1".into(),
-        ));
+        return Err(CliError::BadFlag {
+            flag: "--time-scale",
+            reason: "must be above 0 and at most 1".into(),
+        });
     }
     if !(1..=16).contains(&args.workers) {
-        return Err(CliError::Usage("--workers must be between 1 and 16".into()));
+        return Err(CliError::BadFlag {
+            flag: "--workers",
+            reason: "must be between 1 and 16".into(),
+        });
     }
     let quiet = args.json;
     let say = |line: &str| {
@@ -190,12 +196,8 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
 
     say("[1/6] PostgreSQL");
     let database = database(&data_dir, quiet).await?;
-    let pool = db::connect_url(&database.url, 20, Duration::from_secs(10))
-        .await
-        .map_err(|e| CliError::Failure(e.to_string()))?;
-    db::migrate(&pool)
-        .await
-        .map_err(|e| CliError::Failure(e.to_string()))?;
+    let pool = db::connect_url(&database.url, 20, Duration::from_secs(10)).await?;
+    db::migrate(&pool).await?;
     say(&format!(
         "      schema at version {}",
         db::required_schema_version()
@@ -233,7 +235,8 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
         args.workers,
         data_dir.join("secrets.key").display()
     ));
-    let secrets = SecretBox::from_hex(&key).map_err(|e| CliError::Failure(e.to_string()))?;
+    let secrets =
+        SecretBox::from_hex(&key).map_err(|e| CliError::failed("the demo key does not load", e))?;
     let accounts = Accounts::new(pool.clone(), secrets);
     for (name, password) in &passwords {
         accounts
@@ -243,7 +246,7 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
                 ..NewAccount::default()
             })
             .await
-            .map_err(|e| CliError::Failure(e.to_string()))?;
+            .map_err(|e| CliError::failed(format!("cannot add demo account {name}"), e))?;
     }
 
     say(&format!("[4/6] the scheduler and {} workers", args.workers));
@@ -393,7 +396,7 @@ async fn wait_until_ready(client: &ApiClient) -> Result<(), CliError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(last.unwrap_or_else(|| CliError::Failure("the scheduler did not start".into())))
+    Err(last.unwrap_or_else(|| CliError::failed("the demo", "the scheduler did not start")))
 }
 
 /// Public profiles with posts, and hashtags they use.
@@ -451,37 +454,38 @@ struct Progress {
     denials: f64,
 }
 
-const ITEM_TABLES: [(&str, &str); 5] = [
-    ("users", "ig_users"),
-    ("posts", "ig_posts"),
-    ("comments", "ig_comments"),
-    ("follows", "ig_follows"),
-    ("stories", "ig_stories"),
+/// The results the demo counts (hashtag listings only repeat posts already counted).
+const SHOWN_ITEMS: [Kind; 5] = [
+    Kind::Users,
+    Kind::Posts,
+    Kind::Comments,
+    Kind::Follows,
+    Kind::Stories,
 ];
 
 impl Progress {
     async fn read(pool: &PgPool, http: &reqwest::Client, fleet: &Fleet) -> Self {
-        let states: BTreeMap<String, i64> =
-            sqlx::query_as::<_, (String, i64)>("SELECT state::text, count(*) FROM jobs GROUP BY 1")
-                .fetch_all(pool)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+        let states: BTreeMap<String, i64> = QueueStats::read(pool)
+            .await
+            .map(|s| s.by_state())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(state, n)| (state.as_str().to_owned(), n))
+            .collect();
         let total = states.values().sum();
         let active = ["queued", "running"]
             .iter()
             .map(|s| states.get(*s).copied().unwrap_or(0))
             .sum();
-        let mut items = Vec::new();
-        for (label, table) in ITEM_TABLES {
-            let n: i64 =
-                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                    .fetch_one(pool)
-                    .await
-                    .unwrap_or(0);
-            items.push((label, n));
-        }
+        // A count that cannot be read shows as 0 rather than stopping the demo's display.
+        let counts = results::counts(pool).await.unwrap_or_default();
+        let items = SHOWN_ITEMS
+            .iter()
+            .map(|&kind| {
+                let n = counts.iter().find(|c| c.0 == kind).map_or(0, |c| c.1);
+                (kind.label(), n)
+            })
+            .collect();
         let mut requests = BTreeMap::new();
         let mut responses_429 = 0;
         if let Ok(r) = http

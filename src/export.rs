@@ -2,7 +2,8 @@
 //!
 //! Straight from the database rather than through the scheduler API, because an export can be
 //! millions of rows: each row is written as it arrives, so memory stays flat whatever the size.
-//! Rows come in primary-key order, so the same data always exports byte for byte the same.
+//! Rows come in primary-key order, so the same data always exports byte for byte the same. The
+//! queries belong to `trawl_shared::results`; this module only formats what they return.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -15,194 +16,19 @@ use sqlx::{PgPool, Row};
 use trawl_shared::config::Config;
 use trawl_shared::db;
 use trawl_shared::duration::HumanDuration;
+use trawl_shared::results::{ColumnType, ExportTable, Kind, export_rows};
 
 use crate::cli::{ExportArgs, ExportFormat, ExportKind};
 use crate::client::CliError;
 
-/// How a column is read from PostgreSQL and written out.
-#[derive(Debug, Clone, Copy)]
-enum Type {
-    Int,
-    Text,
-    Bool,
-    Time,
-    /// JSON text from PostgreSQL, written verbatim: re-parsing it could round large numbers.
-    Json,
-}
-
-use Type::{Bool, Int, Json, Text, Time};
-
-/// One kind's query and its columns, in output order. Each query takes the target as `$1` and the
-/// `--since` time as `$2`, either of them NULL when not given.
-struct Table {
-    columns: &'static [(&'static str, Type)],
-    sql: &'static str,
-    singular: &'static str,
-    plural: &'static str,
-}
-
-const USERS: Table = Table {
-    columns: &[
-        ("id", Int),
-        ("username", Text),
-        ("full_name", Text),
-        ("is_private", Bool),
-        ("is_verified", Bool),
-        ("biography", Text),
-        ("follower_count", Int),
-        ("following_count", Int),
-        ("post_count", Int),
-        ("raw", Json),
-        ("first_seen_at", Time),
-        ("last_seen_at", Time),
-        ("last_job_id", Int),
-    ],
-    sql: "SELECT id, username, full_name, is_private, is_verified, biography, follower_count,
-                 following_count, post_count, raw::text AS raw, first_seen_at, last_seen_at,
-                 last_job_id
-          FROM ig_users
-          WHERE ($1::text IS NULL OR username = $1)
-            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
-          ORDER BY id",
-    singular: "user",
-    plural: "users",
-};
-
-// A post's owner is matched by the username stored with the post or, when the post was read
-// without one, by the owner's id through ig_users.
-const POSTS: Table = Table {
-    columns: &[
-        ("id", Int),
-        ("shortcode", Text),
-        ("owner_id", Int),
-        ("owner_username", Text),
-        ("typename", Text),
-        ("taken_at", Time),
-        ("caption", Text),
-        ("like_count", Int),
-        ("comment_count", Int),
-        ("is_video", Bool),
-        ("raw", Json),
-        ("first_seen_at", Time),
-        ("last_seen_at", Time),
-        ("last_job_id", Int),
-    ],
-    sql: "SELECT id, shortcode, owner_id, owner_username, typename, taken_at, caption, like_count,
-                 comment_count, is_video, raw::text AS raw, first_seen_at, last_seen_at,
-                 last_job_id
-          FROM ig_posts
-          WHERE ($1::text IS NULL OR owner_username = $1
-                 OR owner_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
-            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
-          ORDER BY id",
-    singular: "post",
-    plural: "posts",
-};
-
-const COMMENTS: Table = Table {
-    columns: &[
-        ("id", Int),
-        ("post_shortcode", Text),
-        ("parent_id", Int),
-        ("owner_id", Int),
-        ("owner_username", Text),
-        ("text", Text),
-        ("created_at", Time),
-        ("like_count", Int),
-        ("raw", Json),
-        ("first_seen_at", Time),
-        ("last_seen_at", Time),
-        ("last_job_id", Int),
-    ],
-    sql: "SELECT id, post_shortcode, parent_id, owner_id, owner_username, text, created_at,
-                 like_count, raw::text AS raw, first_seen_at, last_seen_at, last_job_id
-          FROM ig_comments
-          WHERE ($1::text IS NULL OR post_shortcode = $1)
-            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
-          ORDER BY id",
-    singular: "comment",
-    plural: "comments",
-};
-
-// Edges store only ids; the usernames (when the users were stored too) make them readable.
-const FOLLOWS: Table = Table {
-    columns: &[
-        ("follower_id", Int),
-        ("follower_username", Text),
-        ("followee_id", Int),
-        ("followee_username", Text),
-        ("first_seen_at", Time),
-        ("last_seen_at", Time),
-        ("last_job_id", Int),
-    ],
-    sql: "SELECT f.follower_id, fr.username AS follower_username, f.followee_id,
-                 fe.username AS followee_username, f.first_seen_at, f.last_seen_at, f.last_job_id
-          FROM ig_follows f
-          LEFT JOIN ig_users fr ON fr.id = f.follower_id
-          LEFT JOIN ig_users fe ON fe.id = f.followee_id
-          WHERE ($1::text IS NULL
-                 OR f.follower_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1)
-                 OR f.followee_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
-            AND ($2::timestamptz IS NULL OR f.last_seen_at >= $2)
-          ORDER BY f.follower_id, f.followee_id",
-    singular: "follow edge",
-    plural: "follow edges",
-};
-
-const STORIES: Table = Table {
-    columns: &[
-        ("id", Text),
-        ("owner_id", Int),
-        ("highlight_id", Text),
-        ("highlight_title", Text),
-        ("taken_at", Time),
-        ("expiring_at", Time),
-        ("media_type", Int),
-        ("raw", Json),
-        ("first_seen_at", Time),
-        ("last_seen_at", Time),
-        ("last_job_id", Int),
-    ],
-    sql: "SELECT id, owner_id, highlight_id, highlight_title, taken_at, expiring_at,
-                 media_type::bigint AS media_type, raw::text AS raw, first_seen_at, last_seen_at,
-                 last_job_id
-          FROM ig_stories
-          WHERE ($1::text IS NULL
-                 OR owner_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
-            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
-          ORDER BY id",
-    singular: "story item",
-    plural: "story items",
-};
-
-// The post's shortcode (when the post was stored too) is what a person can look up.
-const HASHTAG_POSTS: Table = Table {
-    columns: &[
-        ("tag", Text),
-        ("post_id", Int),
-        ("shortcode", Text),
-        ("first_seen_at", Time),
-        ("last_seen_at", Time),
-        ("last_job_id", Int),
-    ],
-    sql: "SELECT h.tag, h.post_id, p.shortcode, h.first_seen_at, h.last_seen_at, h.last_job_id
-          FROM ig_hashtag_posts h
-          LEFT JOIN ig_posts p ON p.id = h.post_id
-          WHERE ($1::text IS NULL OR h.tag = $1)
-            AND ($2::timestamptz IS NULL OR h.last_seen_at >= $2)
-          ORDER BY h.tag, h.post_id",
-    singular: "hashtag post",
-    plural: "hashtag posts",
-};
-
-fn table(kind: ExportKind) -> &'static Table {
+fn kind(kind: ExportKind) -> Kind {
     match kind {
-        ExportKind::Users => &USERS,
-        ExportKind::Posts => &POSTS,
-        ExportKind::Comments => &COMMENTS,
-        ExportKind::Follows => &FOLLOWS,
-        ExportKind::Stories => &STORIES,
-        ExportKind::HashtagPosts => &HASHTAG_POSTS,
+        ExportKind::Users => Kind::Users,
+        ExportKind::Posts => Kind::Posts,
+        ExportKind::Comments => Kind::Comments,
+        ExportKind::Follows => Kind::Follows,
+        ExportKind::Stories => Kind::Stories,
+        ExportKind::HashtagPosts => Kind::HashtagPosts,
     }
 }
 
@@ -221,7 +47,7 @@ pub async fn run(config: &Config, args: ExportArgs) -> Result<(), CliError> {
     let Some((count, destination)) = result? else {
         return Ok(());
     };
-    let table = table(args.kind);
+    let table = kind(args.kind).table();
     let noun = if count == 1 {
         table.singular
     } else {
@@ -248,28 +74,28 @@ async fn export(
                 .bind(d.as_secs_f64())
                 .fetch_one(pool)
                 .await
-                .map_err(|e| CliError::Failure(format!("database error: {e}")))?,
+                .map_err(CliError::Database)?,
         ),
     };
-    let table = table(args.kind);
     let mut out = Output::open(args.output.as_deref())?;
-    let written = match write_rows(pool, table, args.format, target, since, &mut out).await {
-        Ok(count) => out.flush().map(|()| count),
-        Err(Failed::Write(e)) => Err(e),
-        Err(Failed::Read(message)) => {
-            out.abandon();
-            return Err(CliError::Failure(message));
-        }
-    };
+    let written =
+        match write_rows(pool, kind(args.kind), args.format, target, since, &mut out).await {
+            Ok(count) => out.flush().map(|()| count),
+            Err(Failed::Write(e)) => Err(e),
+            Err(Failed::Read(message)) => {
+                out.abandon();
+                return Err(CliError::failed("cannot export", message));
+            }
+        };
     match written {
         Ok(count) => out.finish().map(|name| Some((count, name))),
         Err(e) if out.is_stdout() && e.kind() == io::ErrorKind::BrokenPipe => Ok(None),
         Err(e) => {
             out.abandon();
-            Err(CliError::Failure(format!(
-                "cannot write to {}: {e}",
-                out.name()
-            )))
+            Err(CliError::Write {
+                destination: out.name(),
+                source: e,
+            })
         }
     }
 }
@@ -287,12 +113,13 @@ impl From<io::Error> for Failed {
 
 async fn write_rows(
     pool: &PgPool,
-    table: &Table,
+    kind: Kind,
     format: ExportFormat,
     target: Option<String>,
     since: Option<DateTime<Utc>>,
     out: &mut Output,
 ) -> Result<u64, Failed> {
+    let table = kind.table();
     let w = &mut out.writer;
     if format == ExportFormat::Csv {
         for (i, (name, _)) in table.columns.iter().enumerate() {
@@ -303,7 +130,7 @@ async fn write_rows(
         }
         w.write_all(b"\r\n")?;
     }
-    let mut rows = sqlx::query(table.sql).bind(target).bind(since).fetch(pool);
+    let mut rows = std::pin::pin!(export_rows(pool, kind, target, since));
     let mut count = 0u64;
     while let Some(row) = rows
         .try_next()
@@ -329,26 +156,26 @@ enum Cell {
     Json(String),
 }
 
-fn cell(row: &PgRow, name: &str, ty: Type) -> Result<Cell, Failed> {
+fn cell(row: &PgRow, name: &str, ty: ColumnType) -> Result<Cell, Failed> {
     let read = |e: sqlx::Error| Failed::Read(format!("cannot read column {name}: {e}"));
     let value = match ty {
-        Int => row
+        ColumnType::Int => row
             .try_get::<Option<i64>, _>(name)
             .map_err(read)?
             .map(Cell::Int),
-        Bool => row
+        ColumnType::Bool => row
             .try_get::<Option<bool>, _>(name)
             .map_err(read)?
             .map(Cell::Bool),
-        Text => row
+        ColumnType::Text => row
             .try_get::<Option<String>, _>(name)
             .map_err(read)?
             .map(Cell::Text),
-        Json => row
+        ColumnType::Json => row
             .try_get::<Option<String>, _>(name)
             .map_err(read)?
             .map(Cell::Json),
-        Time => row
+        ColumnType::Time => row
             .try_get::<Option<DateTime<Utc>>, _>(name)
             .map_err(read)?
             .map(Cell::Time),
@@ -360,7 +187,7 @@ fn rfc3339(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn write_json_row(w: &mut impl Write, table: &Table, row: &PgRow) -> Result<(), Failed> {
+fn write_json_row(w: &mut impl Write, table: &ExportTable, row: &PgRow) -> Result<(), Failed> {
     w.write_all(b"{")?;
     for (i, &(name, ty)) in table.columns.iter().enumerate() {
         if i > 0 {
@@ -383,7 +210,7 @@ fn write_json_row(w: &mut impl Write, table: &Table, row: &PgRow) -> Result<(), 
     Ok(())
 }
 
-fn write_csv_row(w: &mut impl Write, table: &Table, row: &PgRow) -> Result<(), Failed> {
+fn write_csv_row(w: &mut impl Write, table: &ExportTable, row: &PgRow) -> Result<(), Failed> {
     for (i, &(name, ty)) in table.columns.iter().enumerate() {
         if i > 0 {
             w.write_all(b",")?;
@@ -435,8 +262,9 @@ impl Output {
         let mut partial = path.as_os_str().to_owned();
         partial.push(".partial");
         let partial = PathBuf::from(partial);
-        let file = File::create(&partial).map_err(|e| {
-            CliError::Usage(format!("cannot create output file {}: {e}", path.display()))
+        let file = File::create(&partial).map_err(|source| CliError::CannotCreate {
+            path: path.to_owned(),
+            source,
         })?;
         Ok(Self {
             writer: BufWriter::with_capacity(64 * 1024, Box::new(file)),
@@ -466,9 +294,10 @@ impl Output {
             && let Err(e) = std::fs::rename(partial, path)
         {
             let _ = std::fs::remove_file(partial);
-            return Err(CliError::Failure(format!(
-                "cannot move the finished export into place as {name}: {e}"
-            )));
+            return Err(CliError::Write {
+                destination: name,
+                source: e,
+            });
         }
         Ok(name)
     }
@@ -499,11 +328,12 @@ fn parse_since(s: &str) -> Result<Since, CliError> {
     }
     s.parse::<HumanDuration>()
         .map(|d| Since::Ago(d.0))
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "--since: {s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a span \
-                 back from now (24h, 7d): {e}"
-            ))
+        .map_err(|e| CliError::BadFlag {
+            flag: "--since",
+            reason: format!(
+                "{s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a span back \
+                     from now (24h, 7d): {e}"
+            ),
         })
 }
 
@@ -519,7 +349,10 @@ fn normalize_target(kind: ExportKind, raw: &str) -> Result<String, CliError> {
         ExportKind::Comments => raw.to_owned(),
     };
     if target.is_empty() {
-        return Err(CliError::Usage("--target must not be empty".into()));
+        return Err(CliError::BadFlag {
+            flag: "--target",
+            reason: "must not be empty".into(),
+        });
     }
     Ok(target)
 }

@@ -27,7 +27,7 @@ pub async fn submit(
         return submit_file(client, file, args.json, default_attempts).await;
     }
     let (Some(kind), Some(target)) = (args.kind, args.target) else {
-        return Err(CliError::Usage(
+        return Err(CliError::Invalid(
             "submit needs KIND and TARGET, or --file".into(),
         ));
     };
@@ -37,7 +37,10 @@ pub async fn submit(
         .as_deref()
         .map(|s| s.parse::<HumanDuration>())
         .transpose()
-        .map_err(|e| CliError::Usage(format!("--recrawl-every: {e}")))?;
+        .map_err(|e| CliError::BadFlag {
+            flag: "--recrawl-every",
+            reason: e.to_string(),
+        })?;
     let spec = JobSpec {
         kind,
         target,
@@ -57,14 +60,14 @@ pub async fn submit(
     // Checked here too, so a typo is reported without a round trip and names the flag's field.
     spec.clone()
         .validate(default_attempts)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
     let answer: Value = client.post("/v1/jobs", &spec).await?;
     if args.json {
         print_json(&answer);
         return Ok(());
     }
-    let job: Job = serde_json::from_value(answer["job"].clone())
-        .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
+    let job: Job =
+        serde_json::from_value(answer["job"].clone()).map_err(CliError::UnreadableAnswer)?;
     if answer["created"] == true {
         println!(
             "created job {} ({} {}), {}",
@@ -82,19 +85,25 @@ pub async fn submit(
 /// `+10m` (from now) or an RFC 3339 time.
 fn parse_run_at(s: &str) -> Result<DateTime<Utc>, CliError> {
     if let Some(delay) = s.strip_prefix('+') {
-        let d: HumanDuration = delay
-            .parse()
-            .map_err(|e| CliError::Usage(format!("--run-at: {e}")))?;
-        let d = chrono::Duration::from_std(d.0)
-            .map_err(|_| CliError::Usage("--run-at: delay out of range".into()))?;
+        let d = delay
+            .parse::<HumanDuration>()
+            .map_err(|e| CliError::BadFlag {
+                flag: "--run-at",
+                reason: e.to_string(),
+            })?;
+        let d = chrono::Duration::from_std(d.0).map_err(|_| CliError::BadFlag {
+            flag: "--run-at",
+            reason: "delay out of range".into(),
+        })?;
         return Ok(Utc::now() + d);
     }
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| {
-            CliError::Usage(format!(
-                "--run-at: {s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a delay (+10m): {e}"
-            ))
+        .map_err(|e| CliError::BadFlag {
+            flag: "--run-at",
+            reason: format!(
+                "{s:?} is neither an RFC 3339 time (2026-12-01T08:00:00Z) nor a delay (+10m): {e}"
+            ),
         })
 }
 
@@ -104,8 +113,10 @@ async fn submit_file(
     json_out: bool,
     default_attempts: i32,
 ) -> Result<(), CliError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = std::fs::read(path).map_err(|source| CliError::CannotRead {
+        what: path.display().to_string(),
+        source,
+    })?;
     let Batch {
         jobs: good,
         rejected,
@@ -115,7 +126,7 @@ async fn submit_file(
         let body = json!({ "jobs": chunk.iter().map(|(_, s)| s).collect::<Vec<_>>() });
         let answer: Value = client.post("/v1/jobs/batch", &body).await?;
         let results: Vec<Submitted> = serde_json::from_value(answer["results"].clone())
-            .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
+            .map_err(CliError::UnreadableAnswer)?;
         submitted.extend(chunk.iter().map(|(line, _)| *line).zip(results));
     }
     let created = submitted.iter().filter(|(_, s)| s.created).count();
@@ -140,11 +151,11 @@ async fn submit_file(
     }
     match (rejected.len(), submitted.len()) {
         (0, _) => Ok(()),
-        (r, 0) => Err(CliError::Usage(format!(
+        (r, 0) => Err(CliError::Invalid(format!(
             "all {r} job lines of {} were rejected; nothing submitted",
             path.display()
         ))),
-        (r, s) => Err(CliError::Partial(format!(
+        (r, s) => Err(CliError::PartlyRejected(format!(
             "{r} lines of {} were rejected (listed above); the other {s} jobs were submitted",
             path.display()
         ))),
@@ -185,8 +196,8 @@ pub async fn jobs(client: &ApiClient, command: JobsCommand) -> Result<(), CliErr
                 print_json(&stats);
                 return Ok(());
             }
-            let stats: QueueStats = serde_json::from_value(stats)
-                .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
+            let stats: QueueStats =
+                serde_json::from_value(stats).map_err(CliError::UnreadableAnswer)?;
             print_stats(&stats);
             Ok(())
         }
@@ -194,9 +205,12 @@ pub async fn jobs(client: &ApiClient, command: JobsCommand) -> Result<(), CliErr
             interval,
             until_done,
         } => {
-            let interval: HumanDuration = interval
-                .parse()
-                .map_err(|e| CliError::Usage(format!("--interval: {e}")))?;
+            let interval = interval
+                .parse::<HumanDuration>()
+                .map_err(|e| CliError::BadFlag {
+                    flag: "--interval",
+                    reason: e.to_string(),
+                })?;
             watch(
                 client,
                 interval.0.max(Duration::from_millis(100)),
@@ -266,8 +280,8 @@ async fn list(
         if json_out {
             print_json(&page);
         } else {
-            let jobs: Vec<Job> = serde_json::from_value(page["jobs"].clone())
-                .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
+            let jobs: Vec<Job> =
+                serde_json::from_value(page["jobs"].clone()).map_err(CliError::UnreadableAnswer)?;
             print_table(&jobs, first);
         }
         first = false;
@@ -323,8 +337,7 @@ fn show_job(job: Value, json_out: bool) -> Result<(), CliError> {
         print_json(&job);
         return Ok(());
     }
-    let j: Job = serde_json::from_value(job)
-        .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
+    let j: Job = serde_json::from_value(job).map_err(CliError::UnreadableAnswer)?;
     println!("job {}: {} {}", j.id, j.kind, j.target);
     println!("  state        {}", j.state);
     println!("  attempt      {} of {}", j.attempt, j.max_attempts);

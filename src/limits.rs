@@ -24,8 +24,8 @@ pub async fn show(
         print_json(&answer);
         return Ok(());
     }
-    let scopes: Vec<ScopeUsage> = serde_json::from_value(answer)
-        .map_err(|e| CliError::Failure(format!("unreadable answer: {e}")))?;
+    let scopes: Vec<ScopeUsage> =
+        serde_json::from_value(answer).map_err(CliError::UnreadableAnswer)?;
     if scopes.is_empty() {
         println!("no requests recorded in the last hour");
     }

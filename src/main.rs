@@ -103,8 +103,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
 /// will check it, so what is printed always loads.
 fn new_token(scopes: &[trawl_shared::tokens::Scope], name: &str) -> Result<(), CliError> {
     use trawl_shared::tokens::{self, TokenEntry, TokenSet};
-    let (token, sha256) = tokens::generate()
-        .map_err(|_| CliError::Usage("the system random generator failed".into()))?;
+    let (token, sha256) =
+        tokens::generate().map_err(|e| CliError::failed("cannot make a token", e))?;
     let mut scopes = scopes.to_vec();
     scopes.sort();
     scopes.dedup();
@@ -114,7 +114,7 @@ fn new_token(scopes: &[trawl_shared::tokens::Scope], name: &str) -> Result<(), C
         scopes,
     };
     TokenSet::new(std::slice::from_ref(&entry), None)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
     let scopes: Vec<&str> = entry.scopes.iter().map(|s| s.as_str()).collect();
     println!("token: {token}");
     println!();
@@ -164,11 +164,10 @@ fn init_tracing(config: &Config, server_role: bool) {
 async fn run_scheduler(config: &Config) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(config.scheduler.listen)
         .await
-        .map_err(|e| {
-            CliError::Failure(format!(
-                "cannot listen on {} (scheduler.listen): {e}",
-                config.scheduler.listen
-            ))
+        .map_err(|source| CliError::Listen {
+            key: "scheduler.listen",
+            addr: config.scheduler.listen,
+            source,
         })?;
     let (stop, signal) = trawl_shared::shutdown::channel();
     tokio::spawn(async move {
@@ -181,18 +180,17 @@ async fn run_scheduler(config: &Config) -> Result<(), CliError> {
         .map_err(|e| match e {
             trawl_scheduler::SchedulerError::NoToken => CliError::Config(e.to_string()),
             trawl_scheduler::SchedulerError::Database(d) => CliError::from(d),
-            other => CliError::Failure(other.to_string()),
+            other => CliError::Scheduler(other),
         })
 }
 
 async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliError> {
     let listener = tokio::net::TcpListener::bind(config.worker.listen)
         .await
-        .map_err(|e| {
-            CliError::Failure(format!(
-                "cannot listen on {} (worker.listen): {e}",
-                config.worker.listen
-            ))
+        .map_err(|source| CliError::Listen {
+            key: "worker.listen",
+            addr: config.worker.listen,
+            source,
         })?;
     let (stop, signal) = trawl_shared::shutdown::channel();
     tokio::spawn(async move {
@@ -205,7 +203,7 @@ async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliEr
         .map_err(|e| match e {
             trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
             trawl_worker::WorkerError::Database(d) => CliError::from(d),
-            other => CliError::Failure(other.to_string()),
+            other => CliError::Worker(other),
         })
 }
 
@@ -225,22 +223,18 @@ async fn healthcheck(config: &Config, role: cli::HealthRole, ready: bool) -> Res
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()
-        .map_err(|e| CliError::Failure(e.to_string()))?;
+        .map_err(|e| CliError::failed("cannot build the HTTP client", e))?;
     match http.get(&url).send().await {
         Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => Err(CliError::Failure(format!("{url} answered {}", r.status()))),
-        Err(e) => Err(CliError::Failure(format!("cannot reach {url}: {e}"))),
+        Ok(r) => Err(CliError::failed(url, format!("answered {}", r.status()))),
+        Err(e) => Err(CliError::failed(format!("cannot reach {url}"), e)),
     }
 }
 
 async fn migrate(config: &Config) -> Result<(), CliError> {
     let pool = db::connect(&config.database).await?;
-    db::migrate(&pool)
-        .await
-        .map_err(|e| CliError::Failure(e.to_string()))?;
-    db::check_schema(&pool)
-        .await
-        .map_err(|e| CliError::Failure(e.to_string()))?;
+    db::migrate(&pool).await?;
+    db::check_schema(&pool).await?;
     println!(
         "database schema is at version {}",
         db::required_schema_version()

@@ -11,10 +11,11 @@ const MAX_USERS: u32 = 1_000_000;
 
 /// Parses `NAME:PASSWORD` or `NAME:PASSWORD:2fa` / `NAME:PASSWORD:checkpoint`.
 fn account(spec: &str) -> Result<(String, String, Option<LoginChallenge>), CliError> {
-    let bad = || {
-        CliError::Usage(format!(
-            "--account {spec:?}: expected NAME:PASSWORD, NAME:PASSWORD:2fa or NAME:PASSWORD:checkpoint"
-        ))
+    let bad = || CliError::BadFlag {
+        flag: "--account",
+        reason: format!(
+            "{spec:?}: expected NAME:PASSWORD, NAME:PASSWORD:2fa or NAME:PASSWORD:checkpoint"
+        ),
     };
     let mut parts = spec.splitn(3, ':');
     let name = parts.next().filter(|n| !n.is_empty()).ok_or_else(bad)?;
@@ -30,15 +31,21 @@ fn account(spec: &str) -> Result<(String, String, Option<LoginChallenge>), CliEr
 
 pub async fn run(args: SimArgs) -> Result<(), CliError> {
     if !(args.time_scale.is_finite() && args.time_scale > 0.0) {
-        return Err(CliError::Usage("--time-scale must be above 0".into()));
+        return Err(CliError::BadFlag {
+            flag: "--time-scale",
+            reason: "must be above 0".into(),
+        });
     }
     // The users and the follow graph are built in memory at start (100,000 users take about
     // 200 MiB), so a huge count would exhaust memory instead of serving.
     if args.users > MAX_USERS {
-        return Err(CliError::Usage(format!("--users is at most {MAX_USERS}")));
+        return Err(CliError::BadFlag {
+            flag: "--users",
+            reason: format!("at most {MAX_USERS}"),
+        });
     }
     if args.max_posts > 100_000 || args.max_following > 100_000 || args.max_comments > 100_000 {
-        return Err(CliError::Usage(
+        return Err(CliError::Invalid(
             "--max-posts, --max-following and --max-comments are at most 100000".into(),
         ));
     }
@@ -112,7 +119,7 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         drop_rate: args.drop_rate,
         ..Default::default()
     };
-    faults.validate().map_err(CliError::Usage)?;
+    faults.validate().map_err(CliError::Invalid)?;
     let sim = Sim::new(SimConfig {
         data,
         faults,
@@ -126,9 +133,13 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
-        .map_err(|e| CliError::Failure(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|source| CliError::Listen {
+            key: "--listen",
+            addr: args.listen,
+            source,
+        })?;
     eprintln!("simulator listening on http://{}", args.listen);
     trawl_simulator::run(listener, sim, trawl_shared::shutdown::os_signal())
         .await
-        .map_err(|e| CliError::Failure(format!("simulator failed: {e}")))
+        .map_err(|e| CliError::failed("simulator failed", e))
 }

@@ -151,13 +151,17 @@ impl AccountState {
 }
 
 /// Accounts per state (a lease whose holder stopped heartbeating still counts as `leased` until
-/// another worker takes it). Needs no key: nothing secret is read.
+/// another worker takes it; a cooldown that ended counts as `available`, because any worker may
+/// take it now). Needs no key: nothing secret is read.
 pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(AccountState, i64)>, AccountError> {
-    Ok(
-        sqlx::query_as("SELECT state, count(*) FROM accounts GROUP BY state ORDER BY state")
-            .fetch_all(pool)
-            .await?,
+    Ok(sqlx::query_as(
+        "SELECT CASE WHEN state = 'cooldown' AND cooldown_until <= now()
+                     THEN 'available'::account_state ELSE state END AS shown,
+                count(*)
+         FROM accounts GROUP BY shown ORDER BY shown",
     )
+    .fetch_all(pool)
+    .await?)
 }
 
 pub struct Accounts {
@@ -287,6 +291,8 @@ impl Accounts {
 
     /// [`Accounts::lease`], skipping the accounts named in `exclude` (those this worker's key
     /// could not open, so one unreadable account does not hide the others).
+    #[tracing::instrument(level = "debug", skip(self, ttl, exclude),
+        fields(account = tracing::field::Empty), err(level = "warn"))]
     pub async fn lease_excluding(
         &self,
         owner_name: &str,
@@ -326,6 +332,7 @@ impl Accounts {
         else {
             return Ok(None);
         };
+        tracing::Span::current().record("account", name.as_str());
         let open = |sealed: Option<Vec<u8>>, what: &str| -> Result<Option<String>, AccountError> {
             sealed
                 .map(|s| {
@@ -421,6 +428,30 @@ impl Accounts {
         )
         .bind(&account.name)
         .bind(account.token)
+        .bind(reason.chars().take(500).collect::<String>());
+        self.fenced(account, q).await
+    }
+
+    /// Rests the account for `rest` (state `cooldown`) and gives it back: Instagram is pushing
+    /// back on it (`feedback_required`, repeated 429s), and more requests now would only deepen
+    /// the block. No person needs to act: [`Accounts::lease`] takes it again once the rest ends
+    /// (database clock), and another account carries on meanwhile.
+    pub async fn cool_down(
+        &self,
+        account: &LeasedAccount,
+        rest: Duration,
+        reason: &str,
+    ) -> Result<(), AccountError> {
+        let q = sqlx::query(
+            "UPDATE accounts SET state = 'cooldown',
+                    cooldown_until = now() + make_interval(secs => $3), last_error = $4,
+                    error_score = error_score + 1, lease_owner = NULL, lease_token = NULL,
+                    lease_expires_at = NULL, updated_at = now()
+             WHERE name = $1 AND lease_token = $2",
+        )
+        .bind(&account.name)
+        .bind(account.token)
+        .bind(rest.as_secs_f64())
         .bind(reason.chars().take(500).collect::<String>());
         self.fenced(account, q).await
     }

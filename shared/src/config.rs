@@ -70,6 +70,14 @@ pub struct WorkerConfig {
     /// Hold one more connection per job loop, listening for new jobs, so that an idle worker
     /// starts a submitted job at once instead of within `queue.poll_interval`.
     pub wake_on_notify: bool,
+    /// How long an account rests (state `cooldown`) after Instagram said `feedback_required` or
+    /// answered it with `cooldown_after_429s` 429s within `cooldown_window`. It returns to
+    /// rotation by itself when the rest ends.
+    pub cooldown: HumanDuration,
+    /// 429s within `cooldown_window` that send the account to rest (0: 429s never do; each 429
+    /// still snoozes its job).
+    pub cooldown_after_429s: u32,
+    pub cooldown_window: HumanDuration,
 }
 
 /// Where Instagram is and how the client treats it. The defaults are what Instaloader 4.16
@@ -404,6 +412,9 @@ impl Default for WorkerConfig {
             grace_period: HumanDuration::from_secs(30),
             db_connections: 1,
             wake_on_notify: false,
+            cooldown: HumanDuration::from_secs(30 * 60),
+            cooldown_after_429s: 3,
+            cooldown_window: HumanDuration::from_secs(10 * 60),
         }
     }
 }
@@ -698,6 +709,15 @@ impl Config {
             if let Err(e) = kind.parse::<crate::domain::JobKind>() {
                 return fail("worker.kinds", e.to_string());
             }
+        }
+        if self.worker.cooldown.0 < Duration::from_secs(1) {
+            return fail("worker.cooldown", "must be at least 1s".into());
+        }
+        if self.worker.cooldown_after_429s > 0 && self.worker.cooldown_window.0.is_zero() {
+            return fail(
+                "worker.cooldown_window",
+                "must be above 0 when worker.cooldown_after_429s is".into(),
+            );
         }
         if self.worker.account_lease.0 < Duration::from_millis(500) {
             return fail("worker.account_lease", "must be at least 500ms".into());

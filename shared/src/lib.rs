@@ -16,6 +16,8 @@
 //! - `db`: the pool, migrations and the schema checks a process runs at start;
 //! - `queue`: the job queue: submit with dedup, lease, heartbeat, checkpoint, complete, fail, snooze,
 //!   all fenced by the lease token;
+//! - `results`: the crawl results (`ig_*` tables): the row types, the upserts, export reads and
+//!   counts; every statement on those tables;
 //! - `accounts`: Instagram accounts, their sealed secrets and their leases;
 //! - `crypto`, `secret`: AES-GCM sealing of secrets at rest, and values that never print;
 //! - `tokens`: the API's scoped bearer tokens, stored as hashes;
@@ -38,6 +40,7 @@ pub mod limiter;
 pub mod metrics;
 pub mod pgcluster;
 pub mod queue;
+pub mod results;
 pub mod secret;
 pub mod shutdown;
 #[cfg(feature = "testing")]

@@ -13,7 +13,7 @@
 //! Attempts: leasing a job uses one attempt; a snooze or a release gives it back, so only real
 //! failures (and crashes detected by the rescuer) count against `max_attempts`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -205,6 +205,44 @@ pub struct QueueStats {
     pub paused_kinds: Vec<String>,
 }
 
+async fn paused_kinds(pool: &PgPool) -> Result<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT kind FROM paused_kinds ORDER BY kind")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+impl QueueStats {
+    /// The one query that counts jobs by state: the API's stats, the scheduler's queue metrics
+    /// and `trawl demo`'s progress all read it, so they never disagree about what a count means.
+    /// Needs only a pool, for the processes that read it without running a queue.
+    pub async fn read(pool: &PgPool) -> Result<QueueStats> {
+        let rows: Vec<StatsRow> = sqlx::query_as(
+            "SELECT kind, state, count(*)::bigint AS jobs,
+                    extract(epoch FROM now() - min(run_at)
+                        FILTER (WHERE state = 'queued' AND run_at <= now()))::float8
+                        AS oldest_runnable_age_seconds
+             FROM jobs GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(pool)
+        .await?;
+        Ok(QueueStats {
+            rows,
+            paused_kinds: paused_kinds(pool).await?,
+        })
+    }
+
+    /// Jobs per state over every kind.
+    pub fn by_state(&self) -> BTreeMap<JobState, i64> {
+        let mut states = BTreeMap::new();
+        for row in &self.rows {
+            *states.entry(row.state).or_default() += row.jobs;
+        }
+        states
+    }
+}
+
 /// What one rescue pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RescueReport {
@@ -265,8 +303,8 @@ impl Queue {
     /// Submits one job; see [`Queue::submit_many`].
     pub async fn submit(&self, job: &NewJob) -> Result<Submitted> {
         let mut out = self.submit_many(std::slice::from_ref(job)).await?;
-        out.pop()
-            .ok_or(QueueError::Database(sqlx::Error::RowNotFound))
+        // `submit_in` answers once per job it is given, in order.
+        Ok(out.swap_remove(0))
     }
 
     /// Inserts jobs in one transaction. A job whose unique key belongs to an active (queued or
@@ -289,11 +327,11 @@ impl Queue {
         let mut pending: Vec<&NewJob> = jobs.iter().collect();
         let mut any_runnable = false;
         // A conflicting job can finish between our insert and our lookup; then the key is free and
-        // the next round inserts. Three rounds settle any realistic race.
-        for _ in 0..3 {
-            if pending.is_empty() {
-                break;
-            }
+        // the next round inserts. Each extra round needs yet another job with the same key to be
+        // created and to finish between two of our statements, so the loop ends as soon as the
+        // churn on a key pauses; rounds are not capped, because a capped loop would have to
+        // answer "no idea" for a key, which no caller could act on but by submitting again.
+        while !pending.is_empty() {
             let inserted: Vec<(i64, String, bool)> = sqlx::query_as(
                 "INSERT INTO jobs (kind, target, payload, priority, run_at, max_attempts, unique_key, recrawl_every)
                  SELECT k, t, p::jsonb, pr, coalesce(r, now()), m, u,
@@ -351,19 +389,20 @@ impl Queue {
         if any_runnable {
             notify_jobs(&mut *tx).await?;
         }
-        jobs.iter()
+        let submitted = jobs
+            .iter()
             .map(|j| {
-                ids.get(&j.unique_key)
-                    .map(|&(id, created)| Submitted {
-                        id,
-                        // Two jobs of one call with one key: the first is created, the rest are not.
-                        created,
-                        unique_key: j.unique_key.clone(),
-                    })
-                    .ok_or(QueueError::Database(sqlx::Error::RowNotFound))
+                // The loop above ends only once every job's key is in `ids`.
+                let (id, created) = ids[&j.unique_key];
+                Submitted {
+                    id,
+                    // Two jobs of one call with one key: the first is created, the rest are not.
+                    created,
+                    unique_key: j.unique_key.clone(),
+                }
             })
-            .collect::<Result<Vec<_>>>()
-            .map(mark_repeats_as_existing)
+            .collect::<Vec<_>>();
+        Ok(mark_repeats_as_existing(submitted))
     }
 
     /// Leases up to `limit` runnable jobs (of `kinds`, or any kind) for `owner`, highest priority
@@ -371,6 +410,8 @@ impl Queue {
     ///
     /// A row that cannot be decoded (unknown kind, malformed options or checkpoint) is failed with
     /// the decoding error and not returned; the other rows are.
+    #[tracing::instrument(level = "debug", skip(self, kinds), fields(job_id = tracing::field::Empty,
+        kind = tracing::field::Empty), err(level = "warn"))]
     pub async fn lease(
         &self,
         owner: &str,
@@ -427,10 +468,17 @@ impl Queue {
             }
         }
         leased.sort_by_key(|j| j.lease.job_id);
+        if let [one] = leased.as_slice() {
+            let span = tracing::Span::current();
+            span.record("job_id", one.lease.job_id);
+            span.record("kind", one.kind.as_str());
+        }
         Ok(leased)
     }
 
     /// Extends a lease by the configured lease duration from now (database clock).
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn heartbeat(&self, lease: &Lease) -> Result<DateTime<Utc>> {
         sqlx::query_scalar(
             "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), updated_at = now()
@@ -454,13 +502,14 @@ impl Queue {
     /// with one database connection cannot heartbeat while a long page transaction holds that
     /// connection, and without the renewal the lease could run out between this commit and the
     /// `complete` right after it, dropping a finished job's outcome.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id,
+        items = checkpoint.items, pages = checkpoint.pages), err(level = "warn"))]
     pub async fn checkpoint<'e>(
         &self,
         executor: impl PgExecutor<'e>,
         lease: &Lease,
         checkpoint: &Checkpoint,
     ) -> Result<()> {
-        let value = serde_json::to_value(checkpoint).map_err(|e| sqlx::Error::Encode(e.into()))?;
         // `clock_timestamp()`, not `now()`: `now()` is the transaction's start, and a page
         // transaction that began under a valid lease and stalled (a network partition) past its
         // expiry must not write, nor revive the lease, when it comes back.
@@ -472,7 +521,7 @@ impl Queue {
         )
         .bind(lease.job_id)
         .bind(lease.token)
-        .bind(value)
+        .bind(sqlx::types::Json(checkpoint))
         .bind(self.settings.lease.as_secs_f64())
         .execute(executor)
         .await?;
@@ -486,6 +535,8 @@ impl Queue {
     }
 
     /// Marks a leased job completed (and schedules its next crawl when it recurs).
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn complete(&self, lease: &Lease) -> Result<()> {
         let done = self.complete_many(std::slice::from_ref(lease)).await?;
         if done.is_empty() {
@@ -521,6 +572,8 @@ impl Queue {
     /// Records a failure. A retryable failure with attempts left goes back to the queue after an
     /// exponential backoff with jitter; otherwise the job fails with `error` as its reason.
     /// `attempt` is the attempt number the caller holds (from [`LeasedJob::attempt`]).
+    #[tracing::instrument(level = "debug", skip(self, lease), fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn fail(
         &self,
         lease: &Lease,
@@ -566,6 +619,8 @@ impl Queue {
 
     /// Puts a leased job back until `delay` from now without using an attempt (a rate-limit wait
     /// longer than the lease, a 429). Returns when it will run.
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn snooze(&self, lease: &Lease, delay: Duration) -> Result<DateTime<Utc>> {
         sqlx::query_scalar(concat!(
             "UPDATE jobs SET state = 'queued', attempt = greatest(attempt - 1, 0),
@@ -584,6 +639,8 @@ impl Queue {
     }
 
     /// Gives a job back at once without using an attempt (a worker shutting down).
+    #[tracing::instrument(level = "debug", skip_all, fields(job_id = lease.job_id),
+        err(level = "debug"))]
     pub async fn release(&self, lease: &Lease) -> Result<()> {
         self.snooze(lease, Duration::ZERO).await?;
         notify_jobs(&self.pool).await?;
@@ -686,11 +743,7 @@ impl Queue {
     }
 
     pub async fn paused_kinds(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT kind FROM paused_kinds ORDER BY kind")
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        paused_kinds(&self.pool).await
     }
 
     pub async fn get(&self, job_id: i64) -> Result<Option<Job>> {
@@ -728,21 +781,9 @@ impl Queue {
         Ok(JobPage { jobs, has_more })
     }
 
-    /// Jobs by kind and state, and the paused kinds.
+    /// Jobs by kind and state, and the paused kinds: see [`QueueStats::read`].
     pub async fn stats(&self) -> Result<QueueStats> {
-        let rows: Vec<StatsRow> = sqlx::query_as(
-            "SELECT kind, state, count(*)::bigint AS jobs,
-                    extract(epoch FROM now() - min(run_at)
-                        FILTER (WHERE state = 'queued' AND run_at <= now()))::float8
-                        AS oldest_runnable_age_seconds
-             FROM jobs GROUP BY kind, state ORDER BY kind, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(QueueStats {
-            rows,
-            paused_kinds: self.paused_kinds().await?,
-        })
+        QueueStats::read(&self.pool).await
     }
 
     /// Takes back jobs whose lease expired: they return to the queue at once, or fail when their

@@ -388,3 +388,67 @@ async fn rotating_the_key_reseals_everything_or_nothing() {
         .expect("the readable account");
     assert_eq!(next.name, "zz");
 }
+
+/// A rested account is out of rotation for exactly its rest, then any worker takes it again
+/// without a person acting.
+#[tokio::test]
+async fn a_cooldown_rests_the_account_and_ends_by_itself() {
+    let db = fresh_db().await;
+    let accounts = Accounts::new(db.pool.clone(), key());
+    accounts
+        .add(&NewAccount {
+            name: "rested",
+            anonymous: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ttl = Duration::from_secs(60);
+    let held = accounts.lease("worker-1", ttl).await.unwrap().unwrap();
+    let rest = Duration::from_secs(2);
+    accounts
+        .cool_down(&held, rest, "feedback_required")
+        .await
+        .unwrap();
+
+    let listed = accounts.list().await.unwrap();
+    assert_eq!(listed[0].state, AccountState::Cooldown);
+    assert_eq!(listed[0].last_error.as_deref(), Some("feedback_required"));
+    assert!(listed[0].lease_owner.is_none(), "the lease is given up");
+    let rest_left: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM cooldown_until - now())::float8 FROM accounts",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        rest_left > 1.0 && rest_left <= 2.0,
+        "rests for the configured time: {rest_left}s left"
+    );
+    assert_eq!(
+        trawl_shared::accounts::count_by_state(&db.pool)
+            .await
+            .unwrap(),
+        vec![(AccountState::Cooldown, 1)]
+    );
+    // Resting: no worker gets it, and the old holder's token is dead.
+    assert!(accounts.lease("worker-2", ttl).await.unwrap().is_none());
+    assert!(matches!(
+        accounts.heartbeat(&held, ttl).await,
+        Err(AccountError::LeaseLost(_))
+    ));
+
+    tokio::time::sleep(rest + Duration::from_millis(200)).await;
+    assert_eq!(
+        trawl_shared::accounts::count_by_state(&db.pool)
+            .await
+            .unwrap(),
+        vec![(AccountState::Available, 1)],
+        "a rest that ended counts as available"
+    );
+    let again = accounts.lease("worker-2", ttl).await.unwrap();
+    assert_eq!(again.map(|a| a.name).as_deref(), Some("rested"));
+    let listed = accounts.list().await.unwrap();
+    assert_eq!(listed[0].state, AccountState::Leased);
+    assert!(listed[0].cooldown_until.is_none());
+}

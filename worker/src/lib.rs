@@ -1,18 +1,19 @@
 //! The worker: leases one account, logs in when it must, leases the jobs its account can do,
 //! speaks Instagram's three API types through the shared limiter ([`instagram`]), runs one crawler
-//! per job kind ([`crawl`]) that checkpoints every page with its results ([`store`]), and serves
-//! `/metrics`, `/healthz` and `/readyz`.
+//! per job kind ([`crawl`]) that checkpoints every page with its results (decoded by [`rows`],
+//! stored by `trawl_shared::results`), and serves `/metrics`, `/healthz` and `/readyz`.
 //!
 //! It must not keep state that another worker needs anywhere but PostgreSQL: job and account
 //! leases, the rate-limit ledger, checkpoints and results all live there, so a worker can be
 //! killed at any moment and another takes over where it stopped.
 
+pub mod cooldown;
 pub mod crawl;
 pub mod instagram;
 pub mod metrics;
 pub mod probes;
+pub mod rows;
 pub mod session_file;
-pub mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 use trawl_shared::JobKind;
 use trawl_shared::accounts::{AccountError, Accounts, LeasedAccount};
 use trawl_shared::config::Config;
@@ -60,6 +62,8 @@ enum AccountVerdict {
     Lost,
     /// Give it back for now (a login failed for a reason that is not the account's).
     Release,
+    /// Rest it for `worker.cooldown`: Instagram is pushing back on it, but no person needs to act.
+    Cooldown(cooldown::Reason, String),
 }
 
 /// Shared by the job loops of one account.
@@ -70,6 +74,7 @@ struct Held {
     /// out of rotation.
     relogged: AtomicBool,
     verdict: std::sync::Mutex<AccountVerdict>,
+    strikes: std::sync::Mutex<cooldown::Strikes>,
 }
 
 impl Held {
@@ -78,6 +83,14 @@ impl Held {
             .lock()
             .map(|v| v.clone())
             .unwrap_or(AccountVerdict::Lost)
+    }
+
+    /// Records a 429; true when the account has drawn enough of them to rest.
+    fn strike(&self) -> bool {
+        self.strikes
+            .lock()
+            .map(|mut s| s.strike(Instant::now()))
+            .unwrap_or(false)
     }
 
     fn set_verdict(&self, v: AccountVerdict) {
@@ -254,7 +267,7 @@ impl Worker {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client");
-                self.give_back(&account, None).await;
+                self.give_back(&account, &AccountVerdict::Release).await;
                 return;
             }
         };
@@ -263,6 +276,10 @@ impl Worker {
             account,
             relogged: AtomicBool::new(false),
             verdict: std::sync::Mutex::new(AccountVerdict::Keep),
+            strikes: std::sync::Mutex::new(cooldown::Strikes::new(
+                self.config.worker.cooldown_after_429s,
+                self.config.worker.cooldown_window.0,
+            )),
         });
         let heartbeat = tokio::spawn(self.clone().account_heartbeat(held.clone()));
         if !held.account.anonymous && !held.client.is_logged_in() {
@@ -280,23 +297,31 @@ impl Worker {
         match verdict {
             AccountVerdict::Lost => tracing::warn!(account = %held.account.name,
                 "account lease lost (another worker holds it now)"),
-            AccountVerdict::Checkpoint(reason) => {
-                self.give_back(&held.account, Some(&reason)).await
-            }
-            AccountVerdict::Keep | AccountVerdict::Release => {
-                self.give_back(&held.account, None).await
-            }
+            other => self.give_back(&held.account, &other).await,
         }
     }
 
-    async fn give_back(&self, account: &LeasedAccount, checkpoint: Option<&str>) {
-        let done = match checkpoint {
-            Some(reason) => {
+    /// Ends the hold as `verdict` says: out of rotation, resting, or simply available.
+    async fn give_back(&self, account: &LeasedAccount, verdict: &AccountVerdict) {
+        let done = match verdict {
+            AccountVerdict::Checkpoint(reason) => {
                 tracing::warn!(account = %account.name, %reason,
                     "account taken out of rotation until a person acts");
                 self.accounts.checkpoint(account, reason).await
             }
-            None => self.accounts.release(account).await,
+            AccountVerdict::Cooldown(why, reason) => {
+                let rest = self.config.worker.cooldown.0;
+                tracing::warn!(account = %account.name, %reason, rest_secs = rest.as_secs(),
+                    "account resting; it returns to rotation by itself");
+                self.metrics
+                    .account_cooldowns
+                    .with_label_values(&[why.as_str()])
+                    .inc();
+                self.accounts.cool_down(account, rest, reason).await
+            }
+            AccountVerdict::Keep | AccountVerdict::Release | AccountVerdict::Lost => {
+                self.accounts.release(account).await
+            }
         };
         match done {
             Ok(()) | Err(AccountError::LeaseLost(_)) => {}
@@ -356,6 +381,13 @@ impl Worker {
             Err(IgError::AccountBlocked(reason)) => {
                 self.metrics.logins.with_label_values(&["refused"]).inc();
                 Err(AccountVerdict::Checkpoint(reason))
+            }
+            Err(IgError::FeedbackRequired(reason)) => {
+                self.metrics.logins.with_label_values(&["refused"]).inc();
+                Err(AccountVerdict::Cooldown(
+                    cooldown::Reason::FeedbackRequired,
+                    reason,
+                ))
             }
             Err(e) => {
                 self.metrics.logins.with_label_values(&["error"]).inc();
@@ -427,24 +459,31 @@ impl Worker {
     }
 
     /// Runs one job to its outcome and records it on the job (fenced) and in the metrics.
+    ///
+    /// The span is attached with `#[instrument]`, not entered: a guard held across an `.await`
+    /// would stay entered while this task is parked, and lines other tasks log on the same
+    /// thread meanwhile would carry this job's id.
+    #[tracing::instrument(name = "job", skip_all, fields(job_id = job.lease.job_id,
+        kind = job.kind.as_str(), target = %job.target, account = %held.account.name,
+        attempt = job.attempt))]
     async fn work(&self, held: &Arc<Held>, job: LeasedJob) {
         let started = Instant::now();
         let kind = job.kind.as_str();
-        let span = tracing::info_span!("job", job_id = job.lease.job_id, kind, target = %job.target,
-            account = %held.account.name, attempt = job.attempt);
-        let _enter = span.enter();
         let heartbeat = {
             let queue = self.queue.clone();
             let lease = job.lease;
             let every = self.config.queue.lease.0 / 3;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
-                        return;
+            tokio::spawn(
+                async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
+                            return;
+                        }
                     }
                 }
-            })
+                .in_current_span(),
+            )
         };
         let crawl = Crawl {
             client: &held.client,
@@ -485,6 +524,16 @@ impl Worker {
                 self.queue.release(lease).await.map(|()| "released")
             }
             Err(CrawlError::Instagram(IgError::RateLimited { until, got_429 })) => {
+                if got_429 && held.strike() {
+                    held.set_verdict(AccountVerdict::Cooldown(
+                        cooldown::Reason::RateLimited,
+                        format!(
+                            "{} 429s within {}",
+                            self.config.worker.cooldown_after_429s,
+                            self.config.worker.cooldown_window
+                        ),
+                    ));
+                }
                 let delay = (until - Utc::now()).to_std().unwrap_or(Duration::ZERO);
                 tracing::info!(got_429, delay_ms = delay.as_millis() as u64, "job snoozed");
                 self.queue.snooze(lease, delay).await.map(|_| "snoozed")
@@ -507,6 +556,13 @@ impl Worker {
             }
             Err(CrawlError::Instagram(IgError::AccountBlocked(reason))) => {
                 held.set_verdict(AccountVerdict::Checkpoint(reason));
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Instagram(IgError::FeedbackRequired(reason))) => {
+                held.set_verdict(AccountVerdict::Cooldown(
+                    cooldown::Reason::FeedbackRequired,
+                    reason,
+                ));
                 self.queue.release(lease).await.map(|()| "released")
             }
             Err(CrawlError::Instagram(IgError::LoginRequired)) if held.account.anonymous => {

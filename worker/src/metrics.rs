@@ -16,6 +16,7 @@ pub enum Outcome {
     Forbidden,
     RateLimited,
     Checkpoint,
+    FeedbackRequired,
     LoginRequired,
     BadRequest,
     ServerError,
@@ -24,12 +25,13 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Ok,
         Outcome::NotFound,
         Outcome::Forbidden,
         Outcome::RateLimited,
         Outcome::Checkpoint,
+        Outcome::FeedbackRequired,
         Outcome::LoginRequired,
         Outcome::BadRequest,
         Outcome::ServerError,
@@ -44,6 +46,7 @@ impl Outcome {
             Outcome::Forbidden => "forbidden",
             Outcome::RateLimited => "rate_limited",
             Outcome::Checkpoint => "checkpoint",
+            Outcome::FeedbackRequired => "feedback_required",
             Outcome::LoginRequired => "login_required",
             Outcome::BadRequest => "bad_request",
             Outcome::ServerError => "server_error",
@@ -67,6 +70,7 @@ pub struct WorkerMetrics {
     pub items: IntCounterVec,
     pub account_held: IntGauge,
     pub logins: IntCounterVec,
+    pub account_cooldowns: IntCounterVec,
     pub last_activity: Gauge,
     pub build_info: GaugeVec,
 }
@@ -126,6 +130,13 @@ impl WorkerMetrics {
             ),
             &["result"],
         )?;
+        let account_cooldowns = IntCounterVec::new(
+            Opts::new(
+                "trawl_worker_account_cooldowns_total",
+                "Accounts this worker sent to rest (state cooldown), by reason",
+            ),
+            &["reason"],
+        )?;
         let last_activity = Gauge::new(
             "trawl_worker_last_activity_timestamp_seconds",
             "Unix time of this worker's last finished request or job",
@@ -144,6 +155,7 @@ impl WorkerMetrics {
         registry.register(Box::new(items.clone()))?;
         registry.register(Box::new(account_held.clone()))?;
         registry.register(Box::new(logins.clone()))?;
+        registry.register(Box::new(account_cooldowns.clone()))?;
         registry.register(Box::new(last_activity.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         for class in QueryClass::ALL {
@@ -164,6 +176,9 @@ impl WorkerMetrics {
         for result in ["ok", "refused", "error"] {
             logins.with_label_values(&[result]);
         }
+        for reason in crate::cooldown::Reason::ALL {
+            account_cooldowns.with_label_values(&[reason.as_str()]);
+        }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
@@ -176,6 +191,7 @@ impl WorkerMetrics {
             items,
             account_held,
             logins,
+            account_cooldowns,
             last_activity,
             build_info,
         })

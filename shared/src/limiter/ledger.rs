@@ -259,7 +259,7 @@ impl Ledger {
             .collect();
         let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT query_type,
-                    count(*) FILTER (WHERE granted_at > $2 - $3[1]),
+                    count(*) FILTER (WHERE granted_at > $2::timestamptz - ($3::interval[])[1]),
                     count(*) FILTER (WHERE granted_at > $2 - $3[2]),
                     count(*) FILTER (WHERE granted_at > $2 - $3[3]),
                     count(*) FILTER (WHERE granted_at > $2 - $3[4]),
@@ -346,7 +346,7 @@ impl Ledger {
         let (n, oldest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
             "SELECT count(*), min(granted_at) FROM limiter_grants
              WHERE scope = $1 AND ($2::text IS NULL OR query_type = $2) AND (NOT $3 OR graphql)
-               AND granted_at > $4 - $5::interval AND granted_at <= $4",
+               AND granted_at > $4::timestamptz - $5::interval AND granted_at <= $4",
         )
         .bind(scope)
         .bind(query_type)

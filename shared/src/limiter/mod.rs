@@ -264,6 +264,8 @@ impl Limiter {
     /// Like [`Limiter::acquire`], but gives up when the ledger asks for a wait longer than
     /// `max_wait`, returning that wait (`Err`) so the caller can snooze its job instead of holding
     /// a lease while it sleeps.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %request.account,
+        query_type = %request.query_type), err(level = "warn"))]
     pub async fn acquire_within(
         &self,
         request: &Request,
@@ -307,6 +309,8 @@ impl Limiter {
 
     /// After a 429: records Instaloader's penalty and any later hint from the server; returns when
     /// requests of this scope may resume.
+    #[tracing::instrument(level = "debug", skip_all, fields(account = %request.account,
+        query_type = %request.query_type), err(level = "warn"))]
     pub async fn on_429(
         &self,
         request: &Request,

@@ -15,8 +15,9 @@ use trawl_shared::shutdown::Shutdown;
 
 use crate::instagram::{Answer, Call, IgError, InstagramClient, Vars, query_refused};
 use crate::metrics::WorkerMetrics;
-use crate::store::{self, CommentRow, Listing, PostRow, ShapeError, StoryRow, UserRow};
+use crate::rows::{CommentRow, DecodeUser, PostRow, ShapeError, StoryRow, UserRow};
 use read::{Entry, PageData};
+use trawl_shared::results::{self, Listing, ResultsError};
 
 /// Smallest page length a 400 may halve to (Instaloader's rule).
 const MIN_PAGE_LENGTH: u32 = 12;
@@ -34,6 +35,8 @@ pub enum CrawlError {
     Shape(#[from] ShapeError),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Results(#[from] ResultsError),
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error("the worker is stopping")]
@@ -451,7 +454,7 @@ impl Crawl<'_> {
         };
         cp.subject_id = Some(row.id.to_string());
         let mut tx = self.pool.begin().await?;
-        let n = store::upsert_users(&mut tx, self.job.lease.job_id, &[row]).await?;
+        let n = results::upsert_users(&mut tx, self.job.lease.job_id, &[row]).await?;
         self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         self.count("user", n);
@@ -726,7 +729,7 @@ impl Crawl<'_> {
                 let known = (post.id, post.comment_count.unwrap_or(0));
                 cp.subject_id = Some(encode_post_subject(&post));
                 let mut tx = self.pool.begin().await?;
-                let n = store::upsert_posts(&mut tx, self.job.lease.job_id, &[post]).await?;
+                let n = results::upsert_posts(&mut tx, self.job.lease.job_id, &[post]).await?;
                 cp.done = known.1 == 0;
                 self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
                 tx.commit().await?;
@@ -968,7 +971,7 @@ impl Crawl<'_> {
         cp: &mut Checkpoint,
     ) -> Result<(), CrawlError> {
         let mut tx = self.pool.begin().await?;
-        let n = store::upsert_stories(&mut tx, self.job.lease.job_id, &rows).await?;
+        let n = results::upsert_stories(&mut tx, self.job.lease.job_id, &rows).await?;
         cp.items += n;
         cp.pages += 1;
         cp.done = true;
@@ -1054,7 +1057,7 @@ impl Crawl<'_> {
         let mut stop = false;
         if options.stop_at_stored {
             let ids: Vec<i64> = page.entries.iter().map(Entry::id).collect();
-            let known = store::stored_by_others(&mut tx, sink.listing(), job_id, &ids).await?;
+            let known = results::stored_by_others(&mut tx, sink.listing(), job_id, &ids).await?;
             if let Some(at) = page.entries.iter().position(|e| known.contains(&e.id())) {
                 page.entries.truncate(at);
                 stop = true;
@@ -1077,19 +1080,25 @@ impl Crawl<'_> {
         } = Decoded::from_page(page);
         let listed = (posts.len() + users.len()) as u64
             + comments.iter().filter(|c| c.parent_id.is_none()).count() as u64;
-        let mut stored = store::Stored::default();
-        stored.add("post", store::upsert_posts(&mut tx, job_id, &posts).await?);
+        let mut stored = results::Stored::default();
+        stored.add(
+            "post",
+            results::upsert_posts(&mut tx, job_id, &posts).await?,
+        );
         stored.add(
             "comment",
-            store::upsert_comments(&mut tx, job_id, &comments).await?,
+            results::upsert_comments(&mut tx, job_id, &comments).await?,
         );
-        stored.add("user", store::upsert_users(&mut tx, job_id, &users).await?);
+        stored.add(
+            "user",
+            results::upsert_users(&mut tx, job_id, &users).await?,
+        );
         match sink {
             Sink::Posts { tag: Some(tag) } => {
                 let ids: Vec<i64> = posts.iter().map(|p| p.id).collect();
                 stored.add(
                     "hashtag_post",
-                    store::upsert_hashtag_posts(&mut tx, job_id, tag, &ids).await?,
+                    results::upsert_hashtag_posts(&mut tx, job_id, tag, &ids).await?,
                 );
             }
             Sink::Followers { subject } | Sink::Followees { subject } => {
@@ -1102,7 +1111,7 @@ impl Crawl<'_> {
                     .collect();
                 stored.add(
                     "follow",
-                    store::upsert_follows(&mut tx, job_id, &edges).await?,
+                    results::upsert_follows(&mut tx, job_id, &edges).await?,
                 );
             }
             _ => {}

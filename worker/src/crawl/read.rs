@@ -6,7 +6,10 @@ use serde_json::{Map, Value};
 
 use super::CrawlError;
 use crate::instagram::IgError;
-use crate::store::{CommentRow, PostRow, ShapeError, StoryRow, UserRow};
+use crate::rows::{
+    CommentRow, DecodeComment, DecodePost, DecodeStory, DecodeUser, PostRow, ShapeError, StoryRow,
+    UserRow,
+};
 
 /// One page of a listing, read from an answer.
 pub(super) struct PageData {

@@ -44,9 +44,12 @@ const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 /// What went wrong, in the terms the worker acts on.
 #[derive(Debug, thiserror::Error)]
 pub enum IgError {
-    /// checkpoint/challenge/feedback required: the account needs a human.
+    /// checkpoint/challenge required: the account needs a human.
     #[error("the account needs a human: {0}")]
     AccountBlocked(String),
+    /// feedback_required: Instagram blocks the account's actions for a while; it rests.
+    #[error("Instagram blocks the account for a while: {0}")]
+    FeedbackRequired(String),
     /// Redirected to the login page, or told `login_required`.
     #[error("not logged in (redirected to the login page)")]
     LoginRequired,

@@ -22,11 +22,7 @@ pub const MAX_REASON_CHARS: usize = 200;
 /// it) to done, retry or fail, as Instaloader reads them. Every reason quotes Instagram's words at most
 /// [`MAX_REASON_CHARS`] characters long. `fuzz/fuzz_targets/ig_verdict.rs` feeds it any answer.
 pub fn judge(status: u16, json: Option<Value>, call: &Call) -> Verdict {
-    const BLOCKED: [&str; 3] = [
-        "checkpoint_required",
-        "challenge_required",
-        "feedback_required",
-    ];
+    const BLOCKED: [&str; 2] = ["checkpoint_required", "challenge_required"];
     let message = short(
         json.as_ref()
             .and_then(|j| j.get("message"))
@@ -88,6 +84,11 @@ pub fn judge(status: u16, json: Option<Value>, call: &Call) -> Verdict {
                 Outcome::BadRequest,
             )
         }
+        // A temporary block, not a demand for a person: the account rests (crate::cooldown).
+        400 if message == "feedback_required" => (
+            Attempt::Fail(IgError::FeedbackRequired(message)),
+            Outcome::FeedbackRequired,
+        ),
         400 if BLOCKED.contains(&message.as_str()) => (
             Attempt::Fail(IgError::AccountBlocked(message)),
             Outcome::Checkpoint,
@@ -236,6 +237,13 @@ mod tests {
                 r#"{"message": "checkpoint_required"}"#,
                 &web,
                 "fail checkpoint: the account needs a human: checkpoint_required",
+            ),
+            (
+                400,
+                r#"{"message": "feedback_required"}"#,
+                &web,
+                "fail feedback_required: Instagram blocks the account for a while: \
+                 feedback_required",
             ),
             (
                 400,

@@ -1,0 +1,621 @@
+//! Crawl results: the `ig_*` tables. This module owns every statement that touches them: the
+//! upserts a worker makes while it stores a page, the reads `trawl export` streams, and the counts
+//! `trawl demo` shows. A new column or table changes here and nowhere else.
+//!
+//! Rows are keyed by Instagram's id and upserted, so an item is stored once however often its page
+//! is fetched; each keeps the raw JSON it was read from, when it was first and last seen, and the
+//! job that saw it last. Every write takes the caller's connection, so a page's rows commit in the
+//! same transaction as the job's checkpoint.
+//!
+//! It must not know Instagram's wire format: the worker decodes answers into the row types here.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool};
+
+/// Errors callers branch on: a row that cannot be encoded is a bug in the caller's data, not a
+/// database outage worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot encode {table} rows as JSON: {source}")]
+    Encode {
+        table: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub full_name: Option<String>,
+    pub is_private: Option<bool>,
+    pub is_verified: Option<bool>,
+    pub biography: Option<String>,
+    pub follower_count: Option<i64>,
+    pub following_count: Option<i64>,
+    pub post_count: Option<i64>,
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PostRow {
+    pub id: i64,
+    pub shortcode: String,
+    pub owner_id: i64,
+    pub owner_username: Option<String>,
+    pub typename: Option<String>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub caption: Option<String>,
+    pub like_count: Option<i64>,
+    pub comment_count: Option<i64>,
+    pub is_video: Option<bool>,
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommentRow {
+    pub id: i64,
+    pub post_shortcode: String,
+    pub parent_id: Option<i64>,
+    pub owner_id: Option<i64>,
+    pub owner_username: Option<String>,
+    pub text: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub like_count: Option<i64>,
+    pub raw: Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoryRow {
+    pub id: String,
+    pub owner_id: i64,
+    pub highlight_id: Option<String>,
+    pub highlight_title: Option<String>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub expiring_at: Option<DateTime<Utc>>,
+    pub media_type: Option<i32>,
+    pub raw: Value,
+}
+
+/// The last of each id wins, so one statement never touches a row twice (PostgreSQL refuses an
+/// `ON CONFLICT DO UPDATE` that would).
+fn dedup<T>(rows: &[T], key: impl Fn(&T) -> String) -> Vec<&T> {
+    let mut seen = HashSet::new();
+    let mut out: Vec<&T> = rows.iter().rev().filter(|r| seen.insert(key(r))).collect();
+    out.reverse();
+    out
+}
+
+/// Runs one upsert whose `$1` is the rows as a JSON array (read with `jsonb_to_recordset`) and
+/// whose `$2` is the job id: one round trip per table per page, whatever the page's size.
+async fn upsert_records<T: Serialize>(
+    tx: &mut PgConnection,
+    table: &'static str,
+    job_id: i64,
+    rows: Vec<&T>,
+    sql: &'static str,
+) -> Result<u64, ResultsError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let json =
+        serde_json::to_value(&rows).map_err(|source| ResultsError::Encode { table, source })?;
+    let done = sqlx::query(sql)
+        .bind(json)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+const UPSERT_USERS: &str =
+    "INSERT INTO ig_users (id, username, full_name, is_private, is_verified, biography,
+                           follower_count, following_count, post_count, raw, last_job_id)
+     SELECT id, username, full_name, is_private, is_verified, biography, follower_count,
+            following_count, post_count, raw, $2
+     FROM jsonb_to_recordset($1) AS x(id bigint, username text, full_name text,
+          is_private boolean, is_verified boolean, biography text, follower_count bigint,
+          following_count bigint, post_count bigint, raw jsonb)
+     ON CONFLICT (id) DO UPDATE SET
+         username = EXCLUDED.username,
+         full_name = coalesce(EXCLUDED.full_name, ig_users.full_name),
+         is_private = coalesce(EXCLUDED.is_private, ig_users.is_private),
+         is_verified = coalesce(EXCLUDED.is_verified, ig_users.is_verified),
+         biography = coalesce(EXCLUDED.biography, ig_users.biography),
+         follower_count = coalesce(EXCLUDED.follower_count, ig_users.follower_count),
+         following_count = coalesce(EXCLUDED.following_count, ig_users.following_count),
+         post_count = coalesce(EXCLUDED.post_count, ig_users.post_count),
+         raw = ig_users.raw || EXCLUDED.raw,
+         last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
+
+/// Users; a field a later page leaves out keeps what an earlier page stored (a follower list
+/// entry knows less than a profile page).
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
+pub async fn upsert_users(
+    tx: &mut PgConnection,
+    job_id: i64,
+    rows: &[UserRow],
+) -> Result<u64, ResultsError> {
+    let rows = dedup(rows, |r| r.id.to_string());
+    upsert_records(tx, "ig_users", job_id, rows, UPSERT_USERS).await
+}
+
+const UPSERT_POSTS: &str =
+    "INSERT INTO ig_posts (id, shortcode, owner_id, owner_username, typename, taken_at, caption,
+                           like_count, comment_count, is_video, raw, last_job_id)
+     SELECT id, shortcode, owner_id, owner_username, typename, taken_at, caption, like_count,
+            comment_count, is_video, raw, $2
+     FROM jsonb_to_recordset($1) AS x(id bigint, shortcode text, owner_id bigint,
+          owner_username text, typename text, taken_at timestamptz, caption text,
+          like_count bigint, comment_count bigint, is_video boolean, raw jsonb)
+     ON CONFLICT (id) DO UPDATE SET
+         shortcode = EXCLUDED.shortcode, owner_id = EXCLUDED.owner_id,
+         owner_username = coalesce(EXCLUDED.owner_username, ig_posts.owner_username),
+         typename = coalesce(EXCLUDED.typename, ig_posts.typename),
+         taken_at = coalesce(EXCLUDED.taken_at, ig_posts.taken_at),
+         caption = coalesce(EXCLUDED.caption, ig_posts.caption),
+         like_count = coalesce(EXCLUDED.like_count, ig_posts.like_count),
+         comment_count = coalesce(EXCLUDED.comment_count, ig_posts.comment_count),
+         is_video = coalesce(EXCLUDED.is_video, ig_posts.is_video),
+         raw = ig_posts.raw || EXCLUDED.raw,
+         last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
+
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
+pub async fn upsert_posts(
+    tx: &mut PgConnection,
+    job_id: i64,
+    rows: &[PostRow],
+) -> Result<u64, ResultsError> {
+    let rows = dedup(rows, |r| r.id.to_string());
+    upsert_records(tx, "ig_posts", job_id, rows, UPSERT_POSTS).await
+}
+
+const UPSERT_COMMENTS: &str =
+    "INSERT INTO ig_comments (id, post_shortcode, parent_id, owner_id, owner_username, text,
+                              created_at, like_count, raw, last_job_id)
+     SELECT id, post_shortcode, parent_id, owner_id, owner_username, text, created_at,
+            like_count, raw, $2
+     FROM jsonb_to_recordset($1) AS x(id bigint, post_shortcode text, parent_id bigint,
+          owner_id bigint, owner_username text, text text, created_at timestamptz,
+          like_count bigint, raw jsonb)
+     ON CONFLICT (id) DO UPDATE SET
+         post_shortcode = EXCLUDED.post_shortcode, parent_id = EXCLUDED.parent_id,
+         owner_id = EXCLUDED.owner_id, owner_username = EXCLUDED.owner_username,
+         text = EXCLUDED.text, created_at = EXCLUDED.created_at,
+         like_count = EXCLUDED.like_count, raw = EXCLUDED.raw,
+         last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
+
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
+pub async fn upsert_comments(
+    tx: &mut PgConnection,
+    job_id: i64,
+    rows: &[CommentRow],
+) -> Result<u64, ResultsError> {
+    let rows = dedup(rows, |r| r.id.to_string());
+    upsert_records(tx, "ig_comments", job_id, rows, UPSERT_COMMENTS).await
+}
+
+const UPSERT_STORIES: &str =
+    "INSERT INTO ig_stories (id, owner_id, highlight_id, highlight_title, taken_at,
+                             expiring_at, media_type, raw, last_job_id)
+     SELECT id, owner_id, highlight_id, highlight_title, taken_at, expiring_at, media_type,
+            raw, $2
+     FROM jsonb_to_recordset($1) AS x(id text, owner_id bigint, highlight_id text,
+          highlight_title text, taken_at timestamptz, expiring_at timestamptz,
+          media_type integer, raw jsonb)
+     ON CONFLICT (id) DO UPDATE SET
+         highlight_id = coalesce(EXCLUDED.highlight_id, ig_stories.highlight_id),
+         highlight_title = coalesce(EXCLUDED.highlight_title, ig_stories.highlight_title),
+         taken_at = EXCLUDED.taken_at, expiring_at = EXCLUDED.expiring_at,
+         media_type = EXCLUDED.media_type, raw = EXCLUDED.raw,
+         last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
+
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
+    err(level = "warn"))]
+pub async fn upsert_stories(
+    tx: &mut PgConnection,
+    job_id: i64,
+    rows: &[StoryRow],
+) -> Result<u64, ResultsError> {
+    let rows = dedup(rows, |r| r.id.clone());
+    upsert_records(tx, "ig_stories", job_id, rows, UPSERT_STORIES).await
+}
+
+/// Follow edges: (follower, followee).
+#[tracing::instrument(level = "debug", skip(tx, edges), fields(rows = edges.len()),
+    err(level = "warn"))]
+pub async fn upsert_follows(
+    tx: &mut PgConnection,
+    job_id: i64,
+    edges: &[(i64, i64)],
+) -> Result<u64, ResultsError> {
+    let edges = dedup(edges, |e| format!("{}:{}", e.0, e.1));
+    if edges.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO ig_follows (follower_id, followee_id, last_job_id)
+         SELECT f, e, $3 FROM UNNEST($1::bigint[], $2::bigint[]) AS x(f, e)
+         ON CONFLICT (follower_id, followee_id) DO UPDATE SET
+             last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
+    )
+    .bind(edges.iter().map(|e| e.0).collect::<Vec<_>>())
+    .bind(edges.iter().map(|e| e.1).collect::<Vec<_>>())
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[tracing::instrument(level = "debug", skip(tx, post_ids), fields(rows = post_ids.len()),
+    err(level = "warn"))]
+pub async fn upsert_hashtag_posts(
+    tx: &mut PgConnection,
+    job_id: i64,
+    tag: &str,
+    post_ids: &[i64],
+) -> Result<u64, ResultsError> {
+    let mut ids = post_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO ig_hashtag_posts (tag, post_id, last_job_id)
+         SELECT $1, p, $3 FROM UNNEST($2::bigint[]) AS x(p)
+         ON CONFLICT (tag, post_id) DO UPDATE SET
+             last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
+    )
+    .bind(tag)
+    .bind(&ids)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Which item a page's listing is made of, for the fast-update check.
+#[derive(Debug, Clone, Copy)]
+pub enum Listing {
+    Posts,
+    Comments,
+    /// Follow edges from or to `subject`: the ids are the other ends.
+    Followers {
+        subject: i64,
+    },
+    Followees {
+        subject: i64,
+    },
+}
+
+/// Of `ids`, those already stored by a job other than `job_id` (a resumed job's own items do not
+/// count: they were stored by an earlier attempt of this very crawl).
+#[tracing::instrument(level = "debug", skip(tx, ids), fields(ids = ids.len()), err(level = "warn"))]
+pub async fn stored_by_others(
+    tx: &mut PgConnection,
+    listing: Listing,
+    job_id: i64,
+    ids: &[i64],
+) -> Result<HashSet<i64>, ResultsError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let (sql, subject) = match listing {
+        Listing::Posts => (
+            "SELECT id FROM ig_posts WHERE id = ANY($1) AND last_job_id IS DISTINCT FROM $2",
+            None,
+        ),
+        Listing::Comments => (
+            "SELECT id FROM ig_comments WHERE id = ANY($1) AND last_job_id IS DISTINCT FROM $2",
+            None,
+        ),
+        Listing::Followers { subject } => (
+            "SELECT follower_id FROM ig_follows
+             WHERE followee_id = $3 AND follower_id = ANY($1) AND last_job_id IS DISTINCT FROM $2",
+            Some(subject),
+        ),
+        Listing::Followees { subject } => (
+            "SELECT followee_id FROM ig_follows
+             WHERE follower_id = $3 AND followee_id = ANY($1) AND last_job_id IS DISTINCT FROM $2",
+            Some(subject),
+        ),
+    };
+    let mut query = sqlx::query_scalar(sql).bind(ids).bind(job_id);
+    if let Some(subject) = subject {
+        query = query.bind(subject);
+    }
+    let found: Vec<i64> = query.fetch_all(&mut *tx).await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Counts of what one page stored, for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stored(pub HashMap<&'static str, u64>);
+
+impl Stored {
+    pub fn add(&mut self, item: &'static str, n: u64) {
+        *self.0.entry(item).or_default() += n;
+    }
+}
+
+// ---- Reading for export ----
+
+/// What one export kind is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Users,
+    Posts,
+    Comments,
+    Follows,
+    Stories,
+    HashtagPosts,
+}
+
+/// How a column is read from PostgreSQL and written out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Int,
+    Text,
+    Bool,
+    Time,
+    /// JSON as PostgreSQL's text, to be written verbatim: re-parsing it could round large numbers.
+    Json,
+}
+
+use ColumnType::{Bool, Int, Json, Text, Time};
+
+/// One kind's export query and its columns, in output order. Each query takes the target as `$1`
+/// and the earliest `last_seen_at` as `$2`, either of them NULL when not given, and returns rows in
+/// key order, so the same data always exports byte for byte the same.
+pub struct ExportTable {
+    pub columns: &'static [(&'static str, ColumnType)],
+    sql: &'static str,
+    pub singular: &'static str,
+    pub plural: &'static str,
+}
+
+const USERS: ExportTable = ExportTable {
+    columns: &[
+        ("id", Int),
+        ("username", Text),
+        ("full_name", Text),
+        ("is_private", Bool),
+        ("is_verified", Bool),
+        ("biography", Text),
+        ("follower_count", Int),
+        ("following_count", Int),
+        ("post_count", Int),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, username, full_name, is_private, is_verified, biography, follower_count,
+                 following_count, post_count, raw::text AS raw, first_seen_at, last_seen_at,
+                 last_job_id
+          FROM ig_users
+          WHERE ($1::text IS NULL OR username = $1)
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "user",
+    plural: "users",
+};
+
+// A post's owner is matched by the username stored with the post or, when the post was read
+// without one, by the owner's id through ig_users.
+const POSTS: ExportTable = ExportTable {
+    columns: &[
+        ("id", Int),
+        ("shortcode", Text),
+        ("owner_id", Int),
+        ("owner_username", Text),
+        ("typename", Text),
+        ("taken_at", Time),
+        ("caption", Text),
+        ("like_count", Int),
+        ("comment_count", Int),
+        ("is_video", Bool),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, shortcode, owner_id, owner_username, typename, taken_at, caption, like_count,
+                 comment_count, is_video, raw::text AS raw, first_seen_at, last_seen_at,
+                 last_job_id
+          FROM ig_posts
+          WHERE ($1::text IS NULL OR owner_username = $1
+                 OR owner_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "post",
+    plural: "posts",
+};
+
+const COMMENTS: ExportTable = ExportTable {
+    columns: &[
+        ("id", Int),
+        ("post_shortcode", Text),
+        ("parent_id", Int),
+        ("owner_id", Int),
+        ("owner_username", Text),
+        ("text", Text),
+        ("created_at", Time),
+        ("like_count", Int),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, post_shortcode, parent_id, owner_id, owner_username, text, created_at,
+                 like_count, raw::text AS raw, first_seen_at, last_seen_at, last_job_id
+          FROM ig_comments
+          WHERE ($1::text IS NULL OR post_shortcode = $1)
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "comment",
+    plural: "comments",
+};
+
+// Edges store only ids; the usernames (when the users were stored too) make them readable.
+const FOLLOWS: ExportTable = ExportTable {
+    columns: &[
+        ("follower_id", Int),
+        ("follower_username", Text),
+        ("followee_id", Int),
+        ("followee_username", Text),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT f.follower_id, fr.username AS follower_username, f.followee_id,
+                 fe.username AS followee_username, f.first_seen_at, f.last_seen_at, f.last_job_id
+          FROM ig_follows f
+          LEFT JOIN ig_users fr ON fr.id = f.follower_id
+          LEFT JOIN ig_users fe ON fe.id = f.followee_id
+          WHERE ($1::text IS NULL
+                 OR f.follower_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1)
+                 OR f.followee_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
+            AND ($2::timestamptz IS NULL OR f.last_seen_at >= $2)
+          ORDER BY f.follower_id, f.followee_id",
+    singular: "follow edge",
+    plural: "follow edges",
+};
+
+const STORIES: ExportTable = ExportTable {
+    columns: &[
+        ("id", Text),
+        ("owner_id", Int),
+        ("highlight_id", Text),
+        ("highlight_title", Text),
+        ("taken_at", Time),
+        ("expiring_at", Time),
+        ("media_type", Int),
+        ("raw", Json),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT id, owner_id, highlight_id, highlight_title, taken_at, expiring_at,
+                 media_type::bigint AS media_type, raw::text AS raw, first_seen_at, last_seen_at,
+                 last_job_id
+          FROM ig_stories
+          WHERE ($1::text IS NULL
+                 OR owner_id IN (SELECT u.id FROM ig_users u WHERE u.username = $1))
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY id",
+    singular: "story item",
+    plural: "story items",
+};
+
+// The post's shortcode (when the post was stored too) is what a person can look up.
+const HASHTAG_POSTS: ExportTable = ExportTable {
+    columns: &[
+        ("tag", Text),
+        ("post_id", Int),
+        ("shortcode", Text),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT h.tag, h.post_id, p.shortcode, h.first_seen_at, h.last_seen_at, h.last_job_id
+          FROM ig_hashtag_posts h
+          LEFT JOIN ig_posts p ON p.id = h.post_id
+          WHERE ($1::text IS NULL OR h.tag = $1)
+            AND ($2::timestamptz IS NULL OR h.last_seen_at >= $2)
+          ORDER BY h.tag, h.post_id",
+    singular: "hashtag post",
+    plural: "hashtag posts",
+};
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::Users,
+        Kind::Posts,
+        Kind::Comments,
+        Kind::Follows,
+        Kind::Stories,
+        Kind::HashtagPosts,
+    ];
+
+    pub fn table(self) -> &'static ExportTable {
+        match self {
+            Kind::Users => &USERS,
+            Kind::Posts => &POSTS,
+            Kind::Comments => &COMMENTS,
+            Kind::Follows => &FOLLOWS,
+            Kind::Stories => &STORIES,
+            Kind::HashtagPosts => &HASHTAG_POSTS,
+        }
+    }
+
+    /// The name `trawl demo` shows for this kind's count.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Users => "users",
+            Kind::Posts => "posts",
+            Kind::Comments => "comments",
+            Kind::Follows => "follows",
+            Kind::Stories => "stories",
+            Kind::HashtagPosts => "hashtag_posts",
+        }
+    }
+}
+
+/// Streams one kind's rows in key order, as they arrive: an export can be millions of rows and
+/// memory must stay flat. `target` and `since` narrow it (see [`ExportTable`]).
+pub fn export_rows<'a>(
+    pool: &'a PgPool,
+    kind: Kind,
+    target: Option<String>,
+    since: Option<DateTime<Utc>>,
+) -> impl Stream<Item = Result<PgRow, sqlx::Error>> + 'a {
+    sqlx::query(kind.table().sql)
+        .bind(target)
+        .bind(since)
+        .fetch(pool)
+}
+
+/// Rows stored per kind, in [`Kind::ALL`]'s order.
+pub async fn counts(pool: &PgPool) -> Result<Vec<(Kind, i64)>, ResultsError> {
+    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ig_users), (SELECT count(*) FROM ig_posts),
+                (SELECT count(*) FROM ig_comments), (SELECT count(*) FROM ig_follows),
+                (SELECT count(*) FROM ig_stories), (SELECT count(*) FROM ig_hashtag_posts)",
+    )
+    .fetch_one(pool)
+    .await?;
+    let (users, posts, comments, follows, stories, hashtag_posts) = row;
+    Ok(vec![
+        (Kind::Users, users),
+        (Kind::Posts, posts),
+        (Kind::Comments, comments),
+        (Kind::Follows, follows),
+        (Kind::Stories, stories),
+        (Kind::HashtagPosts, hashtag_posts),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_the_last_of_each_id_in_order() {
+        let rows = [(1, "a"), (2, "b"), (1, "c")];
+        let kept: Vec<_> = dedup(&rows, |r| r.0.to_string()).into_iter().collect();
+        assert_eq!(kept, vec![&(2, "b"), &(1, "c")]);
+    }
+}
