@@ -30,7 +30,7 @@ async fn r7_losing_the_scheduler_stops_nothing_and_splits_no_batch() {
         ..FleetOptions::default()
     })
     .await;
-    let users = fleet.public_users_with_posts(12);
+    let users = fleet.public_users_with_posts(8);
     let (posts, comments) = fleet.expected_posts_and_comments(&users);
     fleet.submit(posts_with_comments(&users)).await;
     let http = reqwest::Client::new();

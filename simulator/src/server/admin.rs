@@ -42,15 +42,21 @@ pub(super) async fn audit_dump(State(sim): State<Arc<Sim>>) -> Response {
     ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
 }
 
-/// What the simulator received, in Prometheus's text format: requests by query-type class and
-/// status, and each window's busiest moment over every scope as a share of its cap.
-pub(super) async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
+/// A copy of the audit log and the windows it is judged by.
+fn audit_and_limits(sim: &Sim) -> (Vec<crate::audit::Entry>, Limits) {
     let log = sim.audit.lock().map(|l| l.clone()).unwrap_or_default();
     let limits = sim
         .windows
         .lock()
         .map(|w| w.limits())
         .unwrap_or(Limits::instagram(1.0));
+    (log, limits)
+}
+
+/// What the simulator received, in Prometheus's text format: requests by query-type class and
+/// status, and each window's busiest moment over every scope as a share of its cap.
+pub(super) async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
+    let (log, limits) = audit_and_limits(&sim);
     let class = |q: &str| -> &'static str {
         if q.starts_with("qh:") {
             "graphql"
@@ -121,12 +127,7 @@ pub(super) async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
 }
 
 pub(super) async fn oracle(State(sim): State<Arc<Sim>>) -> Response {
-    let log = sim.audit.lock().map(|l| l.clone()).unwrap_or_default();
-    let limits = sim
-        .windows
-        .lock()
-        .map(|w| w.limits())
-        .unwrap_or(Limits::instagram(1.0));
+    let (log, limits) = audit_and_limits(&sim);
     let report = audit::oracle(&log, &limits);
     json_response(
         StatusCode::OK,
