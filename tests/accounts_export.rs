@@ -1,9 +1,11 @@
 //! `trawl accounts …` and `trawl export …` as a user runs them: the real binary against a real,
 //! freshly migrated PostgreSQL, with no scheduler in between.
 
+mod support;
+
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -43,18 +45,13 @@ impl Env {
     /// `trawl ARGS` with only the database URL and `env` in its environment, and `stdin` piped
     /// in (an empty stdin when `None`).
     async fn run(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TRAWL_DATABASE__URL", &self.db.url)
-            .current_dir(&self.workdir)
+        // The case's own settings come last, so that they override the database's URL.
+        let base = [("TRAWL_DATABASE__URL", self.db.url.as_str())];
+        let mut cmd = support::trawl_command(args, base.into_iter().chain(env.iter().copied()));
+        cmd.current_dir(&self.workdir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let input = stdin.unwrap_or_default().to_owned();
         tokio::task::spawn_blocking(move || {
             let mut child = cmd.spawn().unwrap();

@@ -1,5 +1,7 @@
 //! The `trawl` binary as a user runs it, against a real scheduler and PostgreSQL.
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -37,15 +39,10 @@ impl Scheduler {
     }
 
     async fn trawl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TRAWL_CLIENT__URL", &self.url)
-            .current_dir(&self.workdir);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        // The case's own settings come last, so that they override the scheduler's URL.
+        let base = [("TRAWL_CLIENT__URL", self.url.as_str())];
+        let mut cmd = support::trawl_command(args, base.into_iter().chain(env.iter().copied()));
+        cmd.current_dir(&self.workdir);
         tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap()

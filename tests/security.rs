@@ -1,7 +1,9 @@
 //! API access: scoped tokens stored as hashes, 401 and 403 in the error shape, `trawl token new`,
 //! and a scheduler that refuses to run open. Real scheduler processes and PostgreSQL.
 
-use std::process::{Command, Stdio};
+mod support;
+
+use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -9,23 +11,13 @@ use serde_json::{Value, json};
 use trawl_shared::testing::fresh_db;
 use trawl_shared::tokens::hash_hex;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use support::{free_port, trawl_command};
 
 fn trawl(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .current_dir(std::env::temp_dir());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run trawl")
+    trawl_command(args, env.iter().copied())
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run trawl")
 }
 
 /// A scheduler process; killed on drop.
@@ -44,17 +36,11 @@ impl Drop for Scheduler {
 async fn scheduler(args: &[&str], env: &[(&str, &str)]) -> Scheduler {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-    cmd.args(args)
-        .args(["scheduler", "--listen", &listen])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let mut cmd = trawl_command(args, env.iter().copied());
+    cmd.args(["scheduler", "--listen", &listen])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
     // Owned by its guard from the start: a failed start still kills and reaps it.
     let scheduler = Scheduler {
         child: cmd.spawn().expect("spawn the scheduler"),

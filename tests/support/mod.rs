@@ -107,6 +107,21 @@ pub fn posts_with_comments(users: &[String]) -> Vec<JobSpec> {
         .collect()
 }
 
+/// `trawl ARGS` with a clean environment (only `PATH` and `env`), so that no setting of the
+/// machine running the tests leaks into the process under test.
+pub fn trawl_command<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Command
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env);
+    cmd
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -206,14 +221,7 @@ impl Fleet {
 
     /// Runs `trawl ARGS` with the fleet's configuration; returns (exit code, stdout, stderr).
     pub fn trawl(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-        cmd.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in self.env() {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run trawl");
+        let out = trawl_command(args, self.env()).output().expect("run trawl");
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -604,17 +612,13 @@ impl Drop for Fleet {
 fn spawn(logs: &std::path::Path, name: &str, args: &[String], env: &[(String, String)]) -> Child {
     let log = File::create(logs.join(format!("{name}.log"))).expect("log file");
     let err = log.try_clone().expect("log file");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trawl"));
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    trawl_command(&args, env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(err);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn trawl")
+        .stderr(err)
+        .spawn()
+        .expect("spawn trawl")
 }
 
 async fn wait_for(http: &reqwest::Client, url: &str, logs: &std::path::Path) {
