@@ -42,23 +42,11 @@ pub(super) async fn graphql_get(
     // The viewer's own profile differs per account; every other answer only per logged-in state.
     let key = (hash != hashes::OWN_PROFILE).then(|| format!("graphql|{logged_in}|{raw_query}"));
     handle_cached(&sim, &c, QueryType::QueryHash(hash.clone()), key.as_deref(), || {
-        let vars: Value = match params.get("variables").map(|v| serde_json::from_str(v)) {
-            Some(Ok(v @ Value::Object(_))) => v,
-            _ => return fail(StatusCode::BAD_REQUEST, "variables must be a JSON object"),
+        let (vars, first) = match page_variables(params.get("variables")) {
+            Ok(page) => page,
+            Err(refused) => return *refused,
         };
-        let first = vars["first"].as_u64().unwrap_or(12);
-        if first > MAX_PAGE {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                &format!("first must be at most {MAX_PAGE}"),
-            );
-        }
         let after = vars["after"].as_str();
-        let id_of = |v: &Value| -> Option<u64> {
-            v.as_str()
-                .and_then(|s| s.parse().ok())
-                .or_else(|| v.as_u64())
-        };
         let cursor_start = |tag: &str, owner: u64| -> Option<u64> {
             match after {
                 None | Some("") => Some(0),
@@ -191,6 +179,28 @@ pub(super) async fn graphql_get(
     .await
 }
 
+/// A GraphQL query's `variables` (a JSON object) and its page length (`first`, 12 when absent),
+/// or the 400 Instagram answers for either being wrong.
+fn page_variables(variables: Option<&String>) -> Result<(Value, u64), Box<Response>> {
+    let vars: Value = match variables.map(|v| serde_json::from_str(v)) {
+        Some(Ok(v @ Value::Object(_))) => v,
+        _ => {
+            return Err(Box::new(fail(
+                StatusCode::BAD_REQUEST,
+                "variables must be a JSON object",
+            )));
+        }
+    };
+    let first = vars["first"].as_u64().unwrap_or(12);
+    if first > MAX_PAGE {
+        return Err(Box::new(fail(
+            StatusCode::BAD_REQUEST,
+            &format!("first must be at most {MAX_PAGE}"),
+        )));
+    }
+    Ok((vars, first))
+}
+
 pub(super) fn id_of(v: &Value) -> Option<u64> {
     v.as_str()
         .and_then(|s| s.parse().ok())
@@ -276,17 +286,10 @@ async fn doc_query(
         if web_api && (!token("lsd") || (c.account.is_some() && !token("fb_dtsg"))) {
             return fail(StatusCode::BAD_REQUEST, "missing lsd or fb_dtsg token");
         }
-        let vars: Value = match form.get("variables").map(|v| serde_json::from_str(v)) {
-            Some(Ok(v @ Value::Object(_))) => v,
-            _ => return fail(StatusCode::BAD_REQUEST, "variables must be a JSON object"),
+        let (vars, first) = match page_variables(form.get("variables")) {
+            Ok(page) => page,
+            Err(refused) => return *refused,
         };
-        let first = vars["first"].as_u64().unwrap_or(12);
-        if first > MAX_PAGE {
-            return fail(
-                StatusCode::BAD_REQUEST,
-                &format!("first must be at most {MAX_PAGE}"),
-            );
-        }
         let after = vars["after"].as_str();
         let data = match doc_id.as_str() {
             hashes::DOC_PROFILE_POSTS => return profile_posts_page(sim, &vars, first, after),
