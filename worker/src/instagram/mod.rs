@@ -13,7 +13,7 @@ mod verdict;
 
 pub use call::{Api, Call, Shape, Vars, WebTokens};
 pub use session::{Session, decode_rur};
-pub use verdict::{MAX_REASON_CHARS, Verdict, judge, parse_body, query_refused};
+pub use verdict::{MAX_REASON_CHARS, Verdict, judge, parse_body, query_refused, whole_page};
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -354,6 +354,19 @@ impl InstagramClient {
                 }
             };
             let json = parse_body(&body);
+            if status.is_success()
+                && json.is_none()
+                && call.shape == Shape::Page
+                && !whole_page(&body)
+            {
+                // A page that stops before its end embeds only part of what the crawl reads from
+                // it: reading it would turn a dropped tail into "no such profile".
+                self.count(class, Outcome::InvalidJson, started);
+                return Ok(Attempt::Retry(
+                    Outcome::InvalidJson,
+                    "the page stops before its end".into(),
+                ));
+            }
             let hints = ServerHints::parse(
                 |name| {
                     headers

@@ -167,6 +167,17 @@ pub fn parse_body(body: &[u8]) -> Option<Value> {
     })
 }
 
+/// Whether an HTML page arrived whole: it closes its `html` element (after which only
+/// whitespace may follow). A page cut short is retried rather than read.
+pub fn whole_page(body: &[u8]) -> bool {
+    const CLOSE: &[u8] = b"</html>";
+    let end = body
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |last| last + 1);
+    end >= CLOSE.len() && body[end - CLOSE.len()..end].eq_ignore_ascii_case(CLOSE)
+}
+
 /// PostgreSQL's text and jsonb cannot hold NUL (`\u0000`): it becomes U+FFFD in every string
 /// and key of an answer, so one odd character cannot make a page (or a reason) unstorable.
 fn scrub_nul(value: &mut Value) {
@@ -197,6 +208,16 @@ mod tests {
             Verdict::Attempt(Attempt::Fail(e), o) => format!("fail {}: {e}", o.as_str()),
             Verdict::TooManyRequests => "429".into(),
         }
+    }
+
+    #[test]
+    fn a_page_is_whole_only_when_it_closes_its_html_element() {
+        assert!(whole_page(b"<html><body></body></html>"));
+        assert!(whole_page(b"<html></HTML>\n \r\n"));
+        assert!(!whole_page(b"{\"data\": {\"user\": {\"edge_owner"));
+        assert!(!whole_page(b"<html><script>{\"xig_user_by"));
+        assert!(!whole_page(b""));
+        assert!(!whole_page("</html>\u{e9}".as_bytes()));
     }
 
     #[test]
