@@ -32,6 +32,164 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub worker: WorkerConfig,
     pub instagram: InstagramConfig,
+    pub media: MediaConfig,
+}
+
+/// Downloaded media (pictures, videos). Politeness settings for media downloads will join
+/// `store` here.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Where media bytes are kept (docs/media.md).
+    pub store: BlobStoreConfig,
+}
+
+/// The content-addressed blob store (`trawl_shared::blobs`): a local directory, or an
+/// S3-compatible bucket that a fleet of workers on many machines shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobStoreConfig {
+    /// `local` (default) or `s3`.
+    pub backend: BlobBackend,
+    /// The local store's root (default `data/media`, relative to the working directory, as
+    /// `trawl.toml` is). With `backend = "s3"` uploads are spooled under `{path}/tmp` until
+    /// their hash is known, so it must hold the largest blob times the uploads in flight.
+    pub path: PathBuf,
+    /// `http(s)://host:port` of an S3-compatible server; unset: AWS's endpoint for `region`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Required with `backend = "s3"`. The bucket must exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    pub region: String,
+    /// Put before every key (`trawl/` gives `trawl/sha256/ab/cd/<hex>`); empty by default.
+    pub prefix: String,
+    /// Static credentials. Both or neither: with neither, the usual `AWS_*` variables and
+    /// instance or web-identity credentials are used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// `http://host/bucket/key` instead of `http://bucket.host/key`: most self-hosted
+    /// S3-compatible servers need it; AWS prefers it off.
+    pub path_style: bool,
+    /// How long connecting to the server may take.
+    pub connect_timeout: HumanDuration,
+    /// How long one request may take, from connecting to the end of its body. Uploads go in
+    /// parts of 6 MiB; a read that times out resumes where it stopped.
+    pub request_timeout: HumanDuration,
+    /// Retries of a failed request (connection errors, timeouts, 5xx), with exponential
+    /// backoff, before the error reaches the caller.
+    pub max_retries: u32,
+}
+
+/// Which backend a [`BlobStoreConfig`] selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobBackend {
+    Local,
+    S3,
+}
+
+impl Default for BlobStoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: BlobBackend::Local,
+            path: PathBuf::from("data/media"),
+            endpoint: None,
+            bucket: None,
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            access_key_id: None,
+            secret_access_key: None,
+            path_style: false,
+            connect_timeout: HumanDuration::from_secs(5),
+            request_timeout: HumanDuration::from_secs(300),
+            max_retries: 3,
+        }
+    }
+}
+
+impl BlobStoreConfig {
+    /// Checks what serde cannot: `Err((key, message))` names the offending key as written in
+    /// `trawl.toml`. Both the configuration loader and `BlobStore::open` run it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.path.as_os_str().is_empty() {
+            return Err(("media.store.path", "must not be empty".into()));
+        }
+        if self.connect_timeout.0 < Duration::from_millis(100) {
+            return Err((
+                "media.store.connect_timeout",
+                "must be at least 100ms".into(),
+            ));
+        }
+        if self.request_timeout.0 < Duration::from_secs(1) {
+            return Err(("media.store.request_timeout", "must be at least 1s".into()));
+        }
+        if self.max_retries > 20 {
+            return Err(("media.store.max_retries", "must be at most 20".into()));
+        }
+        if self.backend == BlobBackend::Local {
+            return Ok(());
+        }
+        match self.bucket.as_deref() {
+            None | Some("") => {
+                return Err((
+                    "media.store.bucket",
+                    "must be set when media.store.backend is \"s3\"".into(),
+                ));
+            }
+            Some(bucket) => {
+                let allowed =
+                    |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-';
+                if !(3..=63).contains(&bucket.len()) || !bucket.bytes().all(allowed) {
+                    return Err((
+                        "media.store.bucket",
+                        format!(
+                            "expected 3 to 63 lower-case letters, digits, dots or hyphens, not {bucket:?}"
+                        ),
+                    ));
+                }
+            }
+        }
+        if self.region.is_empty() {
+            return Err(("media.store.region", "must not be empty".into()));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            let rest = endpoint
+                .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.trim_end_matches('/').contains('/') => {}
+                _ => {
+                    return Err((
+                        "media.store.endpoint",
+                        format!("expected http(s)://host[:port] without a path, not {endpoint:?}"),
+                    ));
+                }
+            }
+        }
+        let p = &self.prefix;
+        if p.starts_with('/') || p.contains("//") || p.split('/').any(|s| s == "." || s == "..") {
+            return Err((
+                "media.store.prefix",
+                format!(
+                    "expected key segments without a leading slash, \"//\", \".\" or \"..\", not {p:?}"
+                ),
+            ));
+        }
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(_), None) => Err((
+                "media.store.secret_access_key",
+                "must be set when media.store.access_key_id is".into(),
+            )),
+            (None, Some(_)) => Err((
+                "media.store.access_key_id",
+                "must be set when media.store.secret_access_key is".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The key that seals account passwords and sessions at rest.
@@ -775,6 +933,19 @@ impl Config {
                 return fail(key, "must be at least 100ms".into());
             }
         }
+        if let Err((key, message)) = self.media.store.check() {
+            // A missing setting has no source of its own: name the one that chose the backend.
+            let source_name = figment
+                .find_metadata(key)
+                .or_else(|| figment.find_metadata("media.store.backend"))
+                .map(describe_source)
+                .unwrap_or_else(|| "defaults".into());
+            return Err(ConfigError::OutOfRange {
+                key,
+                source_name,
+                message,
+            });
+        }
         if let Some(key) = &self.secrets.key
             && let Err(e) = crate::crypto::SecretBox::from_hex(key.expose())
         {
@@ -804,6 +975,9 @@ impl Config {
         }
         if shown.secrets.key.is_some() {
             shown.secrets.key = Some(Secret::new(REDACTED));
+        }
+        if shown.media.store.secret_access_key.is_some() {
+            shown.media.store.secret_access_key = Some(Secret::new(REDACTED));
         }
         shown
     }
@@ -939,6 +1113,32 @@ mod tests {
             .unwrap();
         assert_eq!(cfg.queue.lease.0, Duration::from_secs(120));
         assert_eq!(cfg.scheduler.retention.0, Duration::from_secs(7 * 86_400));
+        assert_eq!(cfg.media, MediaConfig::default());
+    }
+
+    #[test]
+    fn the_media_store_is_checked_and_its_secret_redacted() {
+        let f = file(
+            "[media.store]\nbackend = \"s3\"\nbucket = \"media\"\naccess_key_id = \"AKID\"\nsecret_access_key = \"s3-secret-123\"\n",
+        );
+        let cfg = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap();
+        assert_eq!(cfg.media.store.backend, BlobBackend::S3);
+        let shown = cfg.to_redacted_toml();
+        assert!(!shown.contains("s3-secret-123"), "{shown}");
+        assert!(shown.contains("secret_access_key"), "{shown}");
+
+        // A bucket left out is blamed on the file that chose S3.
+        let f = file("[media.store]\nbackend = \"s3\"\n");
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("media.store.bucket"), "{err}");
+        assert!(err.contains(&f.0.display().to_string()), "{err}");
     }
 
     #[test]

@@ -22,6 +22,8 @@
 //! - `crypto`, `secret`: AES-GCM sealing of secrets at rest, and values that never print;
 //! - `tokens`: the API's scoped bearer tokens, stored as hashes;
 //! - `limiter`: the shared rate limiter (the PostgreSQL ledger, local pacing, server hints);
+//! - `blobs`: the content-addressed store for downloaded media (a local directory or an
+//!   S3-compatible bucket), written through verified, atomic, deduplicating writers;
 //! - `leader`: leader election for singleton maintenance;
 //! - `metrics`: metric registration helpers;
 //! - `shutdown`: the signal every long-running task watches;
@@ -30,6 +32,7 @@
 
 pub mod accounts;
 pub mod batch;
+pub mod blobs;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -1,7 +1,7 @@
-//! Test support: a fresh, migrated database per test, and the tools the tests need installed
-//! when they are missing.
+//! Test support: a fresh, migrated database per test, a private S3-compatible server (`s3`), and
+//! the tools the tests need installed when they are missing.
 //!
-//! The server is the one named by `DATABASE_URL`, or, when that is unset, a private throwaway
+//! The PostgreSQL server is the one named by `DATABASE_URL`, or, when that is unset, a private throwaway
 //! cluster this process starts on first use and stops when it exits (PostgreSQL's server binaries
 //! are installed first if the machine has none). Each test database is copied from a template that
 //! was migrated once per process, which takes milliseconds.
@@ -14,6 +14,8 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use crate::db::{self, with_database};
 use crate::pgcluster::{Durability, PrivateCluster};
+
+pub mod s3;
 
 /// A database of its own for one test.
 pub struct TestDb {
@@ -83,6 +85,12 @@ fn server() -> &'static Server {
 /// so that `cargo test --workspace` needs nothing installed by hand on a fresh Debian machine. Test
 /// binaries run in parallel and apt-get takes one lock: a lock file serialises them.
 pub fn install(script: &str) -> Result<(), String> {
+    install_tool(script).map(|_| ())
+}
+
+/// [`install`], returning the last line the script printed: the installed executable's path,
+/// for the scripts that print one.
+pub fn install_tool(script: &str) -> Result<String, String> {
     use std::os::fd::AsRawFd;
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scripts")
@@ -98,7 +106,12 @@ pub fn install(script: &str) -> Result<(), String> {
         .output()
         .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_owned())
     } else {
         Err(format!(
             "{} failed: {}{}",
