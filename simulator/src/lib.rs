@@ -28,12 +28,14 @@ use tokio::net::TcpListener;
 pub use data::{DataSet, Sizes};
 pub use server::{Sim, SimConfig};
 
-/// Serves the simulator on `listener` until `shutdown` resolves.
+/// Serves the simulator on `listener` until `shutdown` resolves. Media URLs point at the
+/// listener's address unless the configuration names a CDN base (see [`Sim::adopt_served_address`]).
 pub async fn run(
     listener: TcpListener,
     sim: Arc<Sim>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    sim.adopt_served_address(listener.local_addr()?);
     axum::serve(
         listener,
         server::router(sim).into_make_service_with_connect_info::<SocketAddr>(),

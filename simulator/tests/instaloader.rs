@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use trawl_simulator::cdn::MediaItem;
 use trawl_simulator::data::{Post, PostType, User};
 use trawl_simulator::server::{LoginChallenge, TWO_FACTOR_CODE, hashes};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
@@ -391,10 +392,11 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
     assert_eq!(lp["mediacount"], posts_user.post_count);
     assert_eq!(lp["is_verified"], posts_user.is_verified);
     assert_eq!(lp["followed_by_viewer"], false);
-    assert!(
-        lp["pic_hd"]
-            .as_str()
-            .is_some_and(|u| u.ends_with(&format!("{}_profile_hd.jpg", posts_user.id))),
+    assert_eq!(
+        lp["pic_hd"].as_str().map(MediaItem::from_path),
+        Some(Ok(MediaItem::ProfilePictureHd {
+            user: posts_user.id
+        })),
         "the HD picture comes from users/info: {}",
         lp["pic_hd"]
     );
@@ -426,10 +428,9 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         sorted(strings(&r["likes"])),
         names(data, &data.likers(many))
     );
-    assert!(
-        r["image_url"]
-            .as_str()
-            .is_some_and(|u| u.ends_with(&format!("/{}_n.jpg", image.id))),
+    assert_eq!(
+        r["image_url"].as_str().map(MediaItem::from_path),
+        Some(Ok(MediaItem::PostImage { post: image.id })),
         "{}",
         r["image_url"]
     );
