@@ -752,6 +752,11 @@ mod tests {
             Err(UrlRefusal::SignatureMismatch),
             "a moved expiry"
         );
+        // A known answer, so that the rule in docs/simulator.md and this code cannot drift apart.
+        assert_eq!(
+            UrlSigner::new(1).sign("/v/t51.2885-15/1048576_n.jpg", 0x6B13_5400),
+            "9a77544b4e4db3130ac96144b2def8c1"
+        );
         let other = MediaItem::PostImage { post: 6 }.path();
         assert_eq!(
             signer.check(&other, &query, 0),
