@@ -150,6 +150,22 @@ pub struct SimArgs {
     /// Fault: share whose connection is dropped mid-response.
     #[arg(long, default_value_t = 0.0)]
     pub drop_rate: f64,
+    /// Where media URLs point (scheme and host, e.g. https://cdn.example:8443). Default: this
+    /// simulator's own http://ADDRESS when --listen names a specific address, else
+    /// https://scontent.sim.instagram.test.
+    #[arg(long, value_name = "URL")]
+    pub cdn_base: Option<String>,
+    /// How long a media URL stays valid at least, in seconds of simulated time (scaled by
+    /// --time-scale like the windows). A URL is good for one to two lifetimes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400.0)]
+    pub cdn_url_lifetime: f64,
+    /// Every video the CDN serves is this many bytes (for download benchmarks); default: 0.5 to
+    /// 4 MB, chosen per video.
+    #[arg(long, value_name = "N")]
+    pub video_bytes: Option<u64>,
+    /// Fault: media bodies are sent at most this many bytes a second (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub cdn_bytes_per_second: u64,
     /// Sessions end this many seconds after login (0: never).
     #[arg(long, default_value_t = 0)]
     pub session_ttl_seconds: u64,

@@ -117,9 +117,16 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         error_rate: args.error_rate,
         invalid_json_rate: args.invalid_json_rate,
         drop_rate: args.drop_rate,
+        cdn_bytes_per_second: args.cdn_bytes_per_second,
         ..Default::default()
     };
     faults.validate().map_err(CliError::Invalid)?;
+    let cdn = trawl_simulator::cdn::CdnConfig {
+        base: args.cdn_base,
+        url_lifetime_secs: args.cdn_url_lifetime,
+        video_bytes: args.video_bytes,
+    };
+    cdn.validate().map_err(CliError::Invalid)?;
     let sim = Sim::new(SimConfig {
         data,
         faults,
@@ -130,6 +137,7 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         accounts,
         time_scale: args.time_scale,
         trust_forwarded_for: args.trust_forwarded_for,
+        cdn,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -139,6 +147,10 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
             source,
         })?;
     eprintln!("simulator listening on http://{}", args.listen);
+    if let Ok(address) = listener.local_addr() {
+        sim.adopt_served_address(address);
+    }
+    eprintln!("media URLs point at {}", sim.cdn_base());
     trawl_simulator::run(listener, sim, trawl_shared::shutdown::os_signal())
         .await
         .map_err(|e| CliError::failed("simulator failed", e))

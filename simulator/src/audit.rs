@@ -49,9 +49,9 @@ impl Entry {
         }
     }
 
-    /// Whether the request counts against a window (see [`QueryType::Uncounted`]).
+    /// Whether the request counts against a window (see [`QueryType::is_counted`]).
     pub fn counted(&self) -> bool {
-        self.query_type != QueryType::Uncounted.label()
+        self.query_type != QueryType::Uncounted.label() && self.query_type != QueryType::Cdn.label()
     }
 
     /// Logged-in requests count against their account, anonymous ones against their IP.

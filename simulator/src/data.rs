@@ -108,15 +108,6 @@ pub struct User {
     pub followers: Vec<u32>,
 }
 
-impl User {
-    pub fn profile_pic_url(&self) -> String {
-        format!(
-            "https://scontent.sim.instagram.test/v/t51/{}_profile.jpg",
-            self.id
-        )
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PostType {
     Image,

@@ -1,8 +1,8 @@
 //! Fault injection, switched on by flags or at run time through `POST /__sim/faults`: latency,
-//! a share of 5xx answers, a share of invalid JSON, dropped connections, a forced checkpoint or
-//! logout for named accounts, and overrides: exact answers (status, headers, body) for the next
-//! requests whose path matches. Which request gets a random fault is decided from the seed and a
-//! request counter, so a run is repeatable.
+//! a share of 5xx answers, a share of invalid JSON, dropped connections, slow media bodies, a
+//! forced checkpoint or logout for named accounts, and overrides: exact answers (status, headers,
+//! body) for the next requests whose path matches. Which request gets a random fault is decided
+//! from the seed and a request counter, so a run is repeatable.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,6 +21,9 @@ pub struct Faults {
     pub invalid_json_rate: f64,
     /// Share whose connection is dropped before a complete response.
     pub drop_rate: f64,
+    /// Media bodies from the CDN are sent at most this fast (0: as fast as the client reads), to
+    /// stand in for a slow CDN edge or a congested link.
+    pub cdn_bytes_per_second: u64,
     /// Accounts that get `checkpoint_required` on every request.
     pub checkpoint: BTreeSet<String>,
     /// Accounts whose sessions end when this is posted (their next requests are sent to the

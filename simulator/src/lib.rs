@@ -8,10 +8,11 @@
 //! What it serves (see docs/simulator.md): a deterministic data set (`data`), Instagram's web,
 //! GraphQL (`query_hash` and `doc_id`) and mobile endpoints with login, two-factor and checkpoint
 //! flows (`server`), an Instagram-style v1 REST API (`v1`), per-account and per-IP sliding
-//! windows answering Instagram's 429 (`windows`), fault injection (`faults`), and the audit log with
-//! its window oracle (`audit`).
+//! windows answering Instagram's 429 (`windows`), fault injection (`faults`), the audit log with
+//! its window oracle (`audit`), and a CDN serving the media those answers link to (`cdn`).
 
 pub mod audit;
+pub mod cdn;
 pub mod data;
 pub mod faults;
 pub mod server;
@@ -27,12 +28,14 @@ use tokio::net::TcpListener;
 pub use data::{DataSet, Sizes};
 pub use server::{Sim, SimConfig};
 
-/// Serves the simulator on `listener` until `shutdown` resolves.
+/// Serves the simulator on `listener` until `shutdown` resolves. Media URLs point at the
+/// listener's address unless the configuration names a CDN base (see [`Sim::adopt_served_address`]).
 pub async fn run(
     listener: TcpListener,
     sim: Arc<Sim>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    sim.adopt_served_address(listener.local_addr()?);
     axum::serve(
         listener,
         server::router(sim).into_make_service_with_connect_info::<SocketAddr>(),

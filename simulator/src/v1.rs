@@ -17,6 +17,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::cdn::{MediaItem, MediaUrls};
 use crate::data::{EPOCH, Post, PostType, User, mix};
 use crate::server::Sim;
 use crate::windows::QueryType;
@@ -223,13 +224,25 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
-fn v1_user(u: &User) -> Value {
+fn v1_user(u: &User, urls: &MediaUrls) -> Value {
     json!({"user_id": u.id.to_string(), "username": u.username, "full_name": u.full_name,
-           "profile_image_url": u.profile_pic_url(), "is_private": u.is_private,
+           "profile_image_url": urls.profile_picture(u.id), "is_private": u.is_private,
            "is_verified": u.is_verified})
 }
 
-fn v1_post(p: &Post, sim: &Sim) -> Value {
+/// The CDN item behind medium `k` of a post: a sidecar's children, else the one picture or video.
+fn v1_media_item(p: &Post, k: usize) -> MediaItem {
+    match p.kind {
+        PostType::Sidecar(_) => MediaItem::CarouselImage {
+            post: p.id,
+            child: u8::try_from(k).unwrap_or(u8::MAX),
+        },
+        PostType::Video => MediaItem::PostVideo { post: p.id },
+        PostType::Image => MediaItem::PostImage { post: p.id },
+    }
+}
+
+fn v1_post(p: &Post, sim: &Sim, urls: &MediaUrls) -> Value {
     let owner = &sim.data.users[p.owner as usize];
     let media_count = match p.kind {
         PostType::Sidecar(n) => usize::from(n),
@@ -237,11 +250,11 @@ fn v1_post(p: &Post, sim: &Sim) -> Value {
     };
     json!({
         "post_id": p.id.to_string(),
-        "user": v1_user(owner),
+        "user": v1_user(owner, urls),
         "caption": p.caption,
         "media": (0..media_count).map(|k| json!({"media_id": format!("media_{}_{k}", p.id),
             "type": if p.kind == PostType::Video { "video" } else { "photo" },
-            "url": format!("https://scontent.sim.instagram.test/p/{}/{k}.jpg", p.id),
+            "url": urls.url(&v1_media_item(p, k)),
             "width": 1080, "height": 1080})).collect::<Vec<_>>(),
         "location": p.location.map(|name| json!({"location_id": name.len() * 1000 + 7, "name": name})),
         "hashtags": p.caption.split_whitespace().filter_map(|w| w.strip_prefix('#')).collect::<Vec<_>>(),
@@ -312,7 +325,7 @@ async fn user(
     limited(&sim, peer, &headers, true, |_| match find_user(&sim, &id) {
         Err(r) => *r,
         Ok(u) => {
-            let mut body = v1_user(u);
+            let mut body = v1_user(u, &sim.media_urls());
             body["bio"] = json!(u.biography);
             body["followers_count"] = json!(u.followers.len());
             body["following_count"] = json!(u.following.len());
@@ -358,9 +371,10 @@ async fn user_posts(
             Err(r) => return *r,
         };
         let total = u64::from(u.post_count);
+        let urls = sim.media_urls();
         let posts: Vec<Value> = (offset..(offset + count).min(total))
             .filter_map(|i| sim.data.post(u.index, i as u32))
-            .map(|p| v1_post(&p, &sim))
+            .map(|p| v1_post(&p, &sim, &urls))
             .collect();
         page_response("posts", posts, total, offset, count)
     })
@@ -384,13 +398,14 @@ async fn followers(
             Err(r) => return *r,
         };
         let total = u.followers.len() as u64;
+        let urls = sim.media_urls();
         let users: Vec<Value> = u
             .followers
             .iter()
             .skip(offset as usize)
             .take(count as usize)
             .map(|&f| {
-                let mut v = v1_user(&sim.data.users[f as usize]);
+                let mut v = v1_user(&sim.data.users[f as usize], &urls);
                 v["following"] = json!(false);
                 v
             })
@@ -432,11 +447,12 @@ async fn search_users(
             .filter(|u| u.username.contains(&q))
             .collect();
         let total = matches.len() as u64;
+        let urls = sim.media_urls();
         let users: Vec<Value> = matches
             .iter()
             .skip(offset as usize)
             .take(count as usize)
-            .map(|u| v1_user(u))
+            .map(|u| v1_user(u, &urls))
             .collect();
         page_response("users", users, total, offset, count)
     })

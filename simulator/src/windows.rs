@@ -17,6 +17,10 @@ pub enum QueryType {
     /// Audited but counted against no window: the requests Instaloader 4.16's own rate controller
     /// never counts (the login steps, the bare start-page GET for a csrftoken).
     Uncounted,
+    /// A media download from the CDN: also in no window, because Instagram's CDN is another
+    /// service with no such limits and Instaloader's downloads bypass its rate controller. Its
+    /// own label keeps downloads countable in the audit log.
+    Cdn,
 }
 
 impl QueryType {
@@ -27,7 +31,13 @@ impl QueryType {
             QueryType::Iphone => "iphone".into(),
             QueryType::Other => "other".into(),
             QueryType::Uncounted => "uncounted".into(),
+            QueryType::Cdn => "cdn".into(),
         }
+    }
+
+    /// Whether requests of this type count against a window.
+    pub fn is_counted(&self) -> bool {
+        !matches!(self, QueryType::Uncounted | QueryType::Cdn)
     }
 
     pub fn is_graphql(&self) -> bool {
@@ -88,7 +98,7 @@ impl Windows {
     /// Counts a request of `q` by `scope` arriving `now`; returns whether it is within every
     /// window (it is counted either way: the server saw it).
     pub fn admit(&mut self, scope: &str, q: &QueryType, now: Instant) -> bool {
-        if *q == QueryType::Uncounted {
+        if !q.is_counted() {
             return true;
         }
         let mut keys: Vec<(String, Window)> = Vec::with_capacity(2);

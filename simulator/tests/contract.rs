@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use trawl_simulator::cdn::MediaItem;
 use trawl_simulator::data::User;
 use trawl_simulator::server::{LoginChallenge, hashes};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
@@ -42,6 +43,7 @@ async fn start_with(seed: u64, time_scale: f64, checkpoint_after_429s: u32) -> R
         ],
         time_scale,
         trust_forwarded_for: true,
+        cdn: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -296,18 +298,27 @@ async fn the_same_seed_serves_identical_bytes_and_another_seed_does_not() {
     let other = start(22, 1.0).await;
     let c = client();
     let name = a.sim.data.users[5].username.clone();
+    // Media URLs name the simulator they came from (its address is their CDN base), so the
+    // address is set aside before the bytes are compared.
     let body = |base: String, name: String| {
         let c = c.clone();
         async move {
-            c.get(format!(
-                "{base}/api/v1/users/web_profile_info/?username={name}"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap()
+            let text = c
+                .get(format!(
+                    "{base}/api/v1/users/web_profile_info/?username={name}"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let authority = base.trim_start_matches("http://");
+            assert!(
+                text.contains(authority),
+                "media URLs point at the simulator"
+            );
+            text.replace(authority, "SIMULATOR")
         }
     };
     let from_a = body(a.base.clone(), name.clone()).await;
@@ -1201,10 +1212,11 @@ async fn plain_http_cookies_bearer_tokens_and_audit_labels_follow_instaloader_4_
     let r = info(bearer).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let body: Value = r.json().await.unwrap();
-    assert!(
+    assert_eq!(
         body["user"]["hd_profile_pic_url_info"]["url"]
             .as_str()
-            .is_some_and(|u| u.ends_with("_profile_hd.jpg"))
+            .map(MediaItem::from_path),
+        Some(Ok(MediaItem::ProfilePictureHd { user: target.id }))
     );
     let unknown = serde_json::json!({"ds_user_id": user_id, "sessionid": "nope"}).to_string();
     let r = info(format!("Bearer IGT:2:{}", base64(unknown.as_bytes())))

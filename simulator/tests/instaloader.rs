@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
+use trawl_simulator::cdn::MediaItem;
 use trawl_simulator::data::{Post, PostType, User};
 use trawl_simulator::server::{LoginChallenge, TWO_FACTOR_CODE, hashes};
 use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
@@ -283,6 +284,16 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         .iter()
         .find(|p| p.kind == PostType::Image)
         .expect("an image post");
+    let sidecar = public_posts
+        .iter()
+        .find(|p| matches!(p.kind, PostType::Sidecar(_)))
+        .expect("a sidecar post");
+    let video = public_posts
+        .iter()
+        .find(|p| p.kind == PostType::Video)
+        .expect("a video post");
+    let downloaded_posts = [image, sidecar, video];
+    let story_user = &data.users[*data.story_tray().first().expect("a story tray") as usize];
     let search = posts_user.username[..2].to_owned();
     let spec = json!({
         "base": s.base, "password": PASSWORD, "two_factor_code": TWO_FACTOR_CODE,
@@ -294,6 +305,8 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         "few_comments_post": few.shortcode, "many_comments_post": many.shortcode,
         "located_post": located.shortcode, "location_id": place.id, "tag": tag,
         "search": search, "place": place.name, "image_post": image.shortcode,
+        "download_posts": downloaded_posts.iter().map(|p| p.shortcode.as_str()).collect::<Vec<_>>(),
+        "story_user_id": story_user.id,
     });
 
     let started = std::time::Instant::now();
@@ -391,10 +404,11 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
     assert_eq!(lp["mediacount"], posts_user.post_count);
     assert_eq!(lp["is_verified"], posts_user.is_verified);
     assert_eq!(lp["followed_by_viewer"], false);
-    assert!(
-        lp["pic_hd"]
-            .as_str()
-            .is_some_and(|u| u.ends_with(&format!("{}_profile_hd.jpg", posts_user.id))),
+    assert_eq!(
+        lp["pic_hd"].as_str().map(MediaItem::from_path),
+        Some(Ok(MediaItem::ProfilePictureHd {
+            user: posts_user.id
+        })),
         "the HD picture comes from users/info: {}",
         lp["pic_hd"]
     );
@@ -426,10 +440,9 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         sorted(strings(&r["likes"])),
         names(data, &data.likers(many))
     );
-    assert!(
-        r["image_url"]
-            .as_str()
-            .is_some_and(|u| u.ends_with(&format!("/{}_n.jpg", image.id))),
+    assert_eq!(
+        r["image_url"].as_str().map(MediaItem::from_path),
+        Some(Ok(MediaItem::PostImage { post: image.id })),
         "{}",
         r["image_url"]
     );
@@ -464,6 +477,62 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
             Some(data.highlight_items(highlight_user, h) as usize)
         );
     }
+
+    // Downloads: every file Instaloader wrote holds the bytes of an item it was meant to fetch,
+    // exactly as the simulator serves them, and every such item arrived.
+    let mut wanted: Vec<MediaItem> = vec![
+        MediaItem::ProfilePictureHd {
+            user: posts_user.id,
+        },
+        MediaItem::HighlightCover {
+            user: highlight_user.id,
+            highlight: 0,
+        },
+    ];
+    for p in downloaded_posts {
+        match p.kind {
+            PostType::Image => wanted.push(MediaItem::PostImage { post: p.id }),
+            PostType::Sidecar(n) => {
+                wanted.extend((0..n).map(|child| MediaItem::CarouselImage { post: p.id, child }))
+            }
+            PostType::Video => wanted.extend([
+                MediaItem::PostImage { post: p.id },
+                MediaItem::PostVideo { post: p.id },
+            ]),
+        }
+    }
+    // A story item's picture always, its video when it is one (the CDN knows which).
+    for k in 0..data.story_count(story_user) {
+        let pk = (story_user.id * 100 + 8) * 100 + k;
+        wanted.extend([MediaItem::ReelImage { pk }, MediaItem::ReelVideo { pk }]);
+    }
+    let wanted: BTreeMap<String, MediaItem> = wanted
+        .into_iter()
+        .filter_map(|item| Some((s.sim.media_file(&item)?.sha256(), item)))
+        .collect();
+    let files = r["downloads"].as_array().expect("downloads");
+    let got: BTreeMap<String, &Value> = files
+        .iter()
+        .map(|f| (f["sha256"].as_str().unwrap_or("").to_owned(), f))
+        .collect();
+    for (sha, f) in &got {
+        assert!(wanted.contains_key(sha), "a file no item has: {f}");
+    }
+    for (sha, item) in &wanted {
+        assert!(got.contains_key(sha), "{item:?} was not downloaded");
+    }
+    assert!(
+        files.iter().any(|f| f["file"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("anonymous") && n.ends_with(".jpg"))),
+        "the anonymous download: {files:?}"
+    );
+    assert!(
+        files
+            .iter()
+            .any(|f| f["file"].as_str().is_some_and(|n| n.ends_with(".mp4"))),
+        "Instaloader names a video by its Content-Type: {files:?}"
+    );
 
     // Every request was routed (no 404 fallback but the unknown profile), and 4.16's window keys
     // are the simulator's.
@@ -511,6 +580,13 @@ async fn instaloader_4_16_crawls_every_operation_and_two_processes_pass_a_window
         format!("doc:{}", hashes::DOC_POST),
         "/graphql/query".to_owned()
     )));
+    let downloads = log.iter().filter(|e| e["query_type"] == "cdn").count();
+    assert_eq!(
+        downloads,
+        files.len(),
+        "one CDN request per file, none refused"
+    );
+    assert!(pairs.contains_key(&("cdn".to_owned(), "/v/{*rest}".to_owned())));
     let main_requests = log.len();
 
     // Two processes, one account, one doc_id: together over the per-type cap.

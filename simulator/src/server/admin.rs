@@ -66,12 +66,14 @@ pub(super) async fn metrics(State(sim): State<Arc<Sim>>) -> Response {
             "iphone"
         } else if q == "uncounted" {
             "uncounted"
+        } else if q == "cdn" {
+            "cdn"
         } else {
             "other"
         }
     };
     let mut requests: std::collections::BTreeMap<(&str, u16), u64> =
-        ["graphql", "doc_id", "iphone", "other", "uncounted"]
+        ["graphql", "doc_id", "iphone", "other", "uncounted", "cdn"]
             .iter()
             .flat_map(|c| [(*c, 200), (*c, 429)])
             .map(|k| (k, 0))

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::shapes::*;
 use super::*;
+use crate::cdn::{MediaItem, MediaUrls};
 use crate::windows::QueryType;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
@@ -40,7 +41,9 @@ pub(super) async fn graphql_get(
     };
     let logged_in = c.account.is_some();
     // The viewer's own profile differs per account; every other answer only per logged-in state.
-    let key = (hash != hashes::OWN_PROFILE).then(|| format!("graphql|{logged_in}|{raw_query}"));
+    let urls = sim.media_urls();
+    let key = (hash != hashes::OWN_PROFILE)
+        .then(|| format!("graphql|{logged_in}|{}|{raw_query}", urls.expires()));
     handle_cached(&sim, &c, QueryType::QueryHash(hash.clone()), key.as_deref(), || {
         let (vars, first) = match page_variables(params.get("variables")) {
             Ok(page) => page,
@@ -54,7 +57,7 @@ pub(super) async fn graphql_get(
             }
         };
         match hash.as_str() {
-            hashes::PROFILE_POSTS => profile_posts_page(&sim, &vars, first, after),
+            hashes::PROFILE_POSTS => profile_posts_page(&sim, &vars, first, after, &urls),
             hashes::COMMENTS => {
                 let Some(p) = vars["shortcode"]
                     .as_str()
@@ -74,7 +77,7 @@ pub(super) async fn graphql_get(
                 let (s, e, info) = page(u64::from(p.comment_count), start, first, "comments", p.id);
                 let edges: Vec<Value> = (s as u32..e as u32)
                     .filter_map(|i| sim.data.comment(&p, i))
-                    .map(|cm| json!({"node": comment_node(&sim, &cm)}))
+                    .map(|cm| json!({"node": comment_node(&sim, &cm, &urls)}))
                     .collect();
                 // Instagram names the thread `edge_media_to_parent_comment` (what Instaloader 4.16
                 // reads); older clients read `edge_media_to_comment`. Both carry the same page.
@@ -109,7 +112,7 @@ pub(super) async fn graphql_get(
                 let (s, e, info) = page(list.len() as u64, start, first, tag, u.id);
                 let edges: Vec<Value> = list[s as usize..e as usize]
                     .iter()
-                    .map(|&i| json!({"node": user_summary(&sim.data.users[i as usize])}))
+                    .map(|&i| json!({"node": user_summary(&sim.data.users[i as usize], &urls)}))
                     .collect();
                 let mut user = json!({});
                 user[edge] = json!({"count": list.len(), "page_info": info, "edges": edges});
@@ -129,13 +132,13 @@ pub(super) async fn graphql_get(
                 };
                 let (s, e, info) = page(posts.len() as u64, start, first, "tag", tag_key);
                 let node = |&(o, j): &(u32, u32)| {
-                    sim.data.post(o, j).map(|p| json!({"node": post_node(&p, &sim.data)}))
+                    sim.data.post(o, j).map(|p| json!({"node": post_node(&p, &sim.data, &urls)}))
                 };
                 let edges: Vec<Value> = posts[s as usize..e as usize].iter().filter_map(node).collect();
                 // Top posts: the most liked of the newest 200, so the cost stays bounded.
                 let mut recent: Vec<_> = posts.iter().take(200).filter_map(|&(o, j)| sim.data.post(o, j)).collect();
                 recent.sort_by(|a, b| b.likes.cmp(&a.likes).then(a.id.cmp(&b.id)));
-                let top: Vec<Value> = recent.iter().take(9).map(|p| json!({"node": post_node(p, &sim.data)})).collect();
+                let top: Vec<Value> = recent.iter().take(9).map(|p| json!({"node": post_node(p, &sim.data, &urls)})).collect();
                 json_response(StatusCode::OK, &json!({"data": {"hashtag": {"name": tag,
                     "edge_hashtag_to_media": {"count": posts.len(), "page_info": info, "edges": edges},
                     "edge_hashtag_to_top_posts": {"edges": top}}}, "status": "ok"}))
@@ -152,26 +155,26 @@ pub(super) async fn graphql_get(
                 let edges: Vec<Value> = posts[s as usize..e as usize]
                     .iter()
                     .filter_map(|&(o, j)| sim.data.post(o, j))
-                    .map(|p| json!({"node": post_node(&p, &sim.data)}))
+                    .map(|p| json!({"node": post_node(&p, &sim.data, &urls)}))
                     .collect();
                 json_response(StatusCode::OK, &json!({"data": {"user": {"edge_user_to_photos_of_you": {
                     "count": posts.len(), "page_info": info, "edges": edges}}}, "status": "ok"}))
             }
             hashes::OWN_PROFILE => {
                 let user = c.account.as_deref().map(|a| {
-                    let id = sim.account_user_id(a).to_string();
-                    json!({"id": id, "username": a, "full_name": a,
-                        "profile_pic_url": format!("https://scontent.sim.instagram.test/v/t51/{id}_profile.jpg"),
+                    let id = sim.account_user_id(a);
+                    json!({"id": id.to_string(), "username": a, "full_name": a,
+                        "profile_pic_url": urls.profile_picture(id),
                         "is_private": false, "is_verified": false})
                 });
                 json_response(StatusCode::OK, &json!({"data": {"user": user}, "status": "ok"}))
             }
-            hashes::COMMENT_REPLIES => comment_replies(&sim, &vars, first, after),
+            hashes::COMMENT_REPLIES => comment_replies(&sim, &vars, first, after, &urls),
             hashes::STORY_TRAY | hashes::STORIES | hashes::HIGHLIGHTS | hashes::HIGHLIGHT_ITEMS => {
                 if !logged_in {
                     return login_redirect();
                 }
-                reels_query(&sim, &hash, &vars)
+                reels_query(&sim, &hash, &vars, &urls)
             }
             _ => fail(StatusCode::BAD_REQUEST, "unknown query_hash"),
         }
@@ -213,6 +216,7 @@ pub(super) fn profile_posts_page(
     vars: &Value,
     first: u64,
     after: Option<&str>,
+    urls: &MediaUrls,
 ) -> Response {
     let cursor_start = |tag: &str, owner: u64| -> Option<u64> {
         match after {
@@ -235,7 +239,7 @@ pub(super) fn profile_posts_page(
     let (s, e, info) = page(u64::from(u.post_count), start, first, "posts", u.id);
     let edges: Vec<Value> = (s as u32..e as u32)
         .filter_map(|i| sim.data.post(u.index, i))
-        .map(|p| json!({"node": post_node(&p, &sim.data)}))
+        .map(|p| json!({"node": post_node(&p, &sim.data, urls)}))
         .collect();
     json_response(
         StatusCode::OK,
@@ -281,6 +285,7 @@ async fn doc_query(
         .await;
     };
     handle(sim, &c, QueryType::DocId(doc_id.clone()), || {
+        let urls = sim.media_urls();
         // The web app sends the start page's tokens; a logged-in one also sends fb_dtsg.
         let token = |k: &str| form.get(k).is_some_and(|v| !v.is_empty());
         if web_api && (!token("lsd") || (c.account.is_some() && !token("fb_dtsg"))) {
@@ -292,11 +297,13 @@ async fn doc_query(
         };
         let after = vars["after"].as_str();
         let data = match doc_id.as_str() {
-            hashes::DOC_PROFILE_POSTS => return profile_posts_page(sim, &vars, first, after),
+            hashes::DOC_PROFILE_POSTS => {
+                return profile_posts_page(sim, &vars, first, after, &urls);
+            }
             hashes::DOC_PROFILE => {
                 let user = id_of(&vars["id"])
                     .and_then(|id| sim.data.user_by_id(id))
-                    .map(|u| profile_node(u, c.account.is_some()));
+                    .map(|u| profile_node(u, c.account.is_some(), &urls));
                 json!({"user": user})
             }
             hashes::DOC_POST => {
@@ -305,7 +312,7 @@ async fn doc_query(
                     .as_str()
                     .and_then(|code| sim.data.post_by_shortcode(code))
                     .filter(|p| !sim.data.users[p.owner as usize].is_private)
-                    .map(|p| iphone_media(&p, &sim.data))
+                    .map(|p| iphone_media(&p, &sim.data, &urls))
                     .into_iter()
                     .collect();
                 json!({"xdt_api__v1__media__shortcode__web_info": {"items": items}})
@@ -322,7 +329,7 @@ async fn doc_query(
                     u,
                     first,
                     after,
-                    |p| json!({"node": iphone_media(p, &sim.data), "cursor": p.id.to_string()}),
+                    |p| json!({"node": iphone_media(p, &sim.data, &urls), "cursor": p.id.to_string()}),
                 ) else {
                     return fail(StatusCode::BAD_REQUEST, "invalid cursor");
                 };
@@ -433,7 +440,13 @@ fn reels_page(sim: &Sim, u: &crate::data::User, first: u64, after: Option<&str>)
 }
 
 /// The replies of one comment (qh 51fdd02b…): `data.comment.edge_threaded_comments`.
-fn comment_replies(sim: &Sim, vars: &Value, first: u64, after: Option<&str>) -> Response {
+fn comment_replies(
+    sim: &Sim,
+    vars: &Value,
+    first: u64,
+    after: Option<&str>,
+    urls: &MediaUrls,
+) -> Response {
     let found = id_of(&vars["comment_id"]).and_then(|id| {
         let p = sim.data.post_by_id(id / 1000)?;
         let cm = sim.data.comment(&p, u32::try_from(id % 1000).ok()?)?;
@@ -452,7 +465,7 @@ fn comment_replies(sim: &Sim, vars: &Value, first: u64, after: Option<&str>) -> 
             None => return fail(StatusCode::BAD_REQUEST, "invalid cursor"),
         },
     };
-    let all = comment_node(sim, &cm)["edge_threaded_comments"]["edges"].clone();
+    let all = comment_node(sim, &cm, urls)["edge_threaded_comments"]["edges"].clone();
     let all = all.as_array().cloned().unwrap_or_default();
     let (s, e, info) = page(all.len() as u64, start, first, "replies", cm.id);
     let edges = &all[s as usize..e as usize];
@@ -464,17 +477,17 @@ fn comment_replies(sim: &Sim, vars: &Value, first: u64, after: Option<&str>) -> 
 }
 
 /// Stories and highlights in the web GraphQL shapes.
-fn reels_query(sim: &Sim, hash: &str, vars: &Value) -> Response {
+fn reels_query(sim: &Sim, hash: &str, vars: &Value, urls: &MediaUrls) -> Response {
     let data = &sim.data;
     let graph_reel = |u: &crate::data::User, id: String, items: &[ReelItem]| {
         let latest = items.iter().map(|i| i.taken_at).max().unwrap_or(0);
         json!({"id": id, "__typename": "GraphReel", "latest_reel_media": latest, "seen": null,
             "expiring_at": latest + 86_400, "can_reply": true, "reel_type": "user_reel",
             "owner": {"__typename": "GraphUser", "id": u.id.to_string(), "username": u.username,
-                "profile_pic_url": u.profile_pic_url()},
+                "profile_pic_url": urls.profile_picture(u.id)},
             "user": {"id": u.id.to_string(), "username": u.username,
-                "profile_pic_url": u.profile_pic_url(), "is_private": u.is_private},
-            "items": items.iter().map(|i| reel_item_graph(i, u)).collect::<Vec<_>>()})
+                "profile_pic_url": urls.profile_picture(u.id), "is_private": u.is_private},
+            "items": items.iter().map(|i| reel_item_graph(i, u, urls)).collect::<Vec<_>>()})
     };
     let body = match hash {
         hashes::STORY_TRAY => {
@@ -485,7 +498,7 @@ fn reels_query(sim: &Sim, hash: &str, vars: &Value) -> Response {
                 .map(|u| {
                     json!({"node": {"id": u.id.to_string(), "__typename": "GraphReel",
                     "user": {"id": u.id.to_string(), "username": u.username,
-                        "profile_pic_url": u.profile_pic_url()}}})
+                        "profile_pic_url": urls.profile_picture(u.id)}}})
                 })
                 .collect();
             json!({"user": {"feed_reels_tray": {"edge_reels_tray_to_reel": {"edges": edges}}}})
@@ -521,16 +534,17 @@ fn reels_query(sim: &Sim, hash: &str, vars: &Value) -> Response {
             };
             let edges: Vec<Value> = (0..count)
                 .map(|h| {
-                    let cover = format!(
-                        "https://scontent.sim.instagram.test/v/t51/{}_{h}_cover.jpg",
-                        u.id
-                    );
+                    let cover = urls.url(&MediaItem::HighlightCover {
+                        user: u.id,
+                        highlight: h,
+                    });
                     json!({"node": {"__typename": "GraphHighlightReel",
                         "id": (u.id * 10 + h).to_string(), "title": TITLES[h as usize],
                         "cover_media": {"thumbnail_src": cover},
                         "cover_media_cropped_thumbnail": {"url": cover},
                         "owner": {"__typename": "GraphUser", "id": u.id.to_string(),
-                            "username": u.username, "profile_pic_url": u.profile_pic_url()}}})
+                            "username": u.username,
+                            "profile_pic_url": urls.profile_picture(u.id)}}})
                 })
                 .collect();
             json!({"user": {"edge_highlight_reels": {"edges": edges}}})

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::shapes::*;
 use super::*;
+use crate::cdn::{MediaItem, MediaUrls};
 use crate::windows::QueryType;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
@@ -135,7 +136,7 @@ pub(super) async fn tag_web_info(
             .map(|n| n.to_lowercase())
             .unwrap_or_default();
         let max_id = params.get("max_id").map(String::as_str);
-        match super::web::hashtag_node(&sim.data, &name, max_id) {
+        match super::web::hashtag_node(&sim.data, &name, max_id, &sim.media_urls()) {
             Some(node) => json_response(StatusCode::OK, &json!({"data": node, "status": "ok"})),
             None => fail(StatusCode::NOT_FOUND, "Hashtag not found"),
         }
@@ -153,7 +154,7 @@ pub(super) async fn media_info(
     mobile(&sim, peer, &headers, |_| match visible_post(&sim, &id) {
         Some(p) => json_response(
             StatusCode::OK,
-            &json!({"items": [iphone_media(&p, &sim.data)], "num_results": 1,
+            &json!({"items": [iphone_media(&p, &sim.data, &sim.media_urls())], "num_results": 1,
                 "more_available": false, "status": "ok"}),
         ),
         None => fail(StatusCode::NOT_FOUND, "Media not found or unavailable"),
@@ -179,13 +180,14 @@ fn iphone_comment(
     text: &str,
     created_at: i64,
     likes: u64,
+    urls: &MediaUrls,
 ) -> Value {
     json!({"pk": pk.to_string(), "id": pk.to_string(), "text": text, "created_at": created_at,
         "created_at_utc": created_at, "comment_like_count": likes, "type": 0,
-        "user_id": user.id, "user": iphone_user(user)})
+        "user_id": user.id, "user": iphone_user(user, urls)})
 }
 
-fn iphone_replies(sim: &Sim, cm: &crate::data::Comment) -> Vec<Value> {
+fn iphone_replies(sim: &Sim, cm: &crate::data::Comment, urls: &MediaUrls) -> Vec<Value> {
     let to = &sim.data.users[cm.owner as usize];
     sim.data
         .replies(cm)
@@ -197,6 +199,7 @@ fn iphone_replies(sim: &Sim, cm: &crate::data::Comment) -> Vec<Value> {
                 &reply_text(to),
                 created_at,
                 likes,
+                urls,
             )
         })
         .collect()
@@ -224,12 +227,13 @@ pub(super) async fn media_comments(
             },
         };
         let end = start.saturating_add(COMMENTS_PAGE).min(p.comment_count);
+        let urls = sim.media_urls();
         let comments: Vec<Value> = (start..end)
             .filter_map(|i| sim.data.comment(&p, i))
             .map(|cm| {
                 let owner = &sim.data.users[cm.owner as usize];
-                let replies = iphone_replies(&sim, &cm);
-                let mut c = iphone_comment(cm.id, owner, &cm.text, cm.created_at, cm.likes);
+                let replies = iphone_replies(&sim, &cm, &urls);
+                let mut c = iphone_comment(cm.id, owner, &cm.text, cm.created_at, cm.likes, &urls);
                 c["child_comment_count"] = json!(replies.len());
                 c["preview_child_comments"] =
                     json!(replies.into_iter().take(1).collect::<Vec<_>>());
@@ -265,7 +269,7 @@ pub(super) async fn child_comments(
         let Some(cm) = found else {
             return fail(StatusCode::NOT_FOUND, "Comment not found");
         };
-        let replies = iphone_replies(&sim, &cm);
+        let replies = iphone_replies(&sim, &cm, &sim.media_urls());
         json_response(
             StatusCode::OK,
             &json!({"child_comment_count": replies.len(), "child_comments": replies,
@@ -286,13 +290,15 @@ pub(super) async fn mobile_user_info(
         let Some(u) = id.parse().ok().and_then(|id| sim.data.user_by_id(id)) else {
             return fail(StatusCode::NOT_FOUND, "User not found");
         };
+        let urls = sim.media_urls();
+        let hd = urls.profile_picture_hd(u.id);
         let body = json!({"user": {
             "pk": u.id, "pk_id": u.id.to_string(), "username": u.username, "full_name": u.full_name,
             "is_private": u.is_private, "is_verified": u.is_verified, "biography": u.biography,
-            "profile_pic_url": u.profile_pic_url(), "media_count": u.post_count,
+            "profile_pic_url": urls.profile_picture(u.id), "media_count": u.post_count,
             "follower_count": u.followers.len(), "following_count": u.following.len(),
-            "hd_profile_pic_url_info": {"url": profile_pic_hd(u), "width": 1080, "height": 1080},
-            "hd_profile_pic_versions": [{"url": profile_pic_hd(u), "width": 320, "height": 320}]},
+            "hd_profile_pic_url_info": {"url": hd, "width": 1080, "height": 1080},
+            "hd_profile_pic_versions": [{"url": hd, "width": 320, "height": 320}]},
             "status": "ok"});
         json_response(StatusCode::OK, &body)
     })
@@ -308,13 +314,14 @@ pub(super) async fn mobile_reels_media(
     let params = query_params(raw);
     mobile(&sim, peer, &headers, |_| {
         let mut reels = serde_json::Map::new();
+        let urls = sim.media_urls();
         for id in params
             .get("reel_ids")
             .map(String::as_str)
             .unwrap_or("")
             .split(',')
         {
-            if let Some(reel) = reel(&sim, id) {
+            if let Some(reel) = reel(&sim, id, &urls) {
                 reels.insert(id.to_owned(), reel);
             }
         }
@@ -325,7 +332,7 @@ pub(super) async fn mobile_reels_media(
 }
 
 /// A story reel (`ID`: the user's current stories) or a highlight (`highlight:N`).
-pub(super) fn reel(sim: &Sim, id: &str) -> Option<Value> {
+pub(super) fn reel(sim: &Sim, id: &str, urls: &MediaUrls) -> Option<Value> {
     let (user_id, highlight) = match id.strip_prefix("highlight:") {
         Some(n) => {
             let n: u64 = n.parse().ok()?;
@@ -336,8 +343,12 @@ pub(super) fn reel(sim: &Sim, id: &str) -> Option<Value> {
     let u = sim.data.user_by_id(user_id)?;
     let items = reel_items(&sim.data, u, highlight)?;
     let count = items.len();
-    let items: Vec<Value> = items.iter().map(|it| reel_item_iphone(it, u)).collect();
-    let mut reel = json!({"id": id, "user": user_summary(u), "items": items, "media_count": count});
+    let items: Vec<Value> = items
+        .iter()
+        .map(|it| reel_item_iphone(it, u, urls))
+        .collect();
+    let mut reel =
+        json!({"id": id, "user": user_summary(u, urls), "items": items, "media_count": count});
     if highlight.is_none() {
         reel["expiring_at"] = json!(crate::data::EPOCH + 86_400 - 3600);
     }
@@ -355,6 +366,7 @@ pub(super) async fn mobile_highlights(
             return fail(StatusCode::NOT_FOUND, "User not found");
         };
         const TITLES: [&str; 4] = ["Travels", "Field notes", "Studio", "Archive"];
+        let urls = sim.media_urls();
         let tray: Vec<Value> = if u.is_private {
             Vec::new()
         } else {
@@ -364,7 +376,7 @@ pub(super) async fn mobile_highlights(
                     let media_count = sim.data.highlight_items(u, h);
                     json!({"id": id, "title": TITLES[h as usize], "media_count": media_count,
                         "cover_media": {"cropped_image_version": {"url":
-                            format!("https://scontent.sim.instagram.test/v/t51/{}_{h}_cover.jpg", u.id)}}})
+                            urls.url(&MediaItem::HighlightCover { user: u.id, highlight: h })}}})
                 })
                 .collect()
         };

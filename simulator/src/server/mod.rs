@@ -4,8 +4,8 @@
 //! This module holds the state ([`Sim`]) and the request gate every Instagram route goes through
 //! ([`handle`], [`handle_cached`]): windows, faults, the cache and the audit log. The routes live
 //! in `login` (start page, login, two-factor), `web` (REST pages and the HTML profile page),
-//! `graphql` (`query_hash` and `doc_id` queries), `mobile` (the app's API under `/mobile`) and
-//! `admin` (`/__sim/*`).
+//! `graphql` (`query_hash` and `doc_id` queries), `mobile` (the app's API under `/mobile`), `cdn`
+//! (media downloads, which bypass the gate's windows) and `admin` (`/__sim/*`).
 //!
 //! Lock order: each of the `Sim`'s locks is held only for one short, synchronous step, never across
 //! an `.await`, and no path holds two at once (a request takes `sessions`, then `windows`, then
@@ -32,6 +32,7 @@ use crate::faults::{Fault, Faults};
 use crate::windows::{Limits, QueryType, Windows};
 
 mod admin;
+mod cdn;
 mod graphql;
 mod login;
 mod mobile;
@@ -106,6 +107,10 @@ pub struct Sim {
     pub(crate) checkpoint_after: u32,
     /// Take the client IP from `X-Forwarded-For` (tests that stand in for several IPs).
     pub(crate) trust_forwarded_for: bool,
+    /// The media URLs' base, signer and lifetime.
+    pub(crate) cdn: cdn::CdnState,
+    /// The user ids of the login accounts, whose profile pictures the CDN also serves.
+    pub(crate) account_ids: std::collections::HashSet<u64>,
 }
 
 /// What a login of a configured account runs into after the right password.
@@ -133,6 +138,8 @@ pub struct SimConfig {
     pub accounts: Vec<(String, String)>,
     pub time_scale: f64,
     pub trust_forwarded_for: bool,
+    /// Media URLs and the bytes behind them.
+    pub cdn: crate::cdn::CdnConfig,
 }
 
 impl SimConfig {
@@ -148,12 +155,19 @@ impl SimConfig {
             accounts,
             time_scale,
             trust_forwarded_for: false,
+            cdn: crate::cdn::CdnConfig::default(),
         }
     }
 }
 
 impl Sim {
     pub fn new(config: SimConfig) -> Arc<Self> {
+        let seed = config.data.seed;
+        let account_ids = config
+            .accounts
+            .iter()
+            .map(|(name, _)| account_user_id(seed, name))
+            .collect();
         Arc::new(Self {
             data: config.data,
             windows: Mutex::new(Windows::new(Limits::instagram(config.time_scale))),
@@ -174,6 +188,8 @@ impl Sim {
             v1: crate::v1::V1State::new(config.time_scale),
             checkpoint_after: config.checkpoint_after_429s,
             trust_forwarded_for: config.trust_forwarded_for,
+            cdn: cdn::CdnState::new(seed, &config.cdn, config.time_scale),
+            account_ids,
         })
     }
 
@@ -218,10 +234,7 @@ impl Sim {
 
     /// The numeric id of a login account (its `ds_user_id`).
     pub fn account_user_id(&self, name: &str) -> u64 {
-        let h = name.bytes().fold(0u64, |acc, b| {
-            crate::data::mix(self.data.seed, 7, acc, u64::from(b))
-        });
-        9_000_000_000 + h % 1_000_000_000
+        account_user_id(self.data.seed, name)
     }
 
     pub(crate) fn token(&self, prefix: &str) -> String {
@@ -238,12 +251,20 @@ impl Sim {
     }
 }
 
+fn account_user_id(seed: u64, name: &str) -> u64 {
+    let h = name
+        .bytes()
+        .fold(0u64, |acc, b| crate::data::mix(seed, 7, acc, u64::from(b)));
+    9_000_000_000 + h % 1_000_000_000
+}
+
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .merge(login::routes())
         .merge(web::routes())
         .merge(graphql::routes())
         .merge(mobile::routes())
+        .merge(cdn::routes())
         .merge(admin::routes())
         .merge(crate::v1::routes())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -375,13 +396,17 @@ async fn overridden(
 /// The window a request counts against, as Instaloader 4.16 keys it: GraphQL by its query_hash
 /// or doc_id (on `graphql/query` and `api/graphql` alike), everything under `/mobile` as
 /// `iphone`, the rest as `other`; the requests 4.16 never counts (the login steps and the bare
-/// start-page GET for a csrftoken) are `uncounted`. The handlers decide the same way.
+/// start-page GET for a csrftoken) are `uncounted`, and media downloads are `cdn`. The handlers
+/// decide the same way.
 pub(crate) fn classify(
     path: &str,
     query: &HashMap<String, String>,
     form: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> QueryType {
+    if path.starts_with("/v/") {
+        return QueryType::Cdn;
+    }
     let graphql = path.starts_with("/graphql/query") || path.starts_with("/api/graphql");
     if graphql {
         if let Some(h) = query.get("query_hash") {
@@ -666,14 +691,12 @@ pub(crate) async fn handle_cached(
             (w.admit(&scope, &q, now), now)
         })
         .unwrap_or_else(|_| (false, Instant::now()));
-    let n = sim.counter.fetch_add(1, Ordering::Relaxed);
-    let roll = |k: u64| (crate::data::mix(sim.data.seed, 1000 + k, n, 0) % 1_000_000) as f64 / 1e6;
     // One look at the fault settings per request, without copying them.
     let (latency, fault, forced_checkpoint) = sim
         .faults
         .lock()
         .map(|f| {
-            let (latency, fault) = f.draw(roll);
+            let (latency, fault) = f.draw(fault_roll(sim));
             let forced = caller
                 .account
                 .as_ref()
@@ -750,6 +773,14 @@ pub(crate) async fn handle_cached(
         ));
     }
     response
+}
+
+/// The uniform numbers [`Faults::draw`] takes for one request: from the seed and a request
+/// counter, so a run with the same requests in the same order meets the same faults.
+pub(crate) fn fault_roll(sim: &Sim) -> impl Fn(u64) -> f64 + use<> {
+    let n = sim.counter.fetch_add(1, Ordering::Relaxed);
+    let seed = sim.data.seed;
+    move |k: u64| (crate::data::mix(seed, 1000 + k, n, 0) % 1_000_000) as f64 / 1e6
 }
 
 pub(crate) fn query_params(raw: Option<String>) -> HashMap<String, String> {

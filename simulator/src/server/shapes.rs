@@ -3,27 +3,34 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::cdn::{MediaItem, MediaUrls};
 use crate::data::{DataSet, Post, PostType, User};
 
-pub(super) fn user_summary(u: &User) -> Value {
+pub(super) fn user_summary(u: &User, urls: &MediaUrls) -> Value {
     json!({
         "id": u.id.to_string(),
         "username": u.username,
         "full_name": u.full_name,
-        "profile_pic_url": u.profile_pic_url(),
+        "profile_pic_url": urls.profile_picture(u.id),
         "is_private": u.is_private,
         "is_verified": u.is_verified,
     })
 }
 
-pub(super) fn post_node(p: &Post, data: &DataSet) -> Value {
+/// A picture's `display_resources`: Instagram lists several sizes; one is enough to read.
+fn display_resources(url: &str) -> Value {
+    json!([{"src": url, "config_width": 1080, "config_height": 1080}])
+}
+
+pub(super) fn post_node(p: &Post, data: &DataSet, urls: &MediaUrls) -> Value {
     let owner = &data.users[p.owner as usize];
-    let display = format!("https://scontent.sim.instagram.test/v/t51/{}_n.jpg", p.id);
+    let display = urls.url(&MediaItem::PostImage { post: p.id });
     let mut node = json!({
         "__typename": match p.kind { PostType::Image => "GraphImage", PostType::Sidecar(_) => "GraphSidecar", PostType::Video => "GraphVideo" },
         "id": p.id.to_string(),
         "shortcode": p.shortcode,
         "display_url": display,
+        "display_resources": display_resources(&display),
         "is_video": p.kind == PostType::Video,
         "taken_at_timestamp": p.taken_at,
         "edge_media_to_caption": {"edges": [{"node": {"text": p.caption}}]},
@@ -37,16 +44,15 @@ pub(super) fn post_node(p: &Post, data: &DataSet) -> Value {
     });
     match p.kind {
         PostType::Sidecar(n) => {
-            node["edge_sidecar_to_children"] = json!({"edges": (0..n).map(|k| json!({"node": {
-                "__typename": "GraphImage", "id": format!("{}{k}", p.id),
-                "display_url": format!("https://scontent.sim.instagram.test/v/t51/{}_{k}_n.jpg", p.id),
-                "is_video": false}})).collect::<Vec<_>>()});
+            node["edge_sidecar_to_children"] = json!({"edges": (0..n).map(|k| {
+                let child = urls.url(&MediaItem::CarouselImage { post: p.id, child: k });
+                json!({"node": {"__typename": "GraphImage", "id": format!("{}{k}", p.id),
+                    "display_url": child, "display_resources": display_resources(&child),
+                    "is_video": false}})
+            }).collect::<Vec<_>>()});
         }
         PostType::Video => {
-            node["video_url"] = json!(format!(
-                "https://scontent.sim.instagram.test/v/t50/{}_n.mp4",
-                p.id
-            ));
+            node["video_url"] = json!(urls.url(&MediaItem::PostVideo { post: p.id }));
             node["video_view_count"] = json!(p.likes * 7);
         }
         PostType::Image => {}
@@ -55,7 +61,7 @@ pub(super) fn post_node(p: &Post, data: &DataSet) -> Value {
 }
 
 /// A comment with its replies (`edge_threaded_comments`), as Instagram nests them.
-pub(super) fn comment_node(sim: &Sim, cm: &crate::data::Comment) -> Value {
+pub(super) fn comment_node(sim: &Sim, cm: &crate::data::Comment, urls: &MediaUrls) -> Value {
     let owner = &sim.data.users[cm.owner as usize];
     let replies: Vec<Value> = sim
         .data
@@ -65,13 +71,15 @@ pub(super) fn comment_node(sim: &Sim, cm: &crate::data::Comment) -> Value {
             let who = &sim.data.users[who as usize];
             json!({"node": {"id": id.to_string(), "text": reply_text(owner),
                 "created_at": created_at,
-                "owner": {"id": who.id.to_string(), "username": who.username, "profile_pic_url": who.profile_pic_url()},
+                "owner": {"id": who.id.to_string(), "username": who.username,
+                    "profile_pic_url": urls.profile_picture(who.id)},
                 "edge_liked_by": {"count": likes}}})
         })
         .collect();
     json!({"id": cm.id.to_string(), "text": cm.text, "created_at": cm.created_at,
         "did_report_as_spam": false, "viewer_has_liked": false,
-        "owner": {"id": owner.id.to_string(), "username": owner.username, "profile_pic_url": owner.profile_pic_url()},
+        "owner": {"id": owner.id.to_string(), "username": owner.username,
+            "profile_pic_url": urls.profile_picture(owner.id)},
         "edge_liked_by": {"count": cm.likes},
         "edge_threaded_comments": {"count": replies.len(),
             "page_info": {"has_next_page": false, "end_cursor": null}, "edges": replies}})
@@ -116,19 +124,13 @@ pub(super) fn reply_text(to: &User) -> String {
     format!("@{} agreed", to.username)
 }
 
-const CDN: &str = "https://scontent.sim.instagram.test/v";
-
-pub(super) fn profile_pic_hd(u: &User) -> String {
-    format!("{CDN}/t51/{}_profile_hd.jpg", u.id)
-}
-
 /// A user as the app's API and the newer web queries name one.
-pub(super) fn iphone_user(u: &User) -> Value {
+pub(super) fn iphone_user(u: &User, urls: &MediaUrls) -> Value {
     json!({
         "pk": u.id, "pk_id": u.id.to_string(), "id": u.id.to_string(),
         "username": u.username, "full_name": u.full_name,
         "is_private": u.is_private, "is_verified": u.is_verified,
-        "profile_pic_url": u.profile_pic_url(),
+        "profile_pic_url": urls.profile_picture(u.id),
     })
 }
 
@@ -146,7 +148,7 @@ fn image_versions(url: String) -> Value {
 }
 
 /// A post in the app's media shape (`items[]` of media info, timeline nodes, section medias).
-pub(super) fn iphone_media(p: &Post, data: &DataSet) -> Value {
+pub(super) fn iphone_media(p: &Post, data: &DataSet, urls: &MediaUrls) -> Value {
     let owner = &data.users[p.owner as usize];
     let media_type = match p.kind {
         PostType::Image => 1,
@@ -158,21 +160,21 @@ pub(super) fn iphone_media(p: &Post, data: &DataSet) -> Value {
         "media_type": media_type, "taken_at": p.taken_at,
         "caption": {"pk": format!("{}1", p.id), "text": p.caption, "created_at": p.taken_at},
         "like_count": p.likes, "comment_count": comment_total(data, p), "has_liked": false,
-        "image_versions2": image_versions(format!("{CDN}/t51/{}_n.jpg", p.id)),
-        "user": iphone_user(owner), "owner": iphone_user(owner),
+        "image_versions2": image_versions(urls.url(&MediaItem::PostImage { post: p.id })),
+        "user": iphone_user(owner, urls), "owner": iphone_user(owner, urls),
         "location": p.location.and_then(crate::data::place_by_name).map(|pl| json!({
             "pk": pl.id, "id": pl.id.to_string(), "name": pl.name, "short_name": pl.name,
             "slug": pl.slug(), "has_public_page": true,
             "lat": pl.lat, "lng": pl.lng})),
         "usertags": {"in": p.tagged.iter().map(|&t| json!({
-            "user": iphone_user(&data.users[t as usize]), "position": [0.5, 0.5]}))
+            "user": iphone_user(&data.users[t as usize], urls), "position": [0.5, 0.5]}))
             .collect::<Vec<_>>()},
         "accessibility_caption": null,
     });
     match p.kind {
         PostType::Video => {
             m["video_versions"] = json!([{"type": 101, "width": 720, "height": 1280,
-                "url": format!("{CDN}/t50/{}_n.mp4", p.id)}]);
+                "url": urls.url(&MediaItem::PostVideo { post: p.id })}]);
             m["video_duration"] = json!(15.0);
             m["view_count"] = json!(p.likes * 7);
             m["play_count"] = json!(p.likes * 7);
@@ -181,9 +183,12 @@ pub(super) fn iphone_media(p: &Post, data: &DataSet) -> Value {
             m["carousel_media_count"] = json!(n);
             m["carousel_media"] = (0..n)
                 .map(|k| {
+                    let child = MediaItem::CarouselImage {
+                        post: p.id,
+                        child: k,
+                    };
                     json!({"pk": format!("{}{k}", p.id), "id": format!("{}{k}", p.id),
-                    "media_type": 1,
-                    "image_versions2": image_versions(format!("{CDN}/t51/{}_{k}_n.jpg", p.id))})
+                    "media_type": 1, "image_versions2": image_versions(urls.url(&child))})
                 })
                 .collect();
         }
@@ -208,14 +213,15 @@ pub(super) fn user_by_page_id<'a>(data: &'a DataSet, id: &Value) -> Option<&'a U
 /// A profile in the newer web shape (`xig_user_by_username`, doc 27937681195819736's `user`).
 /// `viewer`: the relationship fields a logged-in viewer gets (the simulator's accounts follow
 /// no one).
-pub(super) fn profile_node(u: &User, viewer: bool) -> Value {
+pub(super) fn profile_node(u: &User, viewer: bool, urls: &MediaUrls) -> Value {
     let mut node = json!({
         "pk": u.id.to_string(), "id": u.id.to_string(), "username": u.username,
         "full_name": u.full_name, "biography": u.biography, "is_private": u.is_private,
         "is_verified": u.is_verified, "follower_count": u.followers.len(),
         "following_count": u.following.len(), "media_count": u.post_count,
-        "profile_pic_url": u.profile_pic_url(),
-        "hd_profile_pic_url_info": {"url": profile_pic_hd(u), "width": 1080, "height": 1080},
+        "profile_pic_url": urls.profile_picture(u.id),
+        "hd_profile_pic_url_info": {"url": urls.profile_picture_hd(u.id), "width": 1080,
+            "height": 1080},
         "is_business": false, "category": null, "external_url": null,
         "edge_felix_video_timeline": {"count": 0,
             "page_info": {"has_next_page": false, "end_cursor": null}, "edges": []},
@@ -243,6 +249,7 @@ pub(super) fn section_page(
     max_id: Option<&str>,
     tag: &str,
     owner: u64,
+    urls: &MediaUrls,
 ) -> Option<Value> {
     let start = match max_id {
         None | Some("") => 0,
@@ -254,7 +261,7 @@ pub(super) fn section_page(
         .unwrap_or(&[])
         .iter()
         .filter_map(|&(o, j)| data.post(o, j))
-        .map(|p| iphone_media(&p, data))
+        .map(|p| iphone_media(&p, data, urls))
         .collect();
     let more = e < posts.len() as u64;
     Some(json!({"sections": sections(medias), "more_available": more,
@@ -322,28 +329,28 @@ pub(super) fn reel_items(
 }
 
 /// A reel item in the app's shape.
-pub(super) fn reel_item_iphone(it: &ReelItem, u: &User) -> Value {
+pub(super) fn reel_item_iphone(it: &ReelItem, u: &User, urls: &MediaUrls) -> Value {
     let pk = it.pk;
     let mut item = json!({
         "pk": pk, "id": format!("{pk}_{}", u.id), "taken_at": it.taken_at,
         "media_type": if it.video { 2 } else { 1 },
         "image_versions2": {"candidates": [{"width": 1080, "height": 1920,
-            "url": format!("{CDN}/t51/{pk}_story.jpg")}]},
+            "url": urls.url(&MediaItem::ReelImage { pk })}]},
     });
     if let Some(e) = it.expiring_at {
         item["expiring_at"] = json!(e);
     }
     if it.video {
         item["video_versions"] = json!([{"type": 101, "width": 720, "height": 1280,
-            "url": format!("{CDN}/t50/{pk}_story.mp4")}]);
+            "url": urls.url(&MediaItem::ReelVideo { pk })}]);
     }
     item
 }
 
 /// A reel item in the web GraphQL shape (`reels_media[].items[]`).
-pub(super) fn reel_item_graph(it: &ReelItem, u: &User) -> Value {
+pub(super) fn reel_item_graph(it: &ReelItem, u: &User, urls: &MediaUrls) -> Value {
     let pk = it.pk;
-    let image = format!("{CDN}/t51/{pk}_story.jpg");
+    let image = urls.url(&MediaItem::ReelImage { pk });
     let mut item = json!({
         "id": pk.to_string(),
         "__typename": if it.video { "GraphStoryVideo" } else { "GraphStoryImage" },
@@ -356,7 +363,7 @@ pub(super) fn reel_item_graph(it: &ReelItem, u: &User) -> Value {
         "edge_media_to_caption": {"edges": []},
     });
     if it.video {
-        item["video_resources"] = json!([{"src": format!("{CDN}/t50/{pk}_story.mp4"),
+        item["video_resources"] = json!([{"src": urls.url(&MediaItem::ReelVideo { pk }),
             "config_width": 720, "config_height": 1280, "profile": "MAIN"}]);
         item["video_duration"] = json!(5.0);
     }

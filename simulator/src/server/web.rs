@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::shapes::*;
 use super::*;
+use crate::cdn::{MediaItem, MediaUrls};
 use crate::windows::QueryType;
 
 pub(super) fn routes() -> Router<Arc<Sim>> {
@@ -45,7 +46,9 @@ pub(super) async fn profile_page(
     axum::extract::Path(username): axum::extract::Path<String>,
 ) -> Response {
     let c = caller(&sim, peer, &headers);
-    let key = format!("page|{username}");
+    let urls = sim.media_urls();
+    // Pages carry signed media URLs, so a rendered page is only good for its URLs' bucket.
+    let key = format!("page|{}|{username}", urls.expires());
     handle_cached(&sim, &c, QueryType::Other, Some(&key), || {
         let Some(u) = sim.data.user_by_name(&username) else {
             return (
@@ -55,7 +58,7 @@ pub(super) async fn profile_page(
             )
                 .into_response();
         };
-        let mut details = profile_node(u, false);
+        let mut details = profile_node(u, false, &urls);
         details["id"] = json!(page_id(u));
         let mut html = format!(
             "<!DOCTYPE html><html><head><title>{} (@{})</title>{}",
@@ -95,6 +98,7 @@ pub(super) async fn likers(
         if c.account.is_none() {
             return login_redirect();
         }
+        let urls = sim.media_urls();
         let post = id
             .parse()
             .ok()
@@ -107,7 +111,7 @@ pub(super) async fn likers(
             .data
             .likers(&p)
             .into_iter()
-            .map(|i| iphone_user(&sim.data.users[i as usize]))
+            .map(|i| iphone_user(&sim.data.users[i as usize], &urls))
             .collect();
         json_response(
             StatusCode::OK,
@@ -129,8 +133,8 @@ pub(super) async fn explore_tag(
     let params = query_params(raw);
     handle(&sim, &c, QueryType::Other, || {
         let name = name.to_lowercase();
-        let Some(node) = hashtag_node(&sim.data, &name, params.get("max_id").map(String::as_str))
-        else {
+        let max_id = params.get("max_id").map(String::as_str);
+        let Some(node) = hashtag_node(&sim.data, &name, max_id, &sim.media_urls()) else {
             return fail(StatusCode::NOT_FOUND, "Page not found");
         };
         json_response(StatusCode::OK, &json!({"data": node, "status": "ok"}))
@@ -144,24 +148,25 @@ pub(super) fn hashtag_node(
     data: &crate::DataSet,
     name: &str,
     max_id: Option<&str>,
+    urls: &MediaUrls,
 ) -> Option<Value> {
     if !crate::data::TAGS.contains(&name) {
         return None;
     }
     let posts = data.hashtag_posts(name);
     let key = tag_key(name);
-    let recent = section_page(data, posts, max_id, "trecent", key)
-        .or_else(|| section_page(data, posts, None, "trecent", key))?;
+    let recent = section_page(data, posts, max_id, "trecent", key, urls)
+        .or_else(|| section_page(data, posts, None, "trecent", key, urls))?;
     let top: Vec<(u32, u32)> = top_posts(data, posts)
         .iter()
         .map(|p| (p.owner, p.index))
         .collect();
-    let top = section_page(data, &top, max_id, "ttop", key)
-        .or_else(|| section_page(data, &top, None, "ttop", key))?;
+    let top = section_page(data, &top, max_id, "ttop", key, urls)
+        .or_else(|| section_page(data, &top, None, "ttop", key, urls))?;
     Some(json!({
         "id": (17_843_000_000_000_000 + key % 1_000_000_000).to_string(), "name": name,
-        "media_count": posts.len(), "profile_pic_url": format!(
-            "https://scontent.sim.instagram.test/v/t51/tag_{name}.jpg"),
+        "media_count": posts.len(),
+        "profile_pic_url": urls.url(&MediaItem::HashtagPicture { tag: name.to_owned() }),
         "is_following": false, "allow_following": true,
         "description": null, "recent": recent, "top": top,
     }))
@@ -186,7 +191,9 @@ pub(super) async fn explore_location(
         };
         let posts = sim.data.location_posts(&place);
         let max_id = params.get("max_id").map(String::as_str);
-        let Some(recent) = section_page(&sim.data, posts, max_id, "location", place.id) else {
+        let urls = sim.media_urls();
+        let Some(recent) = section_page(&sim.data, posts, max_id, "location", place.id, &urls)
+        else {
             return fail(StatusCode::BAD_REQUEST, "invalid max_id");
         };
         json_response(
@@ -216,6 +223,7 @@ pub(super) async fn top_search(
             .get("query")
             .map(|q| q.trim().to_lowercase())
             .unwrap_or_default();
+        let urls = sim.media_urls();
         if query.is_empty() {
             return json_response(
                 StatusCode::OK,
@@ -229,7 +237,7 @@ pub(super) async fn top_search(
             .filter(|u| u.username.starts_with(&query))
             .take(50)
             .enumerate()
-            .map(|(i, u)| json!({"position": i, "user": iphone_user(u)}))
+            .map(|(i, u)| json!({"position": i, "user": iphone_user(u, &urls)}))
             .collect();
         let hashtags: Vec<Value> = crate::data::TAGS
             .iter()
@@ -264,7 +272,12 @@ pub(super) async fn web_profile_info(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let c = caller(&sim, peer, &headers);
-    let key = format!("profile|{}", raw.as_deref().unwrap_or(""));
+    let urls = sim.media_urls();
+    let key = format!(
+        "profile|{}|{}",
+        urls.expires(),
+        raw.as_deref().unwrap_or("")
+    );
     let params = query_params(raw);
     handle_cached(&sim, &c, QueryType::Other, Some(&key), || {
         let Some(u) = params
@@ -283,11 +296,11 @@ pub(super) async fn web_profile_info(
         );
         let edges: Vec<Value> = (0..end as u32)
             .filter_map(|i| sim.data.post(u.index, i))
-            .map(|p| json!({"node": post_node(&p, &sim.data)}))
+            .map(|p| json!({"node": post_node(&p, &sim.data, &urls)}))
             .collect();
-        let mut user = user_summary(u);
+        let mut user = user_summary(u, &urls);
         user["biography"] = json!(u.biography);
-        user["profile_pic_url_hd"] = json!(u.profile_pic_url());
+        user["profile_pic_url_hd"] = json!(urls.profile_picture(u.id));
         user["edge_followed_by"] = json!({"count": u.followers.len()});
         user["edge_follow"] = json!({"count": u.following.len()});
         user["followed_by_viewer"] = json!(false);
@@ -312,7 +325,8 @@ pub(super) async fn post_by_shortcode(
     axum::extract::Path(code): axum::extract::Path<String>,
 ) -> Response {
     let c = caller(&sim, peer, &headers);
-    let key = format!("post|{code}");
+    let urls = sim.media_urls();
+    let key = format!("post|{}|{code}", urls.expires());
     handle_cached(&sim, &c, QueryType::Other, Some(&key), || {
         let Some(p) = sim.data.post_by_shortcode(&code) else {
             return fail(StatusCode::NOT_FOUND, "Post not found");
@@ -323,9 +337,9 @@ pub(super) async fn post_by_shortcode(
         let (_, end, info) = page(u64::from(p.comment_count), 0, 24, "comments", p.id);
         let comments: Vec<Value> = (0..end as u32)
             .filter_map(|i| sim.data.comment(&p, i))
-            .map(|cm| json!({"node": comment_node(&sim, &cm)}))
+            .map(|cm| json!({"node": comment_node(&sim, &cm, &urls)}))
             .collect();
-        let mut node = post_node(&p, &sim.data);
+        let mut node = post_node(&p, &sim.data, &urls);
         node["edge_media_to_parent_comment"] =
             json!({"count": p.comment_count, "page_info": info, "edges": comments});
         json_response(

@@ -7,8 +7,10 @@ Instaloader's cookie jar sees plain http (which is what shows the simulator's co
     driver.py race SPEC.json   one of two processes crawling one account at once
 """
 import calendar
+import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -156,7 +158,47 @@ def main():
     record("highlights", highlights)
     record("from_id", Profile.from_id(L.context, s["follow_user_id"]).username)
     record("private_posts", raised(lambda: Profile.from_username(L.context, s["private_user"]).get_posts()))
-    record("errors", anon_errors + list(L.context.error_log) + list(twofa.context.error_log))
+    download_errors = downloads(s)
+    record("errors", anon_errors + list(L.context.error_log) + list(twofa.context.error_log)
+           + download_errors)
+
+
+def downloads(s):
+    """Instaloader's own download code against the simulator's CDN: posts of every kind (logged in
+    and anonymous), a profile picture, story items and a highlight cover. Records every file it
+    wrote with its size and SHA-256; returns the loaders' errors."""
+    root = os.path.join(os.getcwd(), "downloads")
+    shutil.rmtree(root, ignore_errors=True)
+
+    def downloader():
+        return Instaloader(sleep=False, quiet=True, download_comments=False, save_metadata=False,
+                           post_metadata_txt_pattern="", storyitem_metadata_txt_pattern="",
+                           dirname_pattern=os.path.join(root, "{target}"))
+
+    D = downloader()
+    D.login(s["plain_account"], s["password"])
+    for code in s["download_posts"]:
+        D.download_post(Post.from_shortcode(D.context, code), target="post_" + code)
+    D.download_profilepic(Profile.from_username(D.context, s["posts_user"]))
+    for story in D.get_stories(userids=[s["story_user_id"]]):
+        for item in story.get_items():
+            D.download_storyitem(item, "story")
+    for hl in D.get_highlights(Profile.from_username(D.context, s["highlight_user"])):
+        D.download_highlight_cover(hl, "cover")
+        break
+    A = downloader()
+    A.download_post(Post.from_shortcode(A.context, s["image_post"]), target="anonymous")
+    files = []
+    for dirpath, _, names in sorted(os.walk(root)):
+        for name in sorted(names):
+            if name.endswith((".jpg", ".mp4")):
+                path = os.path.join(dirpath, name)
+                with open(path, "rb") as f:
+                    data = f.read()
+                files.append({"file": os.path.relpath(path, root), "size": len(data),
+                              "sha256": hashlib.sha256(data).hexdigest()})
+    record("downloads", files)
+    return list(D.context.error_log) + list(A.context.error_log)
 
 
 def race():
