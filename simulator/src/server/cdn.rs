@@ -150,6 +150,11 @@ async fn media(
     let who = caller(&sim, peer, &headers);
     let arrived = sim.started.elapsed().as_secs_f64();
     let (response, body_bytes) = answer(&sim, &method, &headers, &uri).await;
+    let body_bytes = if method == Method::HEAD {
+        0
+    } else {
+        body_bytes
+    };
     if let Ok(mut log) = sim.audit.lock() {
         log.push(audit::Entry::new(
             arrived,
@@ -181,14 +186,14 @@ async fn answer(sim: &Sim, method: &Method, headers: &HeaderMap, uri: &Uri) -> (
         .ok()
         .and_then(|item| sim.media_file(&item))
     else {
-        return (plain(StatusCode::NOT_FOUND, "Not Found".to_owned()), 0);
+        return plain(StatusCode::NOT_FOUND, "Not Found".to_owned());
     };
     if let Err(refusal) =
         sim.cdn
             .signer
             .check(uri.path(), uri.query().unwrap_or(""), sim.unix_now())
     {
-        return (plain(StatusCode::FORBIDDEN, refusal.to_string()), 0);
+        return plain(StatusCode::FORBIDDEN, refusal.to_string());
     }
     let (latency, fault, bytes_per_second) = sim
         .faults
@@ -204,7 +209,7 @@ async fn answer(sim: &Sim, method: &Method, headers: &HeaderMap, uri: &Uri) -> (
     if let Some(Fault::ServerError(code)) = fault {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let reason = status.canonical_reason().unwrap_or("Server Error");
-        return (plain(status, reason.to_owned()), 0);
+        return plain(status, reason.to_owned());
     }
     let etag = file.etag();
     let unchanged = headers
@@ -238,9 +243,8 @@ async fn answer(sim: &Sim, method: &Method, headers: &HeaderMap, uri: &Uri) -> (
     let length = end - start;
     // Invalid JSON means nothing to a picture; only a drop changes what a download gets.
     let cut_at = (fault == Some(Fault::Drop)).then_some(length / 2);
-    let head = *method == Method::HEAD;
-    let sent = if head { 0 } else { cut_at.unwrap_or(length) };
-    let body = if head {
+    let sent = cut_at.unwrap_or(length);
+    let body = if *method == Method::HEAD {
         Body::empty()
     } else {
         Body::from_stream(body_stream(BodyPlan {
@@ -319,12 +323,14 @@ fn insert(r: &mut Response, name: header::HeaderName, value: String) {
     }
 }
 
-/// The CDN answers errors in plain text, not in the API's JSON.
-fn plain(status: StatusCode, text: String) -> Response {
-    (
+/// The CDN answers errors in plain text, not in the API's JSON; with the body's length.
+fn plain(status: StatusCode, text: String) -> (Response, u64) {
+    let length = text.len() as u64;
+    let response = (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         text,
     )
-        .into_response()
+        .into_response();
+    (response, length)
 }
