@@ -223,6 +223,23 @@ async fn round_trip(fixture: Fixture, len: usize) {
 
     assert_eq!(fixture.visible().await, vec![fixture.expected_key(&sha256)]);
     assert!(fixture.leftovers().is_empty(), "{:?}", fixture.leftovers());
+    if let Fixture::S3 { lister, .. } = &fixture {
+        // S3 gives a multipart object the ETag `"<md5 of the parts' md5s>-<parts>"`: proof of
+        // how it was uploaded. Parts are 6 MiB; up to one part is a single PUT.
+        let part = 6 * 1024 * 1024;
+        let etag = lister
+            .head(&fixture.expected_key(&sha256).into())
+            .await
+            .unwrap()
+            .e_tag
+            .unwrap_or_default();
+        if len > part {
+            let parts = len.div_ceil(part);
+            assert!(etag.ends_with(&format!("-{parts}\"")), "{etag}");
+        } else {
+            assert!(!etag.contains('-'), "{etag}");
+        }
+    }
     assert!(store.contains(&sha256).await.unwrap());
     assert_eq!(store.size(&sha256).await.unwrap(), len as u64);
     assert!(
