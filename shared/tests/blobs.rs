@@ -694,6 +694,9 @@ async fn s3_an_unreachable_endpoint_is_retryable() {
     let message = err.to_string();
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(!message.contains("very-secret-value"), "{message}");
+    let shown = format!("{store:?} {config:?}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    assert!(!shown.contains("very-secret-value"), "{shown}");
     assert!(
         files_under(&spool.0.join("tmp")).is_empty(),
         "the spool file was left"
@@ -775,8 +778,7 @@ async fn a_bad_config_names_the_field() {
         ..BlobStoreConfig::default()
     })
     .await
-    .err()
-    .expect("an S3 store without a bucket");
+    .expect_err("an S3 store without a bucket");
     assert!(
         matches!(
             err,
