@@ -223,6 +223,23 @@ async fn round_trip(fixture: Fixture, len: usize) {
 
     assert_eq!(fixture.visible().await, vec![fixture.expected_key(&sha256)]);
     assert!(fixture.leftovers().is_empty(), "{:?}", fixture.leftovers());
+    if let Fixture::S3 { lister, .. } = &fixture {
+        // S3 gives a multipart object the ETag `"<md5 of the parts' md5s>-<parts>"`: proof of
+        // how it was uploaded. Parts are 6 MiB; up to one part is a single PUT.
+        let part = 6 * 1024 * 1024;
+        let etag = lister
+            .head(&fixture.expected_key(&sha256).into())
+            .await
+            .unwrap()
+            .e_tag
+            .unwrap_or_default();
+        if len > part {
+            let parts = len.div_ceil(part);
+            assert!(etag.ends_with(&format!("-{parts}\"")), "{etag}");
+        } else {
+            assert!(!etag.contains('-'), "{etag}");
+        }
+    }
     assert!(store.contains(&sha256).await.unwrap());
     assert_eq!(store.size(&sha256).await.unwrap(), len as u64);
     assert!(
@@ -677,6 +694,9 @@ async fn s3_an_unreachable_endpoint_is_retryable() {
     let message = err.to_string();
     assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     assert!(!message.contains("very-secret-value"), "{message}");
+    let shown = format!("{store:?} {config:?}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    assert!(!shown.contains("very-secret-value"), "{shown}");
     assert!(
         files_under(&spool.0.join("tmp")).is_empty(),
         "the spool file was left"
@@ -758,8 +778,7 @@ async fn a_bad_config_names_the_field() {
         ..BlobStoreConfig::default()
     })
     .await
-    .err()
-    .expect("an S3 store without a bucket");
+    .expect_err("an S3 store without a bucket");
     assert!(
         matches!(
             err,

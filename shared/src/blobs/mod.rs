@@ -41,6 +41,15 @@ pub struct BlobStore {
     backend: Arc<Backend>,
 }
 
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Where it is, never how it signs in.
+        f.debug_struct("BlobStore")
+            .field("at", &self.describe())
+            .finish()
+    }
+}
+
 /// A closed set of backends, matched in each operation (ADR 0011: an enum rather than a trait
 /// object, because the set is ours, and async methods on an enum need no boxing).
 enum Backend {

@@ -7,7 +7,7 @@
 //! [`S3Server`] is dropped, and also when the test process exits or is killed, which a static
 //! never dropped would otherwise leave running.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -65,10 +65,20 @@ impl S3Server {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("cannot find a free port: {e}"))?
             .port();
-        let log =
+        // The server's log, unlinked at once: it is read only if the server does not start, and
+        // nothing is left in the temporary directory either way.
+        let log_path =
             std::env::temp_dir().join(format!("trawl-moto-{}-{port}.log", std::process::id()));
-        let log_file = std::fs::File::create(&log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let mut log = std::fs::File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        let _ = std::fs::remove_file(&log_path);
+        let log_file = log
+            .try_clone()
+            .map_err(|e| format!("cannot share the server's log: {e}"))?;
         let mut command = Command::new(&executable);
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -115,7 +125,10 @@ impl S3Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         while server.request("GET", "/").is_err() {
             if Instant::now() > deadline {
-                let output = std::fs::read_to_string(&log).unwrap_or_default();
+                let mut output = String::new();
+                let _ = log
+                    .seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| log.read_to_string(&mut output));
                 return Err(format!(
                     "moto_server did not answer on port {port} within 30 s:\n{output}"
                 ));
