@@ -190,10 +190,11 @@ pub enum SimCommand {
 #[derive(Debug, Args)]
 pub struct SubmitArgs {
     /// Job kind: profile, profile_posts, post_comments, followers, followees, hashtag_posts,
-    /// stories, highlights, post.
+    /// stories, highlights, post, media.
     #[arg(required_unless_present = "file", conflicts_with = "file")]
     pub kind: Option<String>,
-    /// Username, hashtag or post shortcode, depending on the kind.
+    /// Username, hashtag or post shortcode, depending on the kind; for media, one item:
+    /// post:SHORTCODE, story:ITEM_ID or profile:USERNAME.
     #[arg(required_unless_present = "file", conflicts_with = "file")]
     pub target: Option<String>,
     /// Higher runs first (-100 to 100).
@@ -220,6 +221,10 @@ pub struct SubmitArgs {
     /// For profile_posts, hashtag_posts and post: also crawl the comments of every post found.
     #[arg(long)]
     pub with_comments: bool,
+    /// For profile, profile_posts, hashtag_posts, post, stories and highlights: also download
+    /// the pictures and videos of every item found (one media job per item).
+    #[arg(long)]
+    pub with_media: bool,
     /// A JSONL file: one job object per line ({"kind":..,"target":..,...}). Bad lines are
     /// reported with their line number; the good ones are still submitted.
     #[arg(long, short = 'f', value_name = "FILE")]

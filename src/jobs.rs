@@ -49,13 +49,13 @@ pub async fn submit(
         max_attempts: args.max_attempts,
         unique_key: args.unique_key,
         recrawl_every,
-        options: (args.max_items.is_some() || args.since || args.with_comments).then_some(
-            JobOptions {
+        options: (args.max_items.is_some() || args.since || args.with_comments || args.with_media)
+            .then_some(JobOptions {
                 max_items: args.max_items,
                 stop_at_stored: args.since,
                 with_comments: args.with_comments,
-            },
-        ),
+                with_media: args.with_media,
+            }),
     };
     // Checked here too, so a typo is reported without a round trip and names the flag's field.
     spec.clone()

@@ -35,13 +35,37 @@ pub struct Config {
     pub media: MediaConfig,
 }
 
-/// Downloaded media (pictures, videos). Politeness settings for media downloads will join
-/// `store` here.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Downloaded media (pictures, videos): where the bytes go, and how politely each worker fetches
+/// them. CDN downloads count in none of Instagram's query windows (the reference client's don't
+/// either), so these limits are the only brake on them: per worker process, which holds one
+/// account and so sends from one egress group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Where media bytes are kept (docs/media.md).
     pub store: BlobStoreConfig,
+    /// Downloads one worker streams at once (at least 1).
+    pub max_concurrent_downloads: usize,
+    /// Bytes per second over all of one worker's downloads; unset: no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<u64>,
+    /// Tries per file within one attempt of a `media` job; a cut connection resumes from the
+    /// byte it stopped at when the CDN serves ranges.
+    pub download_tries: u32,
+    /// A download that receives nothing for this long is cut and tried again.
+    pub stall_timeout: HumanDuration,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            store: BlobStoreConfig::default(),
+            max_concurrent_downloads: 4,
+            bytes_per_second: None,
+            download_tries: 5,
+            stall_timeout: HumanDuration::from_secs(30),
+        }
+    }
 }
 
 /// The content-addressed blob store (`trawl_shared::blobs`): a local directory, or an
@@ -806,6 +830,24 @@ impl Config {
         }
         if self.scheduler.max_batch == 0 {
             return fail("scheduler.max_batch", "must be at least 1".into());
+        }
+        if self.media.max_concurrent_downloads == 0 {
+            return fail(
+                "media.max_concurrent_downloads",
+                "must be at least 1".into(),
+            );
+        }
+        if self.media.download_tries == 0 {
+            return fail("media.download_tries", "must be at least 1".into());
+        }
+        if self.media.bytes_per_second == Some(0) {
+            return fail(
+                "media.bytes_per_second",
+                "must be at least 1 (leave it out for no cap)".into(),
+            );
+        }
+        if self.media.stall_timeout.0 < std::time::Duration::from_secs(1) {
+            return fail("media.stall_timeout", "must be at least 1s".into());
         }
         if self.scheduler.max_body_bytes < 1024 {
             return fail("scheduler.max_body_bytes", "must be at least 1024".into());

@@ -23,6 +23,9 @@ pub enum JobKind {
     Stories,
     Highlights,
     Post,
+    /// The pictures and videos of one item (a post, a story item, a profile picture), fetched
+    /// into the blob store.
+    Media,
 }
 
 /// What a kind's target names, which decides how it is validated.
@@ -34,10 +37,13 @@ pub enum TargetShape {
     Hashtag,
     /// A post shortcode: 1–64 of ASCII letters, digits, `-` and `_`.
     Shortcode,
+    /// One item with media: `post:SHORTCODE`, `story:ITEM_ID` (a story or highlight item) or
+    /// `profile:USERNAME` (its profile picture) or `highlight:ID` (its cover). See [`MediaTarget`].
+    MediaItem,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 9] = [
+    pub const ALL: [JobKind; 10] = [
         JobKind::Profile,
         JobKind::ProfilePosts,
         JobKind::PostComments,
@@ -47,6 +53,7 @@ impl JobKind {
         JobKind::Stories,
         JobKind::Highlights,
         JobKind::Post,
+        JobKind::Media,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +67,7 @@ impl JobKind {
             JobKind::Stories => "stories",
             JobKind::Highlights => "highlights",
             JobKind::Post => "post",
+            JobKind::Media => "media",
         }
     }
 
@@ -67,6 +75,7 @@ impl JobKind {
         match self {
             JobKind::HashtagPosts => TargetShape::Hashtag,
             JobKind::Post | JobKind::PostComments => TargetShape::Shortcode,
+            JobKind::Media => TargetShape::MediaItem,
             _ => TargetShape::Username,
         }
     }
@@ -226,6 +235,10 @@ pub struct JobOptions {
     /// For kinds that find posts: queue a `post_comments` job for every post with comments.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub with_comments: bool,
+    /// For kinds that find media: queue a `media` job for every item found (each post, story
+    /// item, and the profile picture), which downloads its pictures and videos.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_media: bool,
 }
 
 impl JobKind {
@@ -238,6 +251,19 @@ impl JobKind {
                 | JobKind::Followers
                 | JobKind::Followees
                 | JobKind::HashtagPosts
+        )
+    }
+
+    /// Kinds whose items have pictures or videos, which `with_media` fans out from.
+    pub fn finds_media(self) -> bool {
+        matches!(
+            self,
+            JobKind::Profile
+                | JobKind::ProfilePosts
+                | JobKind::HashtagPosts
+                | JobKind::Post
+                | JobKind::Stories
+                | JobKind::Highlights
         )
     }
 
@@ -382,6 +408,15 @@ impl JobSpec {
                 format!("only applies to profile_posts, hashtag_posts and post (not {kind})"),
             ));
         }
+        if options.with_media && !kind.finds_media() {
+            return Err(ValidationError::new(
+                "options.with_media",
+                format!(
+                    "only applies to profile, profile_posts, hashtag_posts, post, stories and \
+                     highlights (not {kind})"
+                ),
+            ));
+        }
         if options.stop_at_stored && !kind.is_paginated() {
             return Err(ValidationError::new(
                 "options.stop_at_stored",
@@ -453,11 +488,7 @@ pub fn validate_target(kind: JobKind, raw: &str) -> Result<String, ValidationErr
             Ok(tag.to_lowercase())
         }
         TargetShape::Shortcode => {
-            let ok = (1..=64).contains(&raw.len())
-                && raw
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
+            if !is_shortcode(raw) {
                 return Err(ValidationError::new(
                     "target",
                     format!(
@@ -466,6 +497,75 @@ pub fn validate_target(kind: JobKind, raw: &str) -> Result<String, ValidationErr
                 ));
             }
             Ok(raw.to_owned())
+        }
+        TargetShape::MediaItem => raw
+            .parse::<MediaTarget>()
+            .map(|t| t.to_string())
+            .map_err(|e| ValidationError::new("target", format!("{shown:?}: {e}"))),
+    }
+}
+
+fn is_shortcode(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The item a `media` job fetches the pictures and videos of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaTarget {
+    /// A post's pictures and videos (every sidecar child), by its shortcode.
+    Post(String),
+    /// A story or highlight item's picture or video, by its id (`MEDIAPK` or `MEDIAPK_OWNERID`).
+    Story(String),
+    /// A profile's picture, by username.
+    ProfilePic(String),
+    /// A highlight's cover picture, by the highlight's id.
+    HighlightCover(String),
+}
+
+/// A `media` target that is not `post:SHORTCODE`, `story:ITEM_ID` or `profile:USERNAME`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a media item (post:SHORTCODE, story:ITEM_ID with digits and '_', profile:USERNAME or \
+     highlight:ID)"
+)]
+pub struct BadMediaTarget;
+
+impl FromStr for MediaTarget {
+    type Err = BadMediaTarget;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (prefix, rest) = s.split_once(':').ok_or(BadMediaTarget)?;
+        match prefix {
+            "post" if is_shortcode(rest) => Ok(MediaTarget::Post(rest.to_owned())),
+            "story"
+                if (1..=64).contains(&rest.len())
+                    && rest.starts_with(|c: char| c.is_ascii_digit())
+                    && rest.chars().all(|c| c.is_ascii_digit() || c == '_') =>
+            {
+                Ok(MediaTarget::Story(rest.to_owned()))
+            }
+            "highlight"
+                if (1..=64).contains(&rest.len()) && rest.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                Ok(MediaTarget::HighlightCover(rest.to_owned()))
+            }
+            "profile" => validate_target(JobKind::Profile, rest)
+                .map(MediaTarget::ProfilePic)
+                .map_err(|_| BadMediaTarget),
+            _ => Err(BadMediaTarget),
+        }
+    }
+}
+
+impl fmt::Display for MediaTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MediaTarget::Post(code) => write!(f, "post:{code}"),
+            MediaTarget::Story(id) => write!(f, "story:{id}"),
+            MediaTarget::ProfilePic(name) => write!(f, "profile:{name}"),
+            MediaTarget::HighlightCover(id) => write!(f, "highlight:{id}"),
         }
     }
 }
@@ -568,6 +668,42 @@ mod tests {
             };
             assert_eq!(spec.validate(3).unwrap_err().field, "run_at", "{at}");
         }
+    }
+
+    #[test]
+    fn media_targets_name_one_item() {
+        for (raw, stored) in [
+            ("post:CkA-_9", "post:CkA-_9"),
+            ("story:3012_17841", "story:3012_17841"),
+            ("profile:@NatGeo", "profile:natgeo"),
+            ("highlight:17890", "highlight:17890"),
+        ] {
+            assert_eq!(validate_target(JobKind::Media, raw).unwrap(), stored);
+        }
+        for bad in [
+            "CkA",
+            "post:",
+            "post:a b",
+            "story:abc",
+            "story:_1",
+            "profile:no/pe",
+            "reel:1",
+            "highlight:x",
+        ] {
+            let err = validate_target(JobKind::Media, bad).unwrap_err();
+            assert_eq!(err.field, "target", "{bad}");
+            assert!(err.message.contains("post:SHORTCODE"), "{bad}: {err}");
+        }
+        let err = JobSpec {
+            options: Some(JobOptions {
+                with_media: true,
+                ..JobOptions::default()
+            }),
+            ..JobSpec::new("followers", "someone")
+        }
+        .validate(3)
+        .unwrap_err();
+        assert_eq!(err.field, "options.with_media");
     }
 
     #[test]

@@ -350,6 +350,199 @@ impl Stored {
     }
 }
 
+// ---- Media: the files of an item and the blobs that hold them ----
+
+/// One picture or video of an item, where it was seen. `position` 0 is the item itself, 1.. the
+/// children of a sidecar; a video's thumbnail is its `picture`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaFile {
+    pub position: i32,
+    pub variant: MediaVariant,
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaVariant {
+    Picture,
+    Video,
+}
+
+impl MediaVariant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaVariant::Picture => "picture",
+            MediaVariant::Video => "video",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "picture" => Some(MediaVariant::Picture),
+            "video" => Some(MediaVariant::Video),
+            _ => None,
+        }
+    }
+}
+
+/// A media row: the file and, once downloaded and verified, its blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRow {
+    pub item: String,
+    pub file: MediaFile,
+    /// SHA-256 (lower-case hex) and size of the stored bytes; `None` until stored.
+    pub blob: Option<(String, i64)>,
+    /// The CDN's `Last-Modified` for the stored bytes.
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// Records the files an item has, at the URLs just read. A file already stored keeps its blob:
+/// a refreshed URL serves the same bytes.
+#[tracing::instrument(level = "debug", skip(conn, files), fields(files = files.len()),
+    err(level = "warn"))]
+pub async fn record_media_files(
+    conn: &mut PgConnection,
+    job_id: i64,
+    item: &str,
+    files: &[MediaFile],
+) -> Result<u64, ResultsError> {
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO ig_media (item, position, variant, url, last_job_id)
+         SELECT $1, p, v, u, $5 FROM UNNEST($2::integer[], $3::text[], $4::text[]) AS x(p, v, u)
+         ON CONFLICT (item, position, variant) DO UPDATE SET
+             url = EXCLUDED.url, last_job_id = EXCLUDED.last_job_id",
+    )
+    .bind(item)
+    .bind(files.iter().map(|f| f.position).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.variant.as_str()).collect::<Vec<_>>())
+    .bind(files.iter().map(|f| f.url.clone()).collect::<Vec<_>>())
+    .bind(job_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Records that a file's bytes are in the blob store, verified.
+#[tracing::instrument(level = "debug", skip(pool), err(level = "warn"))]
+pub async fn record_media_blob(
+    pool: &PgPool,
+    job_id: i64,
+    item: &str,
+    file: &MediaFile,
+    sha256: &str,
+    size: i64,
+    last_modified: Option<DateTime<Utc>>,
+) -> Result<(), ResultsError> {
+    sqlx::query(
+        "INSERT INTO ig_media (item, position, variant, url, sha256, size, stored_at,
+                               last_modified, last_job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, now(), $8, $7)
+         ON CONFLICT (item, position, variant) DO UPDATE SET
+             url = EXCLUDED.url, sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
+             stored_at = EXCLUDED.stored_at, last_modified = EXCLUDED.last_modified,
+             last_job_id = EXCLUDED.last_job_id",
+    )
+    .bind(item)
+    .bind(file.position)
+    .bind(file.variant.as_str())
+    .bind(&file.url)
+    .bind(sha256)
+    .bind(size)
+    .bind(job_id)
+    .bind(last_modified)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The files of the items `items` (all items when empty), in item and position order.
+pub async fn media_files(pool: &PgPool, items: &[String]) -> Result<Vec<MediaRow>, ResultsError> {
+    type Row = (
+        String,
+        i32,
+        String,
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<DateTime<Utc>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT item, position, variant, url, sha256, size, last_modified FROM ig_media
+         WHERE cardinality($1::text[]) = 0 OR item = ANY($1)
+         ORDER BY item, position, variant",
+    )
+    .bind(items)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(item, position, variant, url, sha256, size, last_modified)| {
+                Some(MediaRow {
+                    item,
+                    file: MediaFile {
+                        position,
+                        variant: MediaVariant::parse(&variant)?,
+                        url,
+                    },
+                    blob: sha256.zip(size),
+                    last_modified,
+                })
+            },
+        )
+        .collect())
+}
+
+/// The item a highlight's cover belongs to: the owner of its stored items.
+pub async fn highlight_owner(
+    pool: &PgPool,
+    highlight_id: &str,
+) -> Result<Option<i64>, ResultsError> {
+    Ok(
+        sqlx::query_scalar("SELECT owner_id FROM ig_stories WHERE highlight_id = $1 LIMIT 1")
+            .bind(format!("highlight:{highlight_id}"))
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// A stored post's raw JSON, by shortcode.
+pub async fn post_raw(pool: &PgPool, shortcode: &str) -> Result<Option<Value>, ResultsError> {
+    Ok(
+        sqlx::query_scalar("SELECT raw FROM ig_posts WHERE shortcode = $1")
+            .bind(shortcode)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// A stored story or highlight item: its raw JSON, owner, and highlight id if it is kept in one.
+pub async fn story_raw(
+    pool: &PgPool,
+    id: &str,
+) -> Result<Option<(Value, i64, Option<String>)>, ResultsError> {
+    Ok(
+        sqlx::query_as("SELECT raw, owner_id, highlight_id FROM ig_stories WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// A stored user's raw JSON, by username (case-insensitively, as Instagram's usernames are).
+pub async fn user_raw(pool: &PgPool, username: &str) -> Result<Option<Value>, ResultsError> {
+    Ok(sqlx::query_scalar(
+        "SELECT raw FROM ig_users WHERE lower(username) = lower($1)
+         ORDER BY last_seen_at DESC LIMIT 1",
+    )
+    .bind(username)
+    .fetch_optional(pool)
+    .await?)
+}
+
 // ---- Reading for export ----
 
 /// What one export kind is made of.

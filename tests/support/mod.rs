@@ -229,6 +229,11 @@ impl Fleet {
         )
     }
 
+    /// The fleet's local blob store.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.logs.join("blobs")
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.db.pool
     }
@@ -267,6 +272,10 @@ impl Fleet {
         env.push((
             "TRAWL_INSTAGRAM__MOBILE_BASE".into(),
             format!("{}/mobile", self.sim_url),
+        ));
+        env.push((
+            "TRAWL_MEDIA__STORE__PATH".into(),
+            self.blob_dir().display().to_string(),
         ));
         env.extend(self.options.worker_env.iter().cloned());
         env

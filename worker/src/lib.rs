@@ -10,6 +10,7 @@
 pub mod cooldown;
 pub mod crawl;
 pub mod instagram;
+pub mod media;
 pub mod metrics;
 pub mod probes;
 pub mod rows;
@@ -35,7 +36,9 @@ use trawl_shared::shutdown::Shutdown;
 
 use crate::crawl::{Crawl, CrawlError};
 use crate::instagram::{IgError, InstagramClient, Session};
+use crate::media::{MediaFetcher, Politeness};
 use crate::metrics::WorkerMetrics;
+use trawl_shared::blobs::BlobStore;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -112,6 +115,8 @@ struct Worker {
     limiter: Arc<Limiter>,
     metrics: Arc<WorkerMetrics>,
     shutdown: Shutdown,
+    /// `None` when the blob store could not be opened: this worker then leases no `media` job.
+    media: Option<MediaFetcher>,
 }
 
 /// A name for this process in lease columns: host, pid and a random suffix.
@@ -151,7 +156,24 @@ pub async fn run(
         &config.limiter,
         limiter_metrics.clone(),
     ));
+    let media = match BlobStore::open(&config.media.store).await {
+        Ok(store) => Some(MediaFetcher::new(
+            store,
+            Politeness {
+                concurrency: config.media.max_concurrent_downloads,
+                bytes_per_second: config.media.bytes_per_second,
+                tries: config.media.download_tries,
+                stall_timeout: config.media.stall_timeout.0,
+            },
+            metrics.clone(),
+        )?),
+        Err(e) => {
+            tracing::warn!(error = %e, "blob store unavailable; this worker takes no media jobs");
+            None
+        }
+    };
     let worker = Arc::new(Worker {
+        media,
         config: config.clone(),
         owner: owner_name(),
         queue: Queue::new(pool.clone(), QueueSettings::from(&config.queue)),
@@ -412,6 +434,7 @@ impl Worker {
             .into_iter()
             .filter(|k| configured.is_empty() || configured.contains(k))
             .filter(|k| !(anonymous && k.requires_login()))
+            .filter(|k| *k != JobKind::Media || self.media.is_some())
             .collect()
     }
 
@@ -493,6 +516,7 @@ impl Worker {
             shutdown: &self.shutdown,
             metrics: &self.metrics,
             default_max_attempts: self.config.queue.default_max_attempts,
+            media: self.media.as_ref(),
         };
         let result = crawl.run().await;
         heartbeat.abort();
@@ -593,6 +617,9 @@ impl Worker {
                 tracing::warn!(error = %e, "rate-limit ledger unavailable; releasing the job");
                 self.sleep_or_stop(self.config.queue.poll_interval.0).await;
                 self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Media(e)) if e.is_permanent() => {
+                self.fail(job, &e.to_string(), Failure::Permanent).await
             }
             Err(CrawlError::Queue(QueueError::LeaseLost { .. })) => Err(QueueError::LeaseLost {
                 job_id: lease.job_id,

@@ -61,8 +61,21 @@ pub const JOB_OUTCOMES: [&str; 5] = ["completed", "failed", "retried", "snoozed"
 /// What a crawler stores.
 pub const ITEM_KINDS: [&str; 6] = ["user", "post", "comment", "follow", "story", "hashtag_post"];
 
+/// How a media file's fetch ended.
+pub const MEDIA_OUTCOMES: [&str; 3] = ["stored", "already_stored", "failed"];
+/// Why a media fetch failed (one attempt: the job may retry).
+pub const MEDIA_FAILURES: [&str; 6] = ["expired", "gone", "http", "transport", "corrupt", "store"];
+
 pub struct WorkerMetrics {
     pub registry: Registry,
+    /// Bytes of media received from the CDN (every attempt's, resumed ranges included).
+    pub media_bytes: prometheus::IntCounter,
+    pub media_files: IntCounterVec,
+    /// Expired media URLs refreshed by reading their item again.
+    pub media_refreshes: prometheus::IntCounter,
+    pub media_failures: IntCounterVec,
+    /// Media downloads in flight on this worker.
+    pub media_in_flight: IntGauge,
     pub requests: IntCounterVec,
     pub request_seconds: HistogramVec,
     pub jobs: IntCounterVec,
@@ -148,6 +161,43 @@ impl WorkerMetrics {
             ),
             &["version"],
         )?;
+        let media_bytes = prometheus::IntCounter::new(
+            "trawl_media_bytes_total",
+            "Bytes of pictures and videos received from the CDN",
+        )?;
+        let media_files = IntCounterVec::new(
+            Opts::new(
+                "trawl_media_files_total",
+                "Media files fetched, by outcome (already_stored: the blob store had the bytes)",
+            ),
+            &["outcome"],
+        )?;
+        let media_refreshes = prometheus::IntCounter::new(
+            "trawl_media_url_refreshes_total",
+            "Expired media URLs renewed by reading their post, story or profile again",
+        )?;
+        let media_failures = IntCounterVec::new(
+            Opts::new(
+                "trawl_media_failures_total",
+                "Media fetch attempts that failed, by reason",
+            ),
+            &["reason"],
+        )?;
+        let media_in_flight = IntGauge::new(
+            "trawl_media_downloads_in_flight",
+            "Media downloads this worker is streaming now",
+        )?;
+        registry.register(Box::new(media_bytes.clone()))?;
+        registry.register(Box::new(media_files.clone()))?;
+        registry.register(Box::new(media_refreshes.clone()))?;
+        registry.register(Box::new(media_failures.clone()))?;
+        registry.register(Box::new(media_in_flight.clone()))?;
+        for outcome in MEDIA_OUTCOMES {
+            media_files.with_label_values(&[outcome]);
+        }
+        for reason in MEDIA_FAILURES {
+            media_failures.with_label_values(&[reason]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;
         registry.register(Box::new(jobs.clone()))?;
@@ -184,6 +234,11 @@ impl WorkerMetrics {
             .set(1.0);
         Ok(Self {
             registry,
+            media_bytes,
+            media_files,
+            media_refreshes,
+            media_failures,
+            media_in_flight,
             requests,
             request_seconds,
             jobs,

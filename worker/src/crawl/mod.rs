@@ -4,16 +4,18 @@
 //! (the next cursor, counts, the resolved subject) in one transaction, so a crash loses at most
 //! the page in flight and a rescued job resumes where the last one stopped.
 
+mod media;
 mod read;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use trawl_shared::JobKind;
-use trawl_shared::domain::JobSpec;
+use trawl_shared::domain::{JobSpec, MediaTarget};
 use trawl_shared::queue::{Checkpoint, LeasedJob, Queue, QueueError};
 use trawl_shared::shutdown::Shutdown;
 
 use crate::instagram::{Answer, Call, IgError, InstagramClient, Vars, query_refused};
+use crate::media::{MediaError, MediaFetcher};
 use crate::metrics::WorkerMetrics;
 use crate::rows::{CommentRow, DecodeUser, PostRow, ShapeError, StoryRow, UserRow};
 use read::{Entry, PageData};
@@ -39,6 +41,8 @@ pub enum CrawlError {
     Results(#[from] ResultsError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Media(#[from] MediaError),
     #[error("the worker is stopping")]
     Stopping,
 }
@@ -59,6 +63,8 @@ pub struct Crawl<'a> {
     pub shutdown: &'a Shutdown,
     pub metrics: &'a WorkerMetrics,
     pub default_max_attempts: i32,
+    /// Where `media` jobs fetch to; `None` on a worker without a blob store.
+    pub media: Option<&'a MediaFetcher>,
 }
 
 /// Where a listing's entries go.
@@ -358,6 +364,7 @@ impl Crawl<'_> {
                 JobKind::HashtagPosts => self.hashtag_posts(&mut cp).await?,
                 JobKind::Stories => self.stories(&mut cp).await?,
                 JobKind::Highlights => self.highlights(&mut cp).await?,
+                JobKind::Media => self.media(&mut cp).await?,
             }
         }
         Ok(CrawlReport {
@@ -381,8 +388,12 @@ impl Crawl<'_> {
         self.client.is_logged_in()
     }
 
+    /// The username the job is about (a `media` job's for a profile picture).
     fn username(&self) -> String {
-        self.job.target.to_lowercase()
+        match self.job.target.parse() {
+            Ok(MediaTarget::ProfilePic(name)) if self.job.kind == JobKind::Media => name,
+            _ => self.job.target.to_lowercase(),
+        }
     }
 
     fn profile_url(&self) -> String {
@@ -455,6 +466,8 @@ impl Crawl<'_> {
         cp.subject_id = Some(row.id.to_string());
         let mut tx = self.pool.begin().await?;
         let n = results::upsert_users(&mut tx, self.job.lease.job_id, &[row]).await?;
+        self.queue_media(&mut tx, [MediaTarget::ProfilePic(subject.username.clone())])
+            .await?;
         self.queue.checkpoint(&mut *tx, &self.job.lease, cp).await?;
         tx.commit().await?;
         self.count("user", n);
@@ -911,28 +924,24 @@ impl Crawl<'_> {
                 .await?;
             rows.extend(read::reel_rows(subject.id, &owner, None, &answer.json)?);
         }
-        self.store_stories(rows, cp).await
+        self.store_stories(rows, &[], cp).await
     }
 
     async fn highlights(&self, cp: &mut Checkpoint) -> Result<(), CrawlError> {
         let subject = self.subject(cp, false).await?;
         let hashes = &self.client.config().query_hashes;
-        let vars = Vars::new()
-            .set("user_id", subject.id)
-            .set("include_chaining", false)
-            .set("include_reel", false)
-            .set("include_suggested_users", false)
-            .set("include_logged_out_extras", false)
-            .set("include_highlight_reels", true);
-        let list = self
-            .send(&Call::graphql(
-                &hashes.highlights,
-                "instagram.query_hashes.highlights",
-                &vars,
-            ))
-            .await?;
+        let list = self.highlight_list_of(subject.id).await?;
         let mut rows = Vec::new();
-        for (id, title) in read::highlight_list(&list.json)? {
+        let mut covers = Vec::new();
+        for read::Highlight {
+            id,
+            title,
+            cover_url,
+        } in list
+        {
+            if let Some(url) = cover_url {
+                covers.push((id.clone(), url));
+            }
             // As Instaloader: the items query first, then the mobile reel with the full items.
             let items = Vars::new()
                 .set("reel_ids", json!([]))
@@ -962,16 +971,60 @@ impl Crawl<'_> {
                 &answer.json,
             )?);
         }
-        self.store_stories(rows, cp).await
+        self.store_stories(rows, &covers, cp).await
+    }
+
+    /// Stores story items (and the covers of the highlights they were read from, as media
+    /// files of their own) with the checkpoint, in one transaction.
+    /// The highlights query for user `owner` (as Instaloader sends it).
+    async fn highlight_list_of(&self, owner: i64) -> Result<Vec<read::Highlight>, CrawlError> {
+        let hashes = &self.client.config().query_hashes;
+        let vars = Vars::new()
+            .set("user_id", owner)
+            .set("include_chaining", false)
+            .set("include_reel", false)
+            .set("include_suggested_users", false)
+            .set("include_logged_out_extras", false)
+            .set("include_highlight_reels", true);
+        let list = self
+            .send(&Call::graphql(
+                &hashes.highlights,
+                "instagram.query_hashes.highlights",
+                &vars,
+            ))
+            .await?;
+        Ok(read::highlight_list(&list.json)?)
     }
 
     async fn store_stories(
         &self,
         rows: Vec<StoryRow>,
+        covers: &[(String, String)],
         cp: &mut Checkpoint,
     ) -> Result<(), CrawlError> {
         let mut tx = self.pool.begin().await?;
+        for (id, url) in covers {
+            let item = MediaTarget::HighlightCover(id.clone()).to_string();
+            let cover = trawl_shared::results::MediaFile {
+                position: 0,
+                variant: trawl_shared::results::MediaVariant::Picture,
+                url: url.clone(),
+            };
+            results::record_media_files(&mut tx, self.job.lease.job_id, &item, &[cover]).await?;
+        }
+        self.queue_media(
+            &mut tx,
+            covers
+                .iter()
+                .map(|(id, _)| MediaTarget::HighlightCover(id.clone())),
+        )
+        .await?;
         let n = results::upsert_stories(&mut tx, self.job.lease.job_id, &rows).await?;
+        self.queue_media(
+            &mut tx,
+            rows.iter().map(|r| MediaTarget::Story(r.id.clone())),
+        )
+        .await?;
         cp.items += n;
         cp.pages += 1;
         cp.done = true;
@@ -1116,6 +1169,11 @@ impl Crawl<'_> {
             }
             _ => {}
         }
+        self.queue_media(
+            &mut tx,
+            posts.iter().map(|p| MediaTarget::Post(p.shortcode.clone())),
+        )
+        .await?;
         if options.with_comments {
             let jobs = posts
                 .iter()
@@ -1261,7 +1319,14 @@ mod tests {
         let list = r#"{"data":{"user":{"edge_highlight_reels":{"edges":[
             {"node":{"id":"70","title":"Trips"}},{"node":{"title":"no id"}}]}}}}"#;
         let highlights = read::highlight_list(&serde_json::from_str(list).unwrap()).unwrap();
-        assert_eq!(highlights, [("70".to_owned(), "Trips".to_owned())]);
+        assert_eq!(
+            highlights,
+            [read::Highlight {
+                id: "70".into(),
+                title: "Trips".into(),
+                cover_url: None
+            }]
+        );
     }
 
     #[test]

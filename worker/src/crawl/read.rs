@@ -459,8 +459,17 @@ pub(super) fn reel_rows(
         .collect()
 }
 
-/// The highlights of the highlights query: (id, title).
-pub(super) fn highlight_list(j: &Value) -> Result<Vec<(String, String)>, ShapeError> {
+/// A highlight as the highlights query lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Highlight {
+    pub id: String,
+    pub title: String,
+    /// `cover_media.thumbnail_src`, the cover picture the reference client saves.
+    pub cover_url: Option<String>,
+}
+
+/// The highlights of the highlights query.
+pub(super) fn highlight_list(j: &Value) -> Result<Vec<Highlight>, ShapeError> {
     let connection = &j["data"]["user"]["edge_highlight_reels"];
     Ok(connection["edges"]
         .as_array()
@@ -473,7 +482,14 @@ pub(super) fn highlight_list(j: &Value) -> Result<Vec<(String, String)>, ShapeEr
                 Value::Number(n) => n.to_string(),
                 _ => return None,
             };
-            Some((id, node["title"].as_str().unwrap_or("").to_owned()))
+            Some(Highlight {
+                id,
+                title: node["title"].as_str().unwrap_or("").to_owned(),
+                cover_url: node["cover_media"]["thumbnail_src"]
+                    .as_str()
+                    .filter(|u| !u.is_empty())
+                    .map(str::to_owned),
+            })
         })
         .collect())
 }
