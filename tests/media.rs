@@ -117,13 +117,7 @@ async fn a_crawl_with_media_stores_every_file_once_verified_and_outside_the_wind
     jobs.push(with_media("highlights", &rich));
     fleet.submit(jobs).await;
     fleet.wait_until_done(Duration::from_secs(240)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
+    fleet.assert_none_failed().await;
 
     let rows = media_rows(&fleet).await;
     let seed = fleet.options.seed;
@@ -260,13 +254,7 @@ async fn expired_urls_are_renewed_and_cut_downloads_resume_where_they_stopped() 
         )
         .await;
     fleet.wait_until_done(Duration::from_secs(180)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
+    fleet.assert_none_failed().await;
 
     let seed = fleet.options.seed;
     let rows = media_rows(&fleet).await;
@@ -303,25 +291,6 @@ async fn expired_urls_are_renewed_and_cut_downloads_resume_where_they_stopped() 
     fleet.assert_windows_held().await;
 }
 
-/// `[media.store]` for a worker, as environment variables: S3 at `endpoint`, bucket `bucket`.
-fn s3_env(endpoint: &str, bucket: &str, spool: &Path) -> Vec<(String, String)> {
-    use trawl_shared::testing::s3::{ACCESS_KEY_ID, SECRET_ACCESS_KEY};
-    [
-        ("TRAWL_MEDIA__STORE__BACKEND", "s3"),
-        ("TRAWL_MEDIA__STORE__ENDPOINT", endpoint),
-        ("TRAWL_MEDIA__STORE__BUCKET", bucket),
-        ("TRAWL_MEDIA__STORE__ACCESS_KEY_ID", ACCESS_KEY_ID),
-        ("TRAWL_MEDIA__STORE__SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
-        ("TRAWL_MEDIA__STORE__PATH_STYLE", "true"),
-        ("TRAWL_MEDIA__STORE__MAX_RETRIES", "0"),
-        ("TRAWL_MEDIA__STORE__CONNECT_TIMEOUT", "1s"),
-        ("TRAWL_MEDIA__STORE__PATH", &spool.display().to_string()),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_object_store_is_a_retried_job_error_and_s3_holds_every_file() {
     let s3 = trawl_shared::testing::s3::shared_server();
@@ -334,7 +303,9 @@ async fn an_unreachable_object_store_is_a_retried_job_error_and_s3_holds_every_f
     .await;
     let spool = fleet.logs.join("spool");
     let closed = format!("http://127.0.0.1:{}", support::free_port());
-    let cut_off = fleet.add_worker_with(s3_env(&closed, &bucket, &spool));
+    let cut_off = fleet.add_worker_with(trawl_shared::testing::s3::s3_worker_env(
+        &closed, &bucket, &spool,
+    ));
     let (users, _) = targets(&fleet);
     fleet
         .submit(vec![with_media("profile_posts", &users[1])])
@@ -375,15 +346,9 @@ async fn an_unreachable_object_store_is_a_retried_job_error_and_s3_holds_every_f
 
     // The store is back (a worker that reaches it): every file lands in the bucket.
     fleet.kill_worker(cut_off);
-    fleet.add_worker_with(s3_env(&s3.endpoint, &bucket, &spool));
+    fleet.add_worker_with(s3.worker_env(&bucket, &spool));
     fleet.wait_until_done(Duration::from_secs(180)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
+    fleet.assert_none_failed().await;
     let store = trawl_shared::blobs::BlobStore::open(&s3.store_config(&bucket, spool.clone()))
         .await
         .expect("store");
@@ -478,13 +443,7 @@ async fn a_worker_killed_mid_download_leaves_nothing_partial_and_the_job_finishe
     // Another worker (the same one restarted) takes the job once its lease expires.
     fleet.start_worker(0);
     fleet.wait_until_done(Duration::from_secs(120)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
+    fleet.assert_none_failed().await;
     let rows = media_rows(&fleet).await;
     let video_row = rows.iter().find(|r| r.2 == "video").expect("the video row");
     let expected =
