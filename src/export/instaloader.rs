@@ -386,58 +386,17 @@ impl Tree<'_> {
         self.copy(item, row, &path, mtime).await
     }
 
-    /// `save_caption`: an unchanged caption is left alone (not even dated); a changed one moves
-    /// the old text aside (`B_old_01.txt`, the newest old text numbered lowest).
     fn save_caption(&mut self, base: &Path, text: &str, t: f64) -> Result<(), ExportError> {
-        let path = with_suffix(base, ".txt");
-        if let Ok(existing) = fs::read(&path) {
-            let lf = |b: &[u8]| String::from_utf8_lossy(b).replace("\r\n", "\n");
-            if lf(&existing) == lf(text.as_bytes()) {
-                return Ok(());
-            }
-            let numbered = |index: usize| {
-                if index == 0 {
-                    path.clone()
-                } else {
-                    with_suffix(base, &format!("_old_{index:02}.txt"))
-                }
-            };
-            let mut free = 0;
-            while is_file(&numbered(free)) {
-                free += 1;
-            }
-            for index in (1..=free).rev() {
-                let (from, to) = (numbered(index - 1), numbered(index));
-                fs::rename(&from, &to).map_err(io_error("move aside", &from))?;
-            }
+        if save_caption(base, text, t)? {
+            self.summary.files += 1;
         }
-        fs::write(&path, text).map_err(io_error("write", &path))?;
-        if let Some(t) = system_time(t) {
-            set_mtime(&path, t)?;
-        }
-        self.summary.files += 1;
         Ok(())
     }
 
-    /// `update_comments`: the comments already in `B_comments.json` (if any) and the post's
-    /// stored comments, merged; no file when there are none.
     fn save_comments(&mut self, base: &Path, fetched: Vec<Value>) -> Result<(), ExportError> {
-        let path = with_suffix(base, "_comments.json");
-        let existing = fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-            .and_then(|v| match v {
-                Value::Array(items) => Some(items),
-                _ => None,
-            })
-            .unwrap_or_default();
-        if existing.is_empty() && fetched.is_empty() {
-            return Ok(());
+        if save_comments(base, fetched)? {
+            self.summary.files += 1;
         }
-        let comments = nodes::comments_to_save(existing, fetched);
-        fs::write(&path, pyjson::indented(&Value::Array(comments)))
-            .map_err(io_error("write", &path))?;
-        self.summary.files += 1;
         Ok(())
     }
 
@@ -702,6 +661,59 @@ impl Tree<'_> {
     }
 }
 
+/// `save_caption`: an unchanged caption is left alone (not even dated); a changed one moves
+/// the old text aside (`B_old_01.txt`, the newest old text numbered lowest).
+fn save_caption(base: &Path, text: &str, t: f64) -> Result<bool, ExportError> {
+    let path = with_suffix(base, ".txt");
+    if let Ok(existing) = fs::read(&path) {
+        let lf = |b: &[u8]| String::from_utf8_lossy(b).replace("\r\n", "\n");
+        if lf(&existing) == lf(text.as_bytes()) {
+            return Ok(false);
+        }
+        let numbered = |index: usize| {
+            if index == 0 {
+                path.clone()
+            } else {
+                with_suffix(base, &format!("_old_{index:02}.txt"))
+            }
+        };
+        let mut free = 0;
+        while is_file(&numbered(free)) {
+            free += 1;
+        }
+        for index in (1..=free).rev() {
+            let (from, to) = (numbered(index - 1), numbered(index));
+            fs::rename(&from, &to).map_err(io_error("move aside", &from))?;
+        }
+    }
+    fs::write(&path, text).map_err(io_error("write", &path))?;
+    if let Some(t) = system_time(t) {
+        set_mtime(&path, t)?;
+    }
+    Ok(true)
+}
+
+/// `update_comments`: the comments already in `B_comments.json` (if any) and the post's
+/// stored comments, merged; no file when there are none.
+fn save_comments(base: &Path, fetched: Vec<Value>) -> Result<bool, ExportError> {
+    let path = with_suffix(base, "_comments.json");
+    let existing = fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|v| match v {
+            Value::Array(items) => Some(items),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if existing.is_empty() && fetched.is_empty() {
+        return Ok(false);
+    }
+    let comments = nodes::comments_to_save(existing, fetched);
+    fs::write(&path, pyjson::indented(&Value::Array(comments)))
+        .map_err(io_error("write", &path))?;
+    Ok(true)
+}
+
 /// `lzma.compress(data, format=FORMAT_XZ, check=CHECK_NONE, preset=6)`.
 fn xz(data: &[u8]) -> io::Result<Vec<u8>> {
     let stream = liblzma::stream::Stream::new_easy_encoder(6, liblzma::stream::Check::None)
@@ -714,6 +726,64 @@ fn xz(data: &[u8]) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// A fresh directory of the test's own.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("trawl-instaloader-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_changed_caption_moves_the_older_ones_aside_and_an_unchanged_one_stays() {
+        let dir = scratch("captions");
+        let base = dir.join("2025-12-31_23-55-41_UTC");
+        let t = 1_767_225_341.0;
+        assert!(save_caption(&base, "one\n", t).unwrap());
+        let read = |suffix: &str| fs::read_to_string(with_suffix(&base, suffix)).unwrap();
+        let mtime = |suffix: &str| fs::metadata(with_suffix(&base, suffix)).unwrap().modified();
+        assert_eq!(mtime(".txt").unwrap(), system_time(t).unwrap());
+        // Same text (CRLF taken as LF): not written, not even dated.
+        fs::write(with_suffix(&base, ".txt"), "one\r\n").unwrap();
+        let before = mtime(".txt").unwrap();
+        assert!(!save_caption(&base, "one\n", t).unwrap());
+        assert_eq!(mtime(".txt").unwrap(), before);
+        assert!(save_caption(&base, "two\n", t).unwrap());
+        assert!(save_caption(&base, "three\n", t).unwrap());
+        assert_eq!(read(".txt"), "three\n");
+        assert_eq!(
+            read("_old_01.txt"),
+            "two\n",
+            "the newest old caption numbered lowest"
+        );
+        assert_eq!(read("_old_02.txt"), "one\r\n");
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn comments_of_two_posts_of_one_second_share_one_file() {
+        let dir = scratch("comments");
+        let base = dir.join("2025-12-31_23-55-41_UTC");
+        let comment = |id: i64, at: i64| {
+            json!({"id": id, "created_at": at, "text": "t", "owner": {}, "likes_count": 0,
+                "answers": []})
+        };
+        assert!(
+            !save_comments(&base, Vec::new()).unwrap(),
+            "no comments, no file"
+        );
+        assert!(save_comments(&base, vec![comment(1, 10)]).unwrap());
+        assert!(save_comments(&base, vec![comment(2, 20), comment(1, 10)]).unwrap());
+        let saved: Value =
+            serde_json::from_slice(&fs::read(with_suffix(&base, "_comments.json")).unwrap())
+                .unwrap();
+        let ids: Vec<&Value> = saved.as_array().unwrap().iter().map(|c| &c["id"]).collect();
+        assert_eq!(ids, [&json!(2), &json!(1)], "merged, newest first");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn json_is_compressed_as_xz_without_an_integrity_check() {
