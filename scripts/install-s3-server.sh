@@ -24,27 +24,7 @@ import moto.server  # the [server] extra (flask) is importable
 sys.exit(version('moto') != '$VERSION')" 2>/dev/null
 }
 
-if installed; then
-    echo "$server"
-    exit 0
-fi
-
-mkdir -p "$(dirname "$venv")"
-# A lock, because two test binaries may run this at once on one target dir.
-exec 9>"$venv.lock"
-flock 9
-if installed; then
-    echo "$server"
-    exit 0
-fi
-
-if ! python3 -m venv "$venv" >&2 2>&1; then
-    # Debian ships venv separately; we run as root on CI.
-    rm -rf "$venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y python3-venv >&2 || { apt-get update >&2 && apt-get install -y python3-venv >&2; }
-    python3 -m venv "$venv" >&2
-fi
-"$py" -m pip install --quiet --disable-pip-version-check "moto[server]==$VERSION" >&2
-installed || { echo "moto[server] $VERSION did not install into $venv" >&2; exit 1; }
+# shellcheck source=lib/venv.sh
+. "$root/scripts/lib/venv.sh"
+install_into_venv "$venv" "moto[server]==$VERSION" installed
 echo "$server"

@@ -229,6 +229,7 @@ pub async fn run(args: DemoArgs, base: &Config) -> Result<(), CliError> {
     config.queue.retry_base = HumanDuration::from_secs(1);
     config.queue.retry_max = HumanDuration::from_secs(5);
     config.worker.account_poll = HumanDuration::from_millis(500);
+    config.media.store.path = data_dir.join("media");
 
     say(&format!(
         "[3/6] {} accounts (passwords sealed with the key in {})",
@@ -425,15 +426,14 @@ fn demo_jobs((users, tags): &(Vec<String>, Vec<String>)) -> Vec<Value> {
     let mut jobs = Vec::new();
     for (i, u) in users.iter().enumerate() {
         jobs.push(json!({"kind": "profile", "target": u, "priority": 10}));
-        jobs.push(
-            json!({"kind": "profile_posts", "target": u, "options": {"with_comments": true}}),
-        );
+        jobs.push(json!({"kind": "profile_posts", "target": u,
+                   "options": {"with_comments": true, "with_media": true}}));
         if i % 2 == 0 {
             jobs.push(json!({"kind": "followers", "target": u}));
         }
         if i % 4 == 0 {
-            jobs.push(json!({"kind": "stories", "target": u}));
-            jobs.push(json!({"kind": "highlights", "target": u}));
+            jobs.push(json!({"kind": "stories", "target": u, "options": {"with_media": true}}));
+            jobs.push(json!({"kind": "highlights", "target": u, "options": {"with_media": true}}));
         }
     }
     for t in tags {
@@ -632,8 +632,10 @@ async fn summary(
                 .or_insert((0, cap, peak["window_seconds"].as_f64().unwrap_or(0.0)));
         entry.0 = entry.0.max(most);
     }
+    let (media_files, media_bytes) = results::media_totals(pool).await.unwrap_or_default();
     Ok(json!({
         "elapsed_seconds": (elapsed.as_secs_f64() * 10.0).round() / 10.0,
+        "media": {"files": media_files, "bytes": media_bytes},
         "jobs": progress.states,
         "items_stored": progress.items.iter().map(|(l, n)| (l.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
         "requests_by_query_type": progress.requests,
@@ -652,6 +654,11 @@ fn print_summary(s: &Value) {
     println!("\nSummary ({} s)", s["elapsed_seconds"]);
     println!("  jobs:      {}", compact(&s["jobs"]));
     println!("  stored:    {}", compact(&s["items_stored"]));
+    println!(
+        "  media:     {} files, {:.1} MB in the blob store (downloads count in no window)",
+        s["media"]["files"],
+        s["media"]["bytes"].as_f64().unwrap_or(0.0) / 1e6
+    );
     println!("  requests:  {} in all", s["requests_total"]);
     for (t, n) in s["requests_by_query_type"]
         .as_object()

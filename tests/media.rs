@@ -117,13 +117,7 @@ async fn a_crawl_with_media_stores_every_file_once_verified_and_outside_the_wind
     jobs.push(with_media("highlights", &rich));
     fleet.submit(jobs).await;
     fleet.wait_until_done(Duration::from_secs(240)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
+    fleet.assert_none_failed().await;
 
     let rows = media_rows(&fleet).await;
     let seed = fleet.options.seed;
@@ -260,13 +254,7 @@ async fn expired_urls_are_renewed_and_cut_downloads_resume_where_they_stopped() 
         )
         .await;
     fleet.wait_until_done(Duration::from_secs(180)).await;
-    let states = fleet.job_states().await;
-    assert_eq!(
-        states.get("failed"),
-        None,
-        "{states:?}; logs in {}",
-        fleet.logs.display()
-    );
+    fleet.assert_none_failed().await;
 
     let seed = fleet.options.seed;
     let rows = media_rows(&fleet).await;
@@ -301,4 +289,166 @@ async fn expired_urls_are_renewed_and_cut_downloads_resume_where_they_stopped() 
     );
     assert_every_visible_blob_whole(&fleet.blob_dir());
     fleet.assert_windows_held().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_object_store_is_a_retried_job_error_and_s3_holds_every_file() {
+    let s3 = trawl_shared::testing::s3::shared_server();
+    let bucket = s3.fresh_bucket().expect("bucket");
+    let mut fleet = Fleet::start(FleetOptions {
+        workers: 0,
+        accounts: 1,
+        ..FleetOptions::default()
+    })
+    .await;
+    let spool = fleet.logs.join("spool");
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let cut_off = fleet.add_worker_with(trawl_shared::testing::s3::s3_worker_env(
+        &closed, &bucket, &spool,
+    ));
+    let (users, _) = targets(&fleet);
+    fleet
+        .submit(vec![with_media("profile_posts", &users[1])])
+        .await;
+
+    // The store is down: media jobs are tried, fail with a reason that names the store, and
+    // wait for their next attempt; nothing is recorded as stored.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let reason = loop {
+        let retried: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM jobs WHERE kind = 'media' AND attempt >= 2 AND last_error IS NOT NULL LIMIT 1",
+        )
+        .fetch_optional(fleet.pool())
+        .await
+        .expect("jobs");
+        if let Some(reason) = retried {
+            break reason;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no media job was retried; logs in {}",
+            fleet.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reason.contains("blob store"), "{reason}");
+    let states = fleet.job_states().await;
+    assert_eq!(
+        states.get("failed"),
+        None,
+        "a store outage failed a job for good: {states:?}"
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM ig_media WHERE sha256 IS NOT NULL")
+        .fetch_one(fleet.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+
+    // The store is back (a worker that reaches it): every file lands in the bucket.
+    fleet.kill_worker(cut_off);
+    fleet.add_worker_with(s3.worker_env(&bucket, &spool));
+    fleet.wait_until_done(Duration::from_secs(180)).await;
+    fleet.assert_none_failed().await;
+    let store = trawl_shared::blobs::BlobStore::open(&s3.store_config(&bucket, spool.clone()))
+        .await
+        .expect("store");
+    let rows = media_rows(&fleet).await;
+    assert!(!rows.is_empty());
+    for (item, position, variant, url, sha, size) in &rows {
+        let sha = sha
+            .as_deref()
+            .unwrap_or_else(|| panic!("{item} {position} {variant} not stored"));
+        let expected =
+            trawl_simulator::cdn::media_sha256(fleet.options.seed, url, None).expect("CDN URL");
+        assert_eq!(sha, expected);
+        assert_eq!(
+            store.size(sha).await.ok().map(|s| s as i64),
+            *size,
+            "{item} not in the bucket"
+        );
+    }
+    fleet.assert_windows_held().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_download_leaves_nothing_partial_and_the_job_finishes() {
+    // 12 MB videos at 3 MB/s: each takes four seconds, time enough to kill the worker in one.
+    let mut fleet = Fleet::start(FleetOptions {
+        workers: 1,
+        accounts: 1,
+        sim_args: [
+            "--video-bytes",
+            "12000000",
+            "--cdn-bytes-per-second",
+            "3000000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        ..FleetOptions::default()
+    })
+    .await;
+    let data = &fleet.data;
+    let video = data
+        .users
+        .iter()
+        .filter(|u| !u.is_private)
+        .flat_map(|u| (0..u.post_count).filter_map(move |i| data.post(u.index, i)))
+        .find(|p| matches!(p.kind, PostType::Video))
+        .expect("a video post");
+    fleet
+        .submit(vec![with_media("post", &video.shortcode)])
+        .await;
+
+    // Kill the worker once the video is streaming.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // The audit log records a download when its body starts, with the bytes it will send.
+        let streaming = fleet.audit().await.iter().any(|e| {
+            e["query_type"] == "cdn" && e["bytes"].as_u64().is_some_and(|b| b >= 10_000_000)
+        });
+        if streaming {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the video never started; logs in {}",
+            fleet.logs.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    fleet.kill_worker(0);
+    let mp4_rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ig_media WHERE variant = 'video' AND sha256 IS NOT NULL",
+    )
+    .fetch_one(fleet.pool())
+    .await
+    .unwrap();
+    assert_eq!(mp4_rows, 0, "the video was recorded before it was whole");
+    let visible = assert_every_visible_blob_whole(&fleet.blob_dir());
+    let partial: u64 = std::fs::read_dir(fleet.blob_dir().join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|f| f.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    assert!(
+        partial > 0 && partial < 12_000_000,
+        "no partial download in the store's tmp ({partial} bytes)"
+    );
+
+    // Another worker (the same one restarted) takes the job once its lease expires.
+    fleet.start_worker(0);
+    fleet.wait_until_done(Duration::from_secs(120)).await;
+    fleet.assert_none_failed().await;
+    let rows = media_rows(&fleet).await;
+    let video_row = rows.iter().find(|r| r.2 == "video").expect("the video row");
+    let expected =
+        trawl_simulator::cdn::media_sha256(fleet.options.seed, &video_row.3, Some(12_000_000))
+            .expect("CDN URL");
+    assert_eq!(video_row.4.as_deref(), Some(expected.as_str()));
+    assert!(assert_every_visible_blob_whole(&fleet.blob_dir()) > visible);
 }

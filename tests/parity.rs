@@ -104,11 +104,11 @@ fn request(e: &Value) -> String {
     )
 }
 
-/// The requests a window of the audit log holds, login aside.
+/// The requests a window of the audit log holds, login and media downloads aside.
 fn requests(audit: &[Value]) -> Vec<String> {
     audit
         .iter()
-        .filter(|e| e["query_type"] != "uncounted")
+        .filter(|e| e["query_type"] != "uncounted" && e["query_type"] != "cdn")
         .map(request)
         .collect()
 }

@@ -563,6 +563,15 @@ pub async fn highlight_owner(
     )
 }
 
+/// Files stored and their bytes (a blob several items share counts for each).
+pub async fn media_totals(pool: &PgPool) -> Result<(i64, i64), ResultsError> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), coalesce(sum(size), 0)::bigint FROM ig_media WHERE sha256 IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// A stored post's raw JSON, by shortcode.
 pub async fn post_raw(pool: &PgPool, shortcode: &str) -> Result<Option<Value>, ResultsError> {
     Ok(

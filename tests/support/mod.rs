@@ -556,6 +556,15 @@ impl Fleet {
         posts: &BTreeSet<i64>,
         comments: Option<&BTreeSet<i64>>,
     ) {
+        self.assert_none_failed().await;
+        assert_eq!(&self.ids("SELECT id FROM ig_posts").await, posts);
+        if let Some(comments) = comments {
+            assert_eq!(&self.ids("SELECT id FROM ig_comments").await, comments);
+        }
+    }
+
+    /// No job failed for good.
+    pub async fn assert_none_failed(&self) {
         let states = self.job_states().await;
         assert_eq!(
             states.get("failed"),
@@ -563,10 +572,6 @@ impl Fleet {
             "{states:?}; logs in {}",
             self.logs.display()
         );
-        assert_eq!(&self.ids("SELECT id FROM ig_posts").await, posts);
-        if let Some(comments) = comments {
-            assert_eq!(&self.ids("SELECT id FROM ig_comments").await, comments);
-        }
     }
 
     pub async fn ids(&self, sql: &str) -> BTreeSet<i64> {

@@ -171,6 +171,12 @@ impl S3Server {
         }
     }
 
+    /// [`S3Server::store_config`] as the `TRAWL_MEDIA__STORE__*` variables a `trawl worker`
+    /// process reads, for tests and benchmarks that run the binary.
+    pub fn worker_env(&self, bucket: &str, spool: &std::path::Path) -> Vec<(String, String)> {
+        s3_worker_env(&self.endpoint, bucket, spool)
+    }
+
     /// An unsigned HTTP/1.1 request (moto takes those unless it checks credentials); returns
     /// the status code.
     fn request(&self, method: &str, path: &str) -> Result<u16, String> {
@@ -203,4 +209,27 @@ impl Drop for S3Server {
             let _ = owner.join();
         }
     }
+}
+
+/// The `TRAWL_MEDIA__STORE__*` variables for bucket `bucket` of the S3 server at `endpoint`
+/// (which may be one that does not answer), with this module's credentials and no retries.
+pub fn s3_worker_env(
+    endpoint: &str,
+    bucket: &str,
+    spool: &std::path::Path,
+) -> Vec<(String, String)> {
+    [
+        ("TRAWL_MEDIA__STORE__BACKEND", "s3"),
+        ("TRAWL_MEDIA__STORE__ENDPOINT", endpoint),
+        ("TRAWL_MEDIA__STORE__BUCKET", bucket),
+        ("TRAWL_MEDIA__STORE__ACCESS_KEY_ID", ACCESS_KEY_ID),
+        ("TRAWL_MEDIA__STORE__SECRET_ACCESS_KEY", SECRET_ACCESS_KEY),
+        ("TRAWL_MEDIA__STORE__PATH_STYLE", "true"),
+        ("TRAWL_MEDIA__STORE__MAX_RETRIES", "0"),
+        ("TRAWL_MEDIA__STORE__CONNECT_TIMEOUT", "1s"),
+        ("TRAWL_MEDIA__STORE__PATH", &spool.display().to_string()),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect()
 }

@@ -4,6 +4,7 @@
 //! the item again (as the reference client renews its own). CDN fetches themselves are outside
 //! the windows, as in the reference client, and paced by the worker's media politeness instead.
 
+use futures_util::StreamExt;
 use sqlx::PgConnection;
 use trawl_shared::JobKind;
 use trawl_shared::domain::{JobSpec, MediaTarget};
@@ -12,7 +13,7 @@ use trawl_shared::results::{self, MediaFile, MediaVariant};
 
 use super::{Crawl, CrawlError, read};
 use crate::instagram::{Call, IgError};
-use crate::media::{MediaError, files};
+use crate::media::{Fetched, MediaError, files};
 use crate::rows::PostRow;
 
 impl Crawl<'_> {
@@ -54,47 +55,74 @@ impl Crawl<'_> {
             Some(files) => files,
             None => self.refresh(&target).await?,
         };
-        let mut refreshed = false;
         let mut conn = self.pool.acquire().await?;
         results::record_media_files(&mut conn, job_id, &item, &files).await?;
         drop(conn);
-        let mut downloaded = 0;
-        let mut index = 0;
-        while index < files.len() {
-            let file = files[index].clone();
-            let known = stored
-                .iter()
-                .find(|r| r.file.position == file.position && r.file.variant == file.variant);
-            if let Some((sha, _)) = known.and_then(|r| r.blob.as_ref())
+        // Files whose bytes the store already holds are done before anything is fetched.
+        let mut done = std::collections::HashSet::new();
+        for row in &stored {
+            if let Some((sha, _)) = &row.blob
                 && fetcher
                     .store()
                     .contains(sha)
                     .await
                     .map_err(MediaError::Store)?
             {
-                index += 1;
-                continue;
+                done.insert((row.file.position, row.file.variant));
             }
-            match fetcher.fetch(&file.url).await {
-                Ok(fetched) => {
-                    let size = i64::try_from(fetched.blob.size).unwrap_or(i64::MAX);
-                    results::record_media_blob(
-                        self.pool,
-                        job_id,
-                        &item,
-                        &file,
-                        &fetched.blob.sha256,
-                        size,
-                        &results::CdnHeaders {
-                            last_modified: fetched.last_modified,
-                            content_type: fetched.content_type,
-                        },
-                    )
-                    .await?;
-                    downloaded += 1;
-                    index += 1;
+        }
+        let mut downloaded = 0;
+        let mut refreshed = false;
+        loop {
+            let pending: Vec<MediaFile> = files
+                .iter()
+                .filter(|f| !done.contains(&(f.position, f.variant)))
+                .cloned()
+                .collect();
+            // An item's files (a sidecar's children) stream side by side, up to the worker's
+            // media concurrency.
+            let fetched: Vec<(MediaFile, Result<Fetched, MediaError>)> =
+                futures_util::stream::iter(pending)
+                    .map(|file| async move {
+                        let result = fetcher.fetch(&file.url).await;
+                        (file, result)
+                    })
+                    .buffer_unordered(fetcher.concurrency())
+                    .collect()
+                    .await;
+            let mut expired = None;
+            let mut failed = None;
+            for (file, result) in fetched {
+                match result {
+                    Ok(fetched) => {
+                        let size = i64::try_from(fetched.blob.size).unwrap_or(i64::MAX);
+                        results::record_media_blob(
+                            self.pool,
+                            job_id,
+                            &item,
+                            &file,
+                            &fetched.blob.sha256,
+                            size,
+                            &results::CdnHeaders {
+                                last_modified: fetched.last_modified,
+                                content_type: fetched.content_type,
+                            },
+                        )
+                        .await?;
+                        done.insert((file.position, file.variant));
+                        downloaded += 1;
+                    }
+                    Err(e @ (MediaError::Expired(_) | MediaError::Refused(_))) => expired = Some(e),
+                    Err(e) => failed = Some(e),
                 }
-                Err(MediaError::Expired(_) | MediaError::Refused(_)) if !refreshed => {
+            }
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            match expired {
+                None => break,
+                Some(e) if refreshed => return Err(e.into()),
+                Some(_) => {
                     tracing::info!(job_id, item, "media URL expired; reading the item again");
                     self.metrics.media_refreshes.inc();
                     files = self.refresh(&target).await?;
@@ -102,7 +130,6 @@ impl Crawl<'_> {
                     results::record_media_files(&mut conn, job_id, &item, &files).await?;
                     refreshed = true;
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         cp.items += downloaded;

@@ -168,6 +168,11 @@ impl MediaFetcher {
         &self.store
     }
 
+    /// Downloads this worker streams at once.
+    pub fn concurrency(&self) -> usize {
+        self.politeness.concurrency.max(1)
+    }
+
     /// Downloads `url` into the store and returns its blob, trying again (from where it stopped
     /// when the CDN allows ranges) after a cut connection or a 5xx.
     pub async fn fetch(&self, url: &str) -> Result<Fetched, MediaError> {
