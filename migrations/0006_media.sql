@@ -25,3 +25,30 @@ CREATE TABLE ig_media (
     CONSTRAINT ig_media_blob_whole CHECK (
         (sha256 IS NULL) = (size IS NULL) AND (sha256 IS NULL) = (stored_at IS NULL))
 );
+
+-- Each file's `Content-Type` as the CDN sent it: the reference client names a post's or a story
+-- item's file by it (`image/jpeg` → `.jpg`, `video/mp4` → `.mp4`).
+ALTER TABLE ig_media ADD COLUMN content_type text;
+
+-- Instagram's objects as they were sent, for the Instaloader export (docs/media.md). `raw` cannot
+-- serve: jsonb keeps neither the order of an object's keys, which the reference client writes
+-- back as it read them, nor (for posts, whose `raw` is merged) the listing's object apart from the
+-- full post's. `json` keeps the text as written. Each is NULL until a crawl that reads that
+-- answer stores the item, and kept when a later crawl reads other answers.
+ALTER TABLE ig_users
+    -- The profile query's `data.user`, and the app's `users/<id>/info/` `user`.
+    ADD COLUMN profile_as_sent json,
+    ADD COLUMN app_user_as_sent json;
+ALTER TABLE ig_posts
+    -- The post as the profile's posts listing sent it, and as the post's own query sent it.
+    ADD COLUMN listing_as_sent json,
+    ADD COLUMN full_as_sent json;
+ALTER TABLE ig_comments
+    -- The comment (or reply) as its page sent it, without the replies it carried.
+    ADD COLUMN as_sent json;
+ALTER TABLE ig_stories
+    -- The app's reel item (`raw`), the web GraphQL item of the same id, and, for a current story,
+    -- the web reel's `user` object (the reference client's owner of the item).
+    ADD COLUMN app_item_as_sent json,
+    ADD COLUMN web_item_as_sent json,
+    ADD COLUMN reel_user_as_sent json;

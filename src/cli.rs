@@ -78,7 +78,8 @@ pub enum Command {
     /// Instagram accounts and their sealed secrets (talks to PostgreSQL directly).
     #[command(subcommand)]
     Accounts(AccountsCommand),
-    /// Stream crawl results from PostgreSQL as JSONL or CSV.
+    /// Stream crawl results from PostgreSQL as JSONL or CSV, or write the tree Instaloader
+    /// writes (`trawl export instaloader --output DIR`).
     Export(ExportArgs),
     /// Show the effective configuration.
     #[command(subcommand)]
@@ -358,22 +359,25 @@ pub enum AccountsCommand {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// What to export.
+    /// What to export: a table of results, or `instaloader` (the directory tree Instaloader 4.16
+    /// writes, with media from the blob store).
     #[arg(value_enum)]
     pub kind: ExportKind,
     /// Only rows of this target: a username (users, posts, follows, stories), a post shortcode
-    /// (comments) or a hashtag (hashtag_posts).
+    /// (comments) or a hashtag (hashtag_posts). For `instaloader`: a profile to write, repeatable
+    /// (default: every stored profile with posts or story items).
     #[arg(long)]
-    pub target: Option<String>,
+    pub target: Vec<String>,
     /// Only rows seen at or after TIME: RFC 3339 (2026-12-01T08:00:00Z), a date (2026-12-01,
-    /// midnight UTC) or a span back from now (24h, 7d).
+    /// midnight UTC) or a span back from now (24h, 7d). Not for `instaloader`.
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Output format.
+    /// Output format (required, except for `instaloader`, which takes none).
     #[arg(long, value_enum)]
-    pub format: ExportFormat,
-    /// Write here instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
+    pub format: Option<ExportFormat>,
+    /// Write here instead of standard output; for `instaloader`, the directory to write the tree
+    /// in (required).
+    #[arg(long, short = 'o', value_name = "FILE|DIR")]
     pub output: Option<PathBuf>,
 }
 
@@ -386,6 +390,8 @@ pub enum ExportKind {
     Stories,
     #[value(name = "hashtag_posts", alias = "hashtag-posts")]
     HashtagPosts,
+    /// Instaloader 4.16's directory tree.
+    Instaloader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

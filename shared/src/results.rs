@@ -31,7 +31,7 @@ pub enum ResultsError {
     },
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct UserRow {
     pub id: i64,
     pub username: String,
@@ -43,9 +43,29 @@ pub struct UserRow {
     pub following_count: Option<i64>,
     pub post_count: Option<i64>,
     pub raw: Value,
+    /// The profile query's `data.user` as Instagram sent it (key order kept), when this row was
+    /// read from it.
+    pub profile_as_sent: Option<Value>,
+    /// The app's `users/<id>/info/` `user`, when the crawl asked for it.
+    pub app_user_as_sent: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Which answer a post row was read from. The Instaloader export needs the profile listing's
+/// object and the post query's object apart (the reference client keeps both), so each is kept
+/// as sent in a column of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PostSource {
+    /// A profile's posts listing (the logged-in web app's timeline query).
+    Listing,
+    /// The post's own query, by shortcode.
+    Full,
+    /// Anything else (hashtag listings, web nodes).
+    #[default]
+    Other,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct PostRow {
     pub id: i64,
     pub shortcode: String,
@@ -58,9 +78,11 @@ pub struct PostRow {
     pub comment_count: Option<i64>,
     pub is_video: Option<bool>,
     pub raw: Value,
+    pub source: PostSource,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `raw` is also kept as sent (`ig_comments.as_sent`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CommentRow {
     pub id: i64,
     pub post_shortcode: String,
@@ -73,7 +95,8 @@ pub struct CommentRow {
     pub raw: Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `raw` (the app's item) is also kept as sent (`ig_stories.app_item_as_sent`).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StoryRow {
     pub id: String,
     pub owner_id: i64,
@@ -83,6 +106,10 @@ pub struct StoryRow {
     pub expiring_at: Option<DateTime<Utc>>,
     pub media_type: Option<i32>,
     pub raw: Value,
+    /// The web GraphQL item of the same id (the stories or highlight items query's).
+    pub web_item_as_sent: Option<Value>,
+    /// A current story's web reel `user` object.
+    pub reel_user_as_sent: Option<Value>,
 }
 
 /// The last of each id wins, so one statement never touches a row twice (PostgreSQL refuses an
@@ -94,8 +121,10 @@ fn dedup<T>(rows: &[T], key: impl Fn(&T) -> String) -> Vec<&T> {
     out
 }
 
-/// Runs one upsert whose `$1` is the rows as a JSON array (read with `jsonb_to_recordset`) and
-/// whose `$2` is the job id: one round trip per table per page, whatever the page's size.
+/// Runs one upsert whose `$1` is the rows as a JSON array (read with `json_to_recordset`) and
+/// whose `$2` is the job id: one round trip per table per page, whatever the page's size. The
+/// array goes as `json` text, not `jsonb`, so that the `*_as_sent` columns receive each object
+/// with its keys in the order they were read.
 async fn upsert_records<T: Serialize>(
     tx: &mut PgConnection,
     table: &'static str,
@@ -107,7 +136,7 @@ async fn upsert_records<T: Serialize>(
         return Ok(0);
     }
     let json =
-        serde_json::to_value(&rows).map_err(|source| ResultsError::Encode { table, source })?;
+        serde_json::to_string(&rows).map_err(|source| ResultsError::Encode { table, source })?;
     let done = sqlx::query(sql)
         .bind(json)
         .bind(job_id)
@@ -118,12 +147,14 @@ async fn upsert_records<T: Serialize>(
 
 const UPSERT_USERS: &str =
     "INSERT INTO ig_users (id, username, full_name, is_private, is_verified, biography,
-                           follower_count, following_count, post_count, raw, last_job_id)
+                           follower_count, following_count, post_count, raw, profile_as_sent,
+                           app_user_as_sent, last_job_id)
      SELECT id, username, full_name, is_private, is_verified, biography, follower_count,
-            following_count, post_count, raw, $2
-     FROM jsonb_to_recordset($1) AS x(id bigint, username text, full_name text,
+            following_count, post_count, raw::jsonb, profile_as_sent, app_user_as_sent, $2
+     FROM json_to_recordset($1::json) AS x(id bigint, username text, full_name text,
           is_private boolean, is_verified boolean, biography text, follower_count bigint,
-          following_count bigint, post_count bigint, raw jsonb)
+          following_count bigint, post_count bigint, raw json, profile_as_sent json,
+          app_user_as_sent json)
      ON CONFLICT (id) DO UPDATE SET
          username = EXCLUDED.username,
          full_name = coalesce(EXCLUDED.full_name, ig_users.full_name),
@@ -134,6 +165,8 @@ const UPSERT_USERS: &str =
          following_count = coalesce(EXCLUDED.following_count, ig_users.following_count),
          post_count = coalesce(EXCLUDED.post_count, ig_users.post_count),
          raw = ig_users.raw || EXCLUDED.raw,
+         profile_as_sent = coalesce(EXCLUDED.profile_as_sent, ig_users.profile_as_sent),
+         app_user_as_sent = coalesce(EXCLUDED.app_user_as_sent, ig_users.app_user_as_sent),
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
 /// Users; a field a later page leaves out keeps what an earlier page stored (a follower list
@@ -151,12 +184,14 @@ pub async fn upsert_users(
 
 const UPSERT_POSTS: &str =
     "INSERT INTO ig_posts (id, shortcode, owner_id, owner_username, typename, taken_at, caption,
-                           like_count, comment_count, is_video, raw, last_job_id)
+                           like_count, comment_count, is_video, raw, listing_as_sent,
+                           full_as_sent, last_job_id)
      SELECT id, shortcode, owner_id, owner_username, typename, taken_at, caption, like_count,
-            comment_count, is_video, raw, $2
-     FROM jsonb_to_recordset($1) AS x(id bigint, shortcode text, owner_id bigint,
+            comment_count, is_video, raw::jsonb,
+            CASE WHEN source = 'listing' THEN raw END, CASE WHEN source = 'full' THEN raw END, $2
+     FROM json_to_recordset($1::json) AS x(id bigint, shortcode text, owner_id bigint,
           owner_username text, typename text, taken_at timestamptz, caption text,
-          like_count bigint, comment_count bigint, is_video boolean, raw jsonb)
+          like_count bigint, comment_count bigint, is_video boolean, raw json, source text)
      ON CONFLICT (id) DO UPDATE SET
          shortcode = EXCLUDED.shortcode, owner_id = EXCLUDED.owner_id,
          owner_username = coalesce(EXCLUDED.owner_username, ig_posts.owner_username),
@@ -167,6 +202,8 @@ const UPSERT_POSTS: &str =
          comment_count = coalesce(EXCLUDED.comment_count, ig_posts.comment_count),
          is_video = coalesce(EXCLUDED.is_video, ig_posts.is_video),
          raw = ig_posts.raw || EXCLUDED.raw,
+         listing_as_sent = coalesce(EXCLUDED.listing_as_sent, ig_posts.listing_as_sent),
+         full_as_sent = coalesce(EXCLUDED.full_as_sent, ig_posts.full_as_sent),
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
 #[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
@@ -182,17 +219,17 @@ pub async fn upsert_posts(
 
 const UPSERT_COMMENTS: &str =
     "INSERT INTO ig_comments (id, post_shortcode, parent_id, owner_id, owner_username, text,
-                              created_at, like_count, raw, last_job_id)
+                              created_at, like_count, raw, as_sent, last_job_id)
      SELECT id, post_shortcode, parent_id, owner_id, owner_username, text, created_at,
-            like_count, raw, $2
-     FROM jsonb_to_recordset($1) AS x(id bigint, post_shortcode text, parent_id bigint,
+            like_count, raw::jsonb, raw, $2
+     FROM json_to_recordset($1::json) AS x(id bigint, post_shortcode text, parent_id bigint,
           owner_id bigint, owner_username text, text text, created_at timestamptz,
-          like_count bigint, raw jsonb)
+          like_count bigint, raw json)
      ON CONFLICT (id) DO UPDATE SET
          post_shortcode = EXCLUDED.post_shortcode, parent_id = EXCLUDED.parent_id,
          owner_id = EXCLUDED.owner_id, owner_username = EXCLUDED.owner_username,
          text = EXCLUDED.text, created_at = EXCLUDED.created_at,
-         like_count = EXCLUDED.like_count, raw = EXCLUDED.raw,
+         like_count = EXCLUDED.like_count, raw = EXCLUDED.raw, as_sent = EXCLUDED.as_sent,
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
 #[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
@@ -208,17 +245,21 @@ pub async fn upsert_comments(
 
 const UPSERT_STORIES: &str =
     "INSERT INTO ig_stories (id, owner_id, highlight_id, highlight_title, taken_at,
-                             expiring_at, media_type, raw, last_job_id)
+                             expiring_at, media_type, raw, app_item_as_sent, web_item_as_sent,
+                             reel_user_as_sent, last_job_id)
      SELECT id, owner_id, highlight_id, highlight_title, taken_at, expiring_at, media_type,
-            raw, $2
-     FROM jsonb_to_recordset($1) AS x(id text, owner_id bigint, highlight_id text,
+            raw::jsonb, raw, web_item_as_sent, reel_user_as_sent, $2
+     FROM json_to_recordset($1::json) AS x(id text, owner_id bigint, highlight_id text,
           highlight_title text, taken_at timestamptz, expiring_at timestamptz,
-          media_type integer, raw jsonb)
+          media_type integer, raw json, web_item_as_sent json, reel_user_as_sent json)
      ON CONFLICT (id) DO UPDATE SET
          highlight_id = coalesce(EXCLUDED.highlight_id, ig_stories.highlight_id),
          highlight_title = coalesce(EXCLUDED.highlight_title, ig_stories.highlight_title),
          taken_at = EXCLUDED.taken_at, expiring_at = EXCLUDED.expiring_at,
          media_type = EXCLUDED.media_type, raw = EXCLUDED.raw,
+         app_item_as_sent = EXCLUDED.app_item_as_sent,
+         web_item_as_sent = coalesce(EXCLUDED.web_item_as_sent, ig_stories.web_item_as_sent),
+         reel_user_as_sent = coalesce(EXCLUDED.reel_user_as_sent, ig_stories.reel_user_as_sent),
          last_seen_at = now(), last_job_id = EXCLUDED.last_job_id";
 
 #[tracing::instrument(level = "debug", skip(tx, rows), fields(rows = rows.len()),
@@ -394,6 +435,15 @@ pub struct MediaRow {
     pub blob: Option<(String, i64)>,
     /// The CDN's `Last-Modified` for the stored bytes.
     pub last_modified: Option<DateTime<Utc>>,
+    /// The CDN's `Content-Type` for the stored bytes.
+    pub content_type: Option<String>,
+}
+
+/// What the CDN said of a stored file, beside its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CdnHeaders {
+    pub last_modified: Option<DateTime<Utc>>,
+    pub content_type: Option<String>,
 }
 
 /// Records the files an item has, at the URLs just read. A file already stored keeps its blob:
@@ -434,16 +484,16 @@ pub async fn record_media_blob(
     file: &MediaFile,
     sha256: &str,
     size: i64,
-    last_modified: Option<DateTime<Utc>>,
+    headers: &CdnHeaders,
 ) -> Result<(), ResultsError> {
     sqlx::query(
         "INSERT INTO ig_media (item, position, variant, url, sha256, size, stored_at,
-                               last_modified, last_job_id)
-         VALUES ($1, $2, $3, $4, $5, $6, now(), $8, $7)
+                               last_modified, content_type, last_job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, now(), $8, $9, $7)
          ON CONFLICT (item, position, variant) DO UPDATE SET
              url = EXCLUDED.url, sha256 = EXCLUDED.sha256, size = EXCLUDED.size,
              stored_at = EXCLUDED.stored_at, last_modified = EXCLUDED.last_modified,
-             last_job_id = EXCLUDED.last_job_id",
+             content_type = EXCLUDED.content_type, last_job_id = EXCLUDED.last_job_id",
     )
     .bind(item)
     .bind(file.position)
@@ -452,7 +502,8 @@ pub async fn record_media_blob(
     .bind(sha256)
     .bind(size)
     .bind(job_id)
-    .bind(last_modified)
+    .bind(headers.last_modified)
+    .bind(headers.content_type.as_deref())
     .execute(pool)
     .await?;
     Ok(())
@@ -468,9 +519,11 @@ pub async fn media_files(pool: &PgPool, items: &[String]) -> Result<Vec<MediaRow
         Option<String>,
         Option<i64>,
         Option<DateTime<Utc>>,
+        Option<String>,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT item, position, variant, url, sha256, size, last_modified FROM ig_media
+        "SELECT item, position, variant, url, sha256, size, last_modified, content_type
+         FROM ig_media
          WHERE cardinality($1::text[]) = 0 OR item = ANY($1)
          ORDER BY item, position, variant",
     )
@@ -480,7 +533,7 @@ pub async fn media_files(pool: &PgPool, items: &[String]) -> Result<Vec<MediaRow
     Ok(rows
         .into_iter()
         .filter_map(
-            |(item, position, variant, url, sha256, size, last_modified)| {
+            |(item, position, variant, url, sha256, size, last_modified, content_type)| {
                 Some(MediaRow {
                     item,
                     file: MediaFile {
@@ -490,6 +543,7 @@ pub async fn media_files(pool: &PgPool, items: &[String]) -> Result<Vec<MediaRow
                     },
                     blob: sha256.zip(size),
                     last_modified,
+                    content_type,
                 })
             },
         )
@@ -550,6 +604,210 @@ pub async fn user_raw(pool: &PgPool, username: &str) -> Result<Option<Value>, Re
     .bind(username)
     .fetch_optional(pool)
     .await?)
+}
+
+// ---- Reading for the Instaloader export ----
+//
+// One profile, post or story item at a time, so that an export's memory stays that of one item
+// whatever the archive's size. JSON columns are read into `Value`s that keep their key order (the
+// workspace's serde_json has `preserve_order`): the `*_as_sent` columns hold it, `raw` (jsonb)
+// does not.
+
+/// A profile as the Instaloader export reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedProfile {
+    pub id: i64,
+    pub username: String,
+    /// What the crawlers stored, normalised and merged (key order not kept).
+    pub raw: Value,
+    pub profile_as_sent: Option<Value>,
+    pub app_user_as_sent: Option<Value>,
+}
+
+/// The profiles named (case-insensitively; a name stored for two ids gives the one seen last), or
+/// when none is named every stored profile that owns posts or story items, by username.
+pub async fn archived_profiles(
+    pool: &PgPool,
+    usernames: &[String],
+) -> Result<Vec<ArchivedProfile>, ResultsError> {
+    type Row = (i64, String, Value, Option<Value>, Option<Value>);
+    let usernames: Vec<String> = usernames.iter().map(|u| u.to_lowercase()).collect();
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT DISTINCT ON (lower(u.username)) u.id, u.username, u.raw, u.profile_as_sent,
+                u.app_user_as_sent
+         FROM ig_users u
+         WHERE CASE WHEN cardinality($1::text[]) = 0
+                    THEN EXISTS (SELECT 1 FROM ig_posts p WHERE p.owner_id = u.id)
+                         OR EXISTS (SELECT 1 FROM ig_stories s WHERE s.owner_id = u.id)
+                    ELSE lower(u.username) = ANY($1) END
+         ORDER BY lower(u.username), u.last_seen_at DESC",
+    )
+    .bind(&usernames)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(id, username, raw, profile_as_sent, app_user_as_sent)| ArchivedProfile {
+                id,
+                username,
+                raw,
+                profile_as_sent,
+                app_user_as_sent,
+            },
+        )
+        .collect())
+}
+
+/// The ids of a profile's posts, newest first (the order of its posts listing, pinned posts
+/// aside).
+pub async fn archived_post_ids(pool: &PgPool, owner_id: i64) -> Result<Vec<i64>, ResultsError> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM ig_posts WHERE owner_id = $1 ORDER BY taken_at DESC NULLS LAST, id DESC",
+    )
+    .bind(owner_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A post as the Instaloader export reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedPost {
+    pub id: i64,
+    pub shortcode: String,
+    pub typename: Option<String>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub raw: Value,
+    pub listing_as_sent: Option<Value>,
+    pub full_as_sent: Option<Value>,
+}
+
+pub async fn archived_post(pool: &PgPool, id: i64) -> Result<Option<ArchivedPost>, ResultsError> {
+    type Row = (
+        i64,
+        String,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Value,
+        Option<Value>,
+        Option<Value>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT id, shortcode, typename, taken_at, raw, listing_as_sent, full_as_sent
+         FROM ig_posts WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(
+        |(id, shortcode, typename, taken_at, raw, listing_as_sent, full_as_sent)| ArchivedPost {
+            id,
+            shortcode,
+            typename,
+            taken_at,
+            raw,
+            listing_as_sent,
+            full_as_sent,
+        },
+    ))
+}
+
+/// A comment or reply as the Instaloader export reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedComment {
+    pub id: i64,
+    pub parent_id: Option<i64>,
+    pub raw: Value,
+    pub as_sent: Option<Value>,
+}
+
+/// A post's comments and replies, by id.
+pub async fn archived_comments(
+    pool: &PgPool,
+    shortcode: &str,
+) -> Result<Vec<ArchivedComment>, ResultsError> {
+    type Row = (i64, Option<i64>, Value, Option<Value>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, parent_id, raw, as_sent FROM ig_comments WHERE post_shortcode = $1
+         ORDER BY id",
+    )
+    .bind(shortcode)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, parent_id, raw, as_sent)| ArchivedComment {
+            id,
+            parent_id,
+            raw,
+            as_sent,
+        })
+        .collect())
+}
+
+/// A story or highlight item as the Instaloader export reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedStoryItem {
+    pub id: String,
+    /// `highlight:ID` for an item kept in a highlight.
+    pub highlight_id: Option<String>,
+    pub highlight_title: Option<String>,
+    pub taken_at: Option<DateTime<Utc>>,
+    pub raw: Value,
+    pub app_item_as_sent: Option<Value>,
+    pub web_item_as_sent: Option<Value>,
+    pub reel_user_as_sent: Option<Value>,
+}
+
+/// A profile's story items: current stories first, then each highlight's (by highlight id), each
+/// oldest first.
+pub async fn archived_story_items(
+    pool: &PgPool,
+    owner_id: i64,
+) -> Result<Vec<ArchivedStoryItem>, ResultsError> {
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<DateTime<Utc>>,
+        Value,
+        Option<Value>,
+        Option<Value>,
+        Option<Value>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, highlight_id, highlight_title, taken_at, raw, app_item_as_sent,
+                web_item_as_sent, reel_user_as_sent
+         FROM ig_stories WHERE owner_id = $1
+         ORDER BY highlight_id NULLS FIRST, taken_at, id",
+    )
+    .bind(owner_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                id,
+                highlight_id,
+                highlight_title,
+                taken_at,
+                raw,
+                app_item_as_sent,
+                web_item_as_sent,
+                reel_user_as_sent,
+            )| ArchivedStoryItem {
+                id,
+                highlight_id,
+                highlight_title,
+                taken_at,
+                raw,
+                app_item_as_sent,
+                web_item_as_sent,
+                reel_user_as_sent,
+            },
+        )
+        .collect())
 }
 
 // ---- Reading for export ----

@@ -19,6 +19,7 @@ fn user(id: i64, username: &str, biography: Option<&str>) -> UserRow {
         following_count: None,
         post_count: None,
         raw: json!({ "id": id.to_string(), "username": username }),
+        ..UserRow::default()
     }
 }
 
@@ -35,6 +36,7 @@ fn post(id: i64, owner_id: i64) -> PostRow {
         comment_count: None,
         is_video: None,
         raw: json!({ "id": id }),
+        ..PostRow::default()
     }
 }
 
@@ -111,4 +113,85 @@ async fn items_are_stored_once_and_read_back_in_key_order() {
             (Kind::HashtagPosts, 1),
         ]
     );
+}
+
+/// The `*_as_sent` columns give objects back with their keys in the order they were stored
+/// (jsonb `raw` does not), and a post keeps its listing's and its own query's objects apart.
+#[tokio::test]
+async fn objects_as_sent_keep_their_key_order_and_their_answer() {
+    use trawl_shared::results::{CommentRow, PostSource, StoryRow};
+    let db = fresh_db().await;
+    let listing: serde_json::Value =
+        serde_json::from_str(r#"{"zeta":1,"alpha":{"y":2,"b":[3,{"d":4,"c":5}]},"pk":9}"#).unwrap();
+    let full: serde_json::Value = serde_json::from_str(r#"{"pk":9,"code":"sc9","b":1}"#).unwrap();
+    let profile: serde_json::Value = serde_json::from_str(r#"{"pk":"7","id":"7"}"#).unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let mut ada = user(7, "Ada", None);
+    ada.profile_as_sent = Some(profile.clone());
+    results::upsert_users(&mut tx, 1, &[ada]).await.unwrap();
+    let listed = PostRow {
+        raw: listing.clone(),
+        source: PostSource::Listing,
+        ..post(9, 7)
+    };
+    results::upsert_posts(&mut tx, 1, &[listed]).await.unwrap();
+    let loaded = PostRow {
+        raw: full.clone(),
+        source: PostSource::Full,
+        ..post(9, 7)
+    };
+    results::upsert_posts(&mut tx, 2, &[loaded]).await.unwrap();
+    let comment: serde_json::Value = serde_json::from_str(r#"{"text":"hi","id":"5"}"#).unwrap();
+    results::upsert_comments(
+        &mut tx,
+        2,
+        &[CommentRow {
+            id: 5,
+            post_shortcode: "sc9".into(),
+            raw: comment.clone(),
+            ..CommentRow::default()
+        }],
+    )
+    .await
+    .unwrap();
+    let app: serde_json::Value = serde_json::from_str(r#"{"pk":11,"id":"11_7"}"#).unwrap();
+    let web: serde_json::Value = serde_json::from_str(r#"{"id":"11","__typename":"X"}"#).unwrap();
+    results::upsert_stories(
+        &mut tx,
+        3,
+        &[StoryRow {
+            id: "11_7".into(),
+            owner_id: 7,
+            raw: app.clone(),
+            web_item_as_sent: Some(web.clone()),
+            ..StoryRow::default()
+        }],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let text = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+    let profiles = results::archived_profiles(&db.pool, &["ADA".into()])
+        .await
+        .unwrap();
+    assert_eq!(profiles.len(), 1);
+    assert_eq!(
+        text(&profiles[0].profile_as_sent),
+        Some(profile.to_string())
+    );
+    assert_eq!(
+        results::archived_profiles(&db.pool, &[]).await.unwrap(),
+        profiles,
+        "without names: every profile that owns posts or story items"
+    );
+    let stored = results::archived_post(&db.pool, 9).await.unwrap().unwrap();
+    assert_eq!(text(&stored.listing_as_sent), Some(listing.to_string()));
+    assert_eq!(text(&stored.full_as_sent), Some(full.to_string()));
+    assert_eq!(results::archived_post_ids(&db.pool, 7).await.unwrap(), [9]);
+    let comments = results::archived_comments(&db.pool, "sc9").await.unwrap();
+    assert_eq!(text(&comments[0].as_sent), Some(comment.to_string()));
+    let items = results::archived_story_items(&db.pool, 7).await.unwrap();
+    assert_eq!(text(&items[0].app_item_as_sent), Some(app.to_string()));
+    assert_eq!(text(&items[0].web_item_as_sent), Some(web.to_string()));
 }

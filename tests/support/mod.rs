@@ -35,6 +35,9 @@ pub struct FleetOptions {
     pub sim_time_scale: Option<f64>,
     /// Login accounts the simulator knows and the database holds (`sim_account{k}`).
     pub accounts: usize,
+    /// Further accounts the simulator knows but the database does not (`sim_account{accounts}`
+    /// on): for another client (the real Instaloader) that must not share the workers' windows.
+    pub spare_accounts: usize,
     pub workers: usize,
     pub page_length: u32,
     /// Extra `trawl sim` arguments (faults, challenges).
@@ -62,6 +65,7 @@ impl Default for FleetOptions {
             time_scale: 0.01,
             sim_time_scale: None,
             accounts: 4,
+            spare_accounts: 0,
             workers: 4,
             page_length: 12,
             sim_args: Vec::new(),
@@ -167,7 +171,7 @@ impl Fleet {
                 .unwrap_or(options.time_scale)
                 .to_string(),
             "--accounts",
-            &options.accounts.to_string(),
+            &(options.accounts + options.spare_accounts).to_string(),
         ]
         .iter()
         .map(|a| a.to_string())

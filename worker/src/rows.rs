@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-pub use trawl_shared::results::{CommentRow, PostRow, StoryRow, UserRow};
+pub use trawl_shared::results::{CommentRow, PostRow, PostSource, StoryRow, UserRow};
 
 /// An answer that does not have the shape the crawler expects.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +78,7 @@ impl DecodeUser for UserRow {
         let mut raw = u.clone();
         // The first page of posts travels with the profile; posts are stored on their own.
         if let Some(obj) = raw.as_object_mut() {
-            obj.remove("edge_owner_to_timeline_media");
+            obj.shift_remove("edge_owner_to_timeline_media");
         }
         Ok(Self {
             id,
@@ -91,6 +91,8 @@ impl DecodeUser for UserRow {
             following_count: u["edge_follow"]["count"].as_i64(),
             post_count: u["edge_owner_to_timeline_media"]["count"].as_i64(),
             raw,
+            profile_as_sent: None,
+            app_user_as_sent: None,
         })
     }
 }
@@ -105,7 +107,7 @@ impl DecodePost for PostRow {
         let mut raw = n.clone();
         // Comments embedded in a post page are stored as comments, not twice.
         if let Some(obj) = raw.as_object_mut() {
-            obj.remove("edge_media_to_parent_comment");
+            obj.shift_remove("edge_media_to_parent_comment");
         }
         Ok(Self {
             id,
@@ -121,6 +123,7 @@ impl DecodePost for PostRow {
             comment_count: n["edge_media_to_comment"]["count"].as_i64(),
             is_video: n["is_video"].as_bool(),
             raw,
+            source: PostSource::Other,
         })
     }
 
@@ -151,6 +154,7 @@ impl DecodePost for PostRow {
             comment_count: m["comment_count"].as_i64(),
             is_video: typename.map(|t| t == "GraphVideo"),
             raw: m.clone(),
+            source: PostSource::Other,
         })
     }
 }
@@ -170,7 +174,7 @@ impl DecodeComment for CommentRow {
             }
         }
         if let Some(obj) = rows[0].raw.as_object_mut() {
-            obj.remove("edge_threaded_comments");
+            obj.shift_remove("edge_threaded_comments");
         }
         Ok(rows)
     }
@@ -182,7 +186,7 @@ impl DecodeComment for CommentRow {
         let mut raw = c.clone();
         // Replies are stored as their own rows.
         if let Some(obj) = raw.as_object_mut() {
-            obj.remove("preview_child_comments");
+            obj.shift_remove("preview_child_comments");
         }
         Ok(Self {
             id: pk,
@@ -233,6 +237,8 @@ impl DecodeStory for StoryRow {
                 .as_i64()
                 .and_then(|t| i32::try_from(t).ok()),
             raw: item.clone(),
+            web_item_as_sent: None,
+            reel_user_as_sent: None,
         })
     }
 }

@@ -5,7 +5,6 @@
 //! the windows, as in the reference client, and paced by the worker's media politeness instead.
 
 use futures_util::StreamExt;
-use serde_json::Value;
 use sqlx::PgConnection;
 use trawl_shared::JobKind;
 use trawl_shared::domain::{JobSpec, MediaTarget};
@@ -15,7 +14,7 @@ use trawl_shared::results::{self, MediaFile, MediaVariant};
 use super::{Crawl, CrawlError, read};
 use crate::instagram::{Call, IgError};
 use crate::media::{Fetched, MediaError, files};
-use crate::rows::{DecodeUser, PostRow, UserRow};
+use crate::rows::PostRow;
 
 impl Crawl<'_> {
     /// Queues a `media` job for each of `items` when the job asked for media, in the caller's
@@ -104,7 +103,10 @@ impl Crawl<'_> {
                             &file,
                             &fetched.blob.sha256,
                             size,
-                            fetched.last_modified,
+                            &results::CdnHeaders {
+                                last_modified: fetched.last_modified,
+                                content_type: fetched.content_type,
+                            },
                         )
                         .await?;
                         done.insert((file.position, file.variant));
@@ -231,8 +233,7 @@ impl Crawl<'_> {
                 }])
             }
             MediaTarget::ProfilePic(_) => {
-                let user: Value = self.full_profile().await?;
-                let row = UserRow::from_web(&user)?;
+                let row = self.full_profile().await?;
                 let files = files::profile_pic_file(&row.raw).map_err(MediaError::from)?;
                 let mut tx = self.pool.begin().await?;
                 results::upsert_users(&mut tx, job_id, &[row]).await?;

@@ -282,7 +282,7 @@ pub fn decode_answer(
             return Ok(Decoded::default());
         }
         AnswerKind::HighlightItems => {
-            read::highlight_item_count(&j)?;
+            read::highlight_items(&j)?;
             return Ok(Decoded::default());
         }
         AnswerKind::HighlightReel => {
@@ -409,7 +409,7 @@ impl Crawl<'_> {
         read::page_user(&page.html, &self.job.target)
     }
 
-    /// The profile query by user id (the logged-in web app's), normalised.
+    /// The profile query by user id (the logged-in web app's): `data.user` as sent.
     async fn profile_query(&self, id: &Value) -> Result<Value, CrawlError> {
         let ids = &self.client.config().doc_ids;
         let vars = Vars::new()
@@ -443,22 +443,41 @@ impl Crawl<'_> {
                 &vars,
             ))
             .await?;
-        read::profile_user(&answer.json, &self.job.target)
+        read::profile_user_as_sent(&answer.json, &self.job.target)
     }
 
     /// The full profile: logged in, the page and then the profile query (the page shows the
-    /// profile as a logged-out visitor sees it); logged out, the page's.
-    async fn full_profile(&self) -> Result<Value, CrawlError> {
+    /// profile as a logged-out visitor sees it); logged out, the page's. The row keeps the
+    /// profile query's user as sent.
+    async fn full_profile(&self) -> Result<UserRow, CrawlError> {
         let page_user = self.page_user().await?;
         if self.logged_in() {
-            self.profile_query(&page_user["id"]).await
+            let as_sent = self.profile_query(&page_user["id"]).await?;
+            let mut row = UserRow::from_web(&read::normalize_profile(&as_sent))?;
+            row.profile_as_sent = Some(as_sent);
+            Ok(row)
         } else {
-            Ok(read::normalize_profile(&page_user))
+            Ok(UserRow::from_web(&read::normalize_profile(&page_user))?)
         }
     }
 
-    async fn store_user(&self, user: &Value, cp: &mut Checkpoint) -> Result<Subject, CrawlError> {
-        let row = UserRow::from_web(user)?;
+    /// A crawl that keeps media keeps the profile as Instaloader downloads it too: Instaloader
+    /// reads the app's `users/<id>/info/` for the profile picture's URL and saves its `user`
+    /// with the profile (logged in only, as Instaloader).
+    async fn with_app_user_info(&self, mut row: UserRow) -> Result<UserRow, CrawlError> {
+        if self.job.options.with_media && self.logged_in() {
+            let answer = self
+                .send(&Call::mobile(
+                    format!("/api/v1/users/{}/info/", row.id),
+                    &[],
+                ))
+                .await?;
+            row.app_user_as_sent = Some(read::app_user_info(&answer.json)?);
+        }
+        Ok(row)
+    }
+
+    async fn store_user(&self, row: UserRow, cp: &mut Checkpoint) -> Result<Subject, CrawlError> {
         let subject = Subject {
             id: row.id,
             username: row.username.to_lowercase(),
@@ -476,10 +495,11 @@ impl Crawl<'_> {
 
     async fn profile(&self, cp: &mut Checkpoint) -> Result<(), CrawlError> {
         let user = self.full_profile().await?;
+        let user = self.with_app_user_info(user).await?;
         cp.items += 1;
         cp.pages += 1;
         cp.done = true;
-        self.store_user(&user, cp).await?;
+        self.store_user(user, cp).await?;
         Ok(())
     }
 
@@ -496,9 +516,9 @@ impl Crawl<'_> {
         let user = if full {
             self.full_profile().await?
         } else {
-            read::normalize_profile(&self.page_user().await?)
+            UserRow::from_web(&read::normalize_profile(&self.page_user().await?))?
         };
-        self.store_user(&user, cp).await
+        self.store_user(user, cp).await
     }
 
     async fn profile_posts(&self, cp: &mut Checkpoint) -> Result<(), CrawlError> {
@@ -509,8 +529,9 @@ impl Crawl<'_> {
                 _ => {
                     cp.subject_id = None;
                     let user = self.full_profile().await?;
-                    read::check_posts_visible(&user, &self.job.target, true)?;
-                    self.store_user(&user, cp).await?;
+                    read::check_posts_visible(&user.raw, &self.job.target, true)?;
+                    let user = self.with_app_user_info(user).await?;
+                    self.store_user(user, cp).await?;
                     None
                 }
             };
@@ -525,7 +546,7 @@ impl Crawl<'_> {
                         // As Instaloader: the page once for the profile, once more for its posts.
                         let user = read::normalize_profile(&self.page_user().await?);
                         read::check_posts_visible(&user, &self.job.target, false)?;
-                        self.store_user(&user, cp).await?;
+                        self.store_user(UserRow::from_web(&user)?, cp).await?;
                         let page = self.page_user().await?;
                         let first = read::page_timeline(&page, &self.job.target)?;
                         let page_id = page["page_id"]
@@ -915,14 +936,16 @@ impl Crawl<'_> {
             ))
             .await?;
         let mut rows = Vec::new();
-        for owner in read::story_reels(&reels.json)? {
+        for reel in read::story_reels(&reels.json)? {
             let answer = self
                 .send(&Call::mobile(
                     "/api/v1/feed/reels_media/",
-                    &[("reel_ids", &owner)],
+                    &[("reel_ids", &reel.owner)],
                 ))
                 .await?;
-            rows.extend(read::reel_rows(subject.id, &owner, None, &answer.json)?);
+            let mut items = read::reel_rows(subject.id, &reel.owner, None, &answer.json)?;
+            read::attach_web_items(&mut items, &reel.items, &reel.user);
+            rows.extend(items);
         }
         self.store_stories(rows, &[], cp).await
     }
@@ -956,7 +979,7 @@ impl Crawl<'_> {
                     &items,
                 ))
                 .await?;
-            read::highlight_item_count(&answer.json)?;
+            let web_items = read::highlight_items(&answer.json)?;
             let reel_id = format!("highlight:{id}");
             let answer = self
                 .send(&Call::mobile(
@@ -964,12 +987,11 @@ impl Crawl<'_> {
                     &[("reel_ids", &reel_id)],
                 ))
                 .await?;
-            rows.extend(read::reel_rows(
-                subject.id,
-                &reel_id,
-                Some((&reel_id, &title)),
-                &answer.json,
-            )?);
+            let mut items =
+                read::reel_rows(subject.id, &reel_id, Some((&reel_id, &title)), &answer.json)?;
+            // A highlight item's owner is the profile itself: no reel user to keep.
+            read::attach_web_items(&mut items, &web_items, &Value::Null);
+            rows.extend(items);
         }
         self.store_stories(rows, &covers, cp).await
     }
@@ -1175,9 +1197,10 @@ impl Crawl<'_> {
         )
         .await?;
         if options.with_comments {
+            // Every post, as Instaloader's `--comments` loads every post's full metadata to learn
+            // its comment count: the job stores that post and ends at once when it has none.
             let jobs = posts
                 .iter()
-                .filter(|p| p.comment_count.unwrap_or(0) > 0)
                 .filter_map(|p| {
                     JobSpec::new(JobKind::PostComments.as_str(), &p.shortcode)
                         .validate(self.default_max_attempts)

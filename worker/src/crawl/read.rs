@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 use super::CrawlError;
 use crate::instagram::IgError;
 use crate::rows::{
-    CommentRow, DecodeComment, DecodePost, DecodeStory, DecodeUser, PostRow, ShapeError, StoryRow,
-    UserRow,
+    CommentRow, DecodeComment, DecodePost, DecodeStory, DecodeUser, PostRow, PostSource,
+    ShapeError, StoryRow, UserRow, id,
 };
 
 /// One page of a listing, read from an answer.
@@ -165,8 +165,14 @@ fn json_count(count: Value) -> Value {
     serde_json::json!({ "count": count })
 }
 
-/// The user object of a profile answer (the profile query's `data.user`, or `web_profile_info`).
+/// The user object of a profile answer (the profile query's `data.user`, or `web_profile_info`),
+/// normalised.
 pub(super) fn profile_user(j: &Value, target: &str) -> Result<Value, CrawlError> {
+    Ok(normalize_profile(&profile_user_as_sent(j, target)?))
+}
+
+/// The user object of a profile answer as Instagram sent it.
+pub(super) fn profile_user_as_sent(j: &Value, target: &str) -> Result<Value, CrawlError> {
     // `data.user: null` is Instagram's word for "no such user"; no `data` object at all is not.
     if !j["data"].is_object() {
         return Err(
@@ -177,7 +183,17 @@ pub(super) fn profile_user(j: &Value, target: &str) -> Result<Value, CrawlError>
     if user.is_null() {
         return Err(IgError::NotFound(format!("profile {target:?}")).into());
     }
-    Ok(normalize_profile(user))
+    Ok(user.clone())
+}
+
+/// The `user` object of the app's `users/<id>/info/`.
+pub(super) fn app_user_info(j: &Value) -> Result<Value, ShapeError> {
+    let user = &j["user"];
+    if user.is_object() {
+        Ok(user.clone())
+    } else {
+        Err(ShapeError("users/<id>/info: no user object".into()))
+    }
 }
 
 /// A private profile's posts are not visible: to a logged-out visitor, or to an account that does
@@ -198,8 +214,11 @@ pub(super) fn check_posts_visible(
 
 // ---- posts ----
 
-fn media_entry(n: &Value) -> Result<Entry, ShapeError> {
-    PostRow::from_media(n).map(Entry::Post)
+/// A post of a profile's posts listing, kept as the listing sent it.
+fn listing_entry(n: &Value) -> Result<Entry, ShapeError> {
+    let mut post = PostRow::from_media(n)?;
+    post.source = PostSource::Listing;
+    Ok(Entry::Post(post))
 }
 
 /// A page of the logged-in posts query: posts in the mobile shape.
@@ -207,7 +226,7 @@ pub(super) fn profile_posts_page(j: &Value) -> Result<PageData, ShapeError> {
     edge_page(
         &j["data"]["xdt_api__v1__feed__user_timeline_graphql_connection"],
         "profile posts",
-        media_entry,
+        listing_entry,
     )
 }
 
@@ -267,7 +286,9 @@ pub(super) fn post_media(j: &Value, target: &str) -> Result<PostRow, CrawlError>
     if item.is_null() {
         return Err(IgError::NotFound(format!("post {target:?}")).into());
     }
-    Ok(PostRow::from_media(item)?)
+    let mut post = PostRow::from_media(item)?;
+    post.source = PostSource::Full;
+    Ok(post)
 }
 
 // ---- hashtags ----
@@ -418,18 +439,48 @@ pub(super) fn follows_page(edge: &str, j: &Value) -> Result<PageData, ShapeError
 
 // ---- stories and highlights ----
 
-/// The owners whose story reels the stories query returned (`data.reels_media[].id`).
-pub(super) fn story_reels(j: &Value) -> Result<Vec<String>, ShapeError> {
+/// One reel of the stories query (`data.reels_media[]`): whose it is, and what the reference
+/// client keeps of it (the `user` object, the owner of its items, and the web items).
+pub(super) struct WebReel {
+    pub owner: String,
+    pub user: Value,
+    pub items: Vec<Value>,
+}
+
+/// The story reels the stories query returned (`data.reels_media[]`).
+pub(super) fn story_reels(j: &Value) -> Result<Vec<WebReel>, ShapeError> {
     Ok(j["data"]["reels_media"]
         .as_array()
         .ok_or_else(|| ShapeError("stories: no reels_media list".into()))?
         .iter()
-        .filter_map(|reel| match &reel["id"] {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => reel["user"]["id"].as_str().map(str::to_owned),
+        .filter_map(|reel| {
+            let owner = match &reel["id"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => reel["user"]["id"].as_str().map(str::to_owned),
+            }?;
+            Some(WebReel {
+                owner,
+                user: reel["user"].clone(),
+                items: reel["items"].as_array().cloned().unwrap_or_default(),
+            })
         })
         .collect())
+}
+
+/// Gives each app item its web item, matched as the reference client matches them (the web
+/// item's `id` is the app item's `pk`), and, for a current story, the web reel's `user`.
+pub(super) fn attach_web_items(rows: &mut [StoryRow], web_items: &[Value], reel_user: &Value) {
+    for row in rows {
+        let pk = id(&row.raw["pk"]);
+        row.web_item_as_sent = web_items
+            .iter()
+            .find(|item| pk.is_some() && id(&item["id"]) == pk)
+            .cloned();
+        if reel_user.is_object() {
+            row.reel_user_as_sent = Some(reel_user.clone());
+        }
+    }
 }
 
 /// The `reels` object of a `feed/reels_media` answer.
@@ -494,11 +545,11 @@ pub(super) fn highlight_list(j: &Value) -> Result<Vec<Highlight>, ShapeError> {
         .collect())
 }
 
-/// The items the highlight items query returned (`data.reels_media[0].items`): how many.
-pub(super) fn highlight_item_count(j: &Value) -> Result<usize, ShapeError> {
+/// The items the highlight items query returned (`data.reels_media[0].items`).
+pub(super) fn highlight_items(j: &Value) -> Result<Vec<Value>, ShapeError> {
     j["data"]["reels_media"][0]["items"]
         .as_array()
-        .map(Vec::len)
+        .cloned()
         .ok_or_else(|| ShapeError("highlight items: no reels_media items".into()))
 }
 

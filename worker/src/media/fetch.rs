@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::LAST_MODIFIED;
-use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::header::{ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use trawl_shared::blobs::{BlobError, BlobStore, BlobWriter, Expect, StoredBlob};
@@ -89,6 +89,9 @@ pub struct Fetched {
     pub blob: StoredBlob,
     /// `Last-Modified`, which names profile pictures and covers in the reference client's tree.
     pub last_modified: Option<DateTime<Utc>>,
+    /// `Content-Type`, from which the reference client takes a post's or story item's file
+    /// extension.
+    pub content_type: Option<String>,
 }
 
 /// Fetches CDN files into the blob store for one worker.
@@ -214,6 +217,7 @@ impl MediaFetcher {
         let mut total: Option<u64> = None;
         let mut ranges = false;
         let mut last_modified = None;
+        let mut content_type = None;
         let mut last = String::new();
         let tries = self.politeness.tries.max(1);
         for attempt in 0..tries {
@@ -286,6 +290,7 @@ impl MediaFetcher {
                 .and_then(|v| DateTime::parse_from_rfc2822(&v).ok())
                 .map(|t| t.with_timezone(&Utc))
                 .or(last_modified);
+            content_type = header(CONTENT_TYPE).or(content_type);
             let announced = if response.status() == StatusCode::PARTIAL_CONTENT {
                 match header(CONTENT_RANGE)
                     .as_deref()
@@ -333,6 +338,7 @@ impl MediaFetcher {
                     return Ok(Fetched {
                         blob,
                         last_modified,
+                        content_type,
                     });
                 }
                 Err(BodyError::Store(e)) => {

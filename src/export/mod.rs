@@ -1,4 +1,5 @@
-//! `trawl export KIND`: crawl results streamed from PostgreSQL as JSONL or CSV.
+//! `trawl export KIND`: crawl results streamed from PostgreSQL as JSONL or CSV, or (`trawl export
+//! instaloader`) the directory tree Instaloader writes ([`instaloader`]).
 //!
 //! Straight from the database rather than through the scheduler API, because an export can be
 //! millions of rows: each row is written as it arrives, so memory stays flat whatever the size.
@@ -21,33 +22,117 @@ use trawl_shared::results::{ColumnType, ExportTable, Kind, export_rows};
 use crate::cli::{ExportArgs, ExportFormat, ExportKind};
 use crate::client::CliError;
 
-fn kind(kind: ExportKind) -> Kind {
-    match kind {
+pub mod instaloader;
+
+/// The table a kind reads; `None` for `instaloader`, which is not a table.
+fn table_kind(kind: ExportKind) -> Option<Kind> {
+    Some(match kind {
         ExportKind::Users => Kind::Users,
         ExportKind::Posts => Kind::Posts,
         ExportKind::Comments => Kind::Comments,
         ExportKind::Follows => Kind::Follows,
         ExportKind::Stories => Kind::Stories,
         ExportKind::HashtagPosts => Kind::HashtagPosts,
-    }
+        ExportKind::Instaloader => return None,
+    })
+}
+
+/// What `trawl export` was asked for, once its flags are known to fit together.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    Table {
+        kind: Kind,
+        format: ExportFormat,
+        target: Option<String>,
+    },
+    Instaloader {
+        output: PathBuf,
+        targets: Vec<String>,
+    },
+}
+
+/// Checks that the flags fit the kind: a table takes `--format` and at most one `--target`; the
+/// Instaloader tree takes `--output DIR`, any number of `--target`s, and neither `--format` nor
+/// `--since`.
+fn plan(args: &ExportArgs) -> Result<Plan, CliError> {
+    let Some(kind) = table_kind(args.kind) else {
+        if args.format.is_some() {
+            return Err(CliError::BadFlag {
+                flag: "--format",
+                reason: "`trawl export instaloader` writes Instaloader's own files and takes no \
+                         format"
+                    .into(),
+            });
+        }
+        if args.since.is_some() {
+            return Err(CliError::BadFlag {
+                flag: "--since",
+                reason: "`trawl export instaloader` writes every stored item of its profiles"
+                    .into(),
+            });
+        }
+        let output = match args.output.as_deref() {
+            Some(dir) if dir != Path::new("-") => dir.to_path_buf(),
+            _ => {
+                return Err(CliError::BadFlag {
+                    flag: "--output",
+                    reason: "`trawl export instaloader` needs a directory to write the tree in \
+                             (--output DIR)"
+                        .into(),
+                });
+            }
+        };
+        let targets = args
+            .target
+            .iter()
+            .map(|t| normalize_target(args.kind, t))
+            .collect::<Result<_, _>>()?;
+        return Ok(Plan::Instaloader { output, targets });
+    };
+    let Some(format) = args.format else {
+        return Err(CliError::BadFlag {
+            flag: "--format",
+            reason: "required: jsonl or csv".into(),
+        });
+    };
+    let target = match args.target.as_slice() {
+        [] => None,
+        [one] => Some(normalize_target(args.kind, one)?),
+        _ => {
+            return Err(CliError::BadFlag {
+                flag: "--target",
+                reason: "a table export takes one target (several only for `instaloader`)".into(),
+            });
+        }
+    };
+    Ok(Plan::Table {
+        kind,
+        format,
+        target,
+    })
 }
 
 pub async fn run(config: &Config, args: ExportArgs) -> Result<(), CliError> {
-    let target = args
-        .target
-        .as_deref()
-        .map(|t| normalize_target(args.kind, t))
-        .transpose()?;
+    let (kind, format, target) = match plan(&args)? {
+        Plan::Instaloader { output, targets } => {
+            return instaloader::run(config, &output, &targets).await;
+        }
+        Plan::Table {
+            kind,
+            format,
+            target,
+        } => (kind, format, target),
+    };
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let pool = db::connect(&config.database).await?;
-    let result = export(&pool, &args, target, since).await;
+    let result = export(&pool, &args, kind, format, target, since).await;
     pool.close().await;
     // A reader that stopped early (`| head`) wanted no more rows: not a failure, and no summary
     // claiming rows reached it.
     let Some((count, destination)) = result? else {
         return Ok(());
     };
-    let table = kind(args.kind).table();
+    let table = kind.table();
     let noun = if count == 1 {
         table.singular
     } else {
@@ -61,6 +146,8 @@ pub async fn run(config: &Config, args: ExportArgs) -> Result<(), CliError> {
 async fn export(
     pool: &PgPool,
     args: &ExportArgs,
+    kind: Kind,
+    format: ExportFormat,
     target: Option<String>,
     since: Option<Since>,
 ) -> Result<Option<(u64, String)>, CliError> {
@@ -78,15 +165,14 @@ async fn export(
         ),
     };
     let mut out = Output::open(args.output.as_deref())?;
-    let written =
-        match write_rows(pool, kind(args.kind), args.format, target, since, &mut out).await {
-            Ok(count) => out.flush().map(|()| count),
-            Err(Failed::Write(e)) => Err(e),
-            Err(Failed::Read(message)) => {
-                out.abandon();
-                return Err(CliError::failed("cannot export", message));
-            }
-        };
+    let written = match write_rows(pool, kind, format, target, since, &mut out).await {
+        Ok(count) => out.flush().map(|()| count),
+        Err(Failed::Write(e)) => Err(e),
+        Err(Failed::Read(message)) => {
+            out.abandon();
+            return Err(CliError::failed("cannot export", message));
+        }
+    };
     match written {
         Ok(count) => out.finish().map(|name| Some((count, name))),
         Err(e) if out.is_stdout() && e.kind() == io::ErrorKind::BrokenPipe => Ok(None),
@@ -342,9 +428,11 @@ fn parse_since(s: &str) -> Result<Since, CliError> {
 fn normalize_target(kind: ExportKind, raw: &str) -> Result<String, CliError> {
     let raw = raw.trim();
     let target = match kind {
-        ExportKind::Users | ExportKind::Posts | ExportKind::Follows | ExportKind::Stories => {
-            raw.strip_prefix('@').unwrap_or(raw).to_ascii_lowercase()
-        }
+        ExportKind::Users
+        | ExportKind::Posts
+        | ExportKind::Follows
+        | ExportKind::Stories
+        | ExportKind::Instaloader => raw.strip_prefix('@').unwrap_or(raw).to_ascii_lowercase(),
         ExportKind::HashtagPosts => raw.strip_prefix('#').unwrap_or(raw).to_lowercase(),
         ExportKind::Comments => raw.to_owned(),
     };
@@ -394,6 +482,68 @@ mod tests {
         );
         let err = parse_since("last tuesday").unwrap_err().to_string();
         assert!(err.contains("--since") && err.contains("RFC 3339"), "{err}");
+    }
+
+    fn args(kind: ExportKind) -> ExportArgs {
+        ExportArgs {
+            kind,
+            target: Vec::new(),
+            since: None,
+            format: None,
+            output: None,
+        }
+    }
+
+    #[test]
+    fn each_kind_takes_the_flags_that_fit_it() {
+        let table = ExportArgs {
+            format: Some(ExportFormat::Jsonl),
+            target: vec!["@Ada".into()],
+            ..args(ExportKind::Posts)
+        };
+        assert_eq!(
+            plan(&table).unwrap(),
+            Plan::Table {
+                kind: Kind::Posts,
+                format: ExportFormat::Jsonl,
+                target: Some("ada".into())
+            }
+        );
+        let flag = |a: &ExportArgs| match plan(a) {
+            Err(CliError::BadFlag { flag, .. }) => flag,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(flag(&args(ExportKind::Posts)), "--format");
+        let two = ExportArgs {
+            target: vec!["a".into(), "b".into()],
+            ..table
+        };
+        assert_eq!(flag(&two), "--target");
+
+        let tree = ExportArgs {
+            output: Some("out".into()),
+            target: vec!["@Ada".into(), "bob".into()],
+            ..args(ExportKind::Instaloader)
+        };
+        assert_eq!(
+            plan(&tree).unwrap(),
+            Plan::Instaloader {
+                output: "out".into(),
+                targets: vec!["ada".into(), "bob".into()]
+            }
+        );
+        assert_eq!(flag(&args(ExportKind::Instaloader)), "--output");
+        let formatted = ExportArgs {
+            format: Some(ExportFormat::Csv),
+            ..tree
+        };
+        assert_eq!(flag(&formatted), "--format");
+        let since = ExportArgs {
+            format: None,
+            since: Some("7d".into()),
+            ..formatted
+        };
+        assert_eq!(flag(&since), "--since");
     }
 
     #[test]
