@@ -13,7 +13,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -22,27 +22,6 @@ use trawl_shared::JobSpec;
 use trawl_shared::domain::JobOptions;
 use trawl_simulator::Sizes;
 use trawl_simulator::data::{DataSet, PostType, User};
-
-/// Runs the project's installer (it creates the venv and installs the pinned Instaloader when
-/// they are missing) and returns the venv's python.
-fn instaloader_python() -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/install-instaloader.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/install-instaloader.sh");
-    assert!(out.status.success(), "installing Instaloader 4.16 failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("the installer names the venv's python")
-        .trim()
-        .to_owned()
-}
 
 fn script(name: &str) -> String {
     format!("{}/tests/export/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -209,7 +188,7 @@ fn url_path(url: &str) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_is_the_tree_instaloader_writes_and_instaloader_finds_it_complete() {
     let started = Instant::now();
-    let python = instaloader_python();
+    let python = support::instaloader_python();
     let fleet = Fleet::start(FleetOptions {
         seed: 12,
         sizes: Sizes {

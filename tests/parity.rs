@@ -17,27 +17,6 @@ use trawl_shared::JobSpec;
 use trawl_shared::accounts::NewAccount;
 use trawl_simulator::Sizes;
 
-/// Runs the project's installer (it creates the venv and installs the pinned Instaloader when
-/// they are missing) and returns the venv's python.
-fn instaloader_python() -> String {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/install-instaloader.sh"
-    );
-    let out = Command::new("bash")
-        .arg(script)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/install-instaloader.sh");
-    assert!(out.status.success(), "installing Instaloader 4.16 failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("the installer names the venv's python")
-        .trim()
-        .to_owned()
-}
-
 /// One Instaloader process, fed one operation at a time.
 struct Instaloader {
     child: Child,
@@ -187,7 +166,7 @@ async fn check_parity(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trawl_sends_the_requests_instaloader_sends_for_the_same_work() {
-    let python = instaloader_python();
+    let python = support::instaloader_python();
     let mut fleet = Fleet::start(FleetOptions {
         accounts: 1,
         workers: 1,

@@ -648,3 +648,24 @@ async fn wait_for(http: &reqwest::Client, url: &str, logs: &std::path::Path) {
     }
     panic!("{url} did not come up; logs in {}", logs.display());
 }
+
+/// Runs the project's installer (it creates the venv and installs the pinned Instaloader when
+/// they are missing) and returns the venv's python.
+pub fn instaloader_python() -> String {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/install-instaloader.sh"
+    );
+    let out = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/install-instaloader.sh");
+    assert!(out.status.success(), "installing Instaloader 4.16 failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("the installer names the venv's python")
+        .trim()
+        .to_owned()
+}
