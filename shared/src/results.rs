@@ -614,7 +614,7 @@ pub async fn user_raw(pool: &PgPool, username: &str) -> Result<Option<Value>, Re
 // does not.
 
 /// A profile as the Instaloader export reads it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ArchivedProfile {
     pub id: i64,
     pub username: String,
@@ -630,9 +630,8 @@ pub async fn archived_profiles(
     pool: &PgPool,
     usernames: &[String],
 ) -> Result<Vec<ArchivedProfile>, ResultsError> {
-    type Row = (i64, String, Value, Option<Value>, Option<Value>);
     let usernames: Vec<String> = usernames.iter().map(|u| u.to_lowercase()).collect();
-    let rows: Vec<Row> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT DISTINCT ON (lower(u.username)) u.id, u.username, u.raw, u.profile_as_sent,
                 u.app_user_as_sent
          FROM ig_users u
@@ -644,19 +643,7 @@ pub async fn archived_profiles(
     )
     .bind(&usernames)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(id, username, raw, profile_as_sent, app_user_as_sent)| ArchivedProfile {
-                id,
-                username,
-                raw,
-                profile_as_sent,
-                app_user_as_sent,
-            },
-        )
-        .collect())
+    .await?)
 }
 
 /// The ids of a profile's posts, newest first (the order of its posts listing, pinned posts
@@ -671,7 +658,7 @@ pub async fn archived_post_ids(pool: &PgPool, owner_id: i64) -> Result<Vec<i64>,
 }
 
 /// A post as the Instaloader export reads it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ArchivedPost {
     pub id: i64,
     pub shortcode: String,
@@ -683,37 +670,17 @@ pub struct ArchivedPost {
 }
 
 pub async fn archived_post(pool: &PgPool, id: i64) -> Result<Option<ArchivedPost>, ResultsError> {
-    type Row = (
-        i64,
-        String,
-        Option<String>,
-        Option<DateTime<Utc>>,
-        Value,
-        Option<Value>,
-        Option<Value>,
-    );
-    let row: Option<Row> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT id, shortcode, typename, taken_at, raw, listing_as_sent, full_as_sent
          FROM ig_posts WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(pool)
-    .await?;
-    Ok(row.map(
-        |(id, shortcode, typename, taken_at, raw, listing_as_sent, full_as_sent)| ArchivedPost {
-            id,
-            shortcode,
-            typename,
-            taken_at,
-            raw,
-            listing_as_sent,
-            full_as_sent,
-        },
-    ))
+    .await?)
 }
 
 /// A comment or reply as the Instaloader export reads it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ArchivedComment {
     pub id: i64,
     pub parent_id: Option<i64>,
@@ -726,27 +693,17 @@ pub async fn archived_comments(
     pool: &PgPool,
     shortcode: &str,
 ) -> Result<Vec<ArchivedComment>, ResultsError> {
-    type Row = (i64, Option<i64>, Value, Option<Value>);
-    let rows: Vec<Row> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT id, parent_id, raw, as_sent FROM ig_comments WHERE post_shortcode = $1
          ORDER BY id",
     )
     .bind(shortcode)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, parent_id, raw, as_sent)| ArchivedComment {
-            id,
-            parent_id,
-            raw,
-            as_sent,
-        })
-        .collect())
+    .await?)
 }
 
 /// A story or highlight item as the Instaloader export reads it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ArchivedStoryItem {
     pub id: String,
     /// `highlight:ID` for an item kept in a highlight.
@@ -765,17 +722,7 @@ pub async fn archived_story_items(
     pool: &PgPool,
     owner_id: i64,
 ) -> Result<Vec<ArchivedStoryItem>, ResultsError> {
-    type Row = (
-        String,
-        Option<String>,
-        Option<String>,
-        Option<DateTime<Utc>>,
-        Value,
-        Option<Value>,
-        Option<Value>,
-        Option<Value>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
+    Ok(sqlx::query_as(
         "SELECT id, highlight_id, highlight_title, taken_at, raw, app_item_as_sent,
                 web_item_as_sent, reel_user_as_sent
          FROM ig_stories WHERE owner_id = $1
@@ -783,31 +730,7 @@ pub async fn archived_story_items(
     )
     .bind(owner_id)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                highlight_id,
-                highlight_title,
-                taken_at,
-                raw,
-                app_item_as_sent,
-                web_item_as_sent,
-                reel_user_as_sent,
-            )| ArchivedStoryItem {
-                id,
-                highlight_id,
-                highlight_title,
-                taken_at,
-                raw,
-                app_item_as_sent,
-                web_item_as_sent,
-                reel_user_as_sent,
-            },
-        )
-        .collect())
+    .await?)
 }
 
 // ---- Reading for export ----
