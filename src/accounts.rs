@@ -16,8 +16,9 @@ use trawl_shared::crypto::{INSECURE_DEV_KEY, SecretBox};
 use trawl_shared::db;
 use trawl_worker::session_file;
 
-use crate::cli::AccountsCommand;
+use crate::cli::{AccountsCommand, ProxiesCommand};
 use crate::client::CliError;
+use trawl_shared::proxies::{self, NewProxy, Proxy, ProxyError, ProxyUrl};
 
 /// Longest egress group name the schema accepts.
 const MAX_EGRESS_LEN: usize = 64;
@@ -56,19 +57,10 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             session_file,
             anonymous,
             egress,
+            proxy,
             insecure_dev_key,
         } => {
-            if let Some(group) = &egress
-                && (!(1..=MAX_EGRESS_LEN).contains(&group.chars().count())
-                    || group.chars().any(char::is_control))
-            {
-                // Control characters: `trawl limits --egress` and the API refuse such a name, so
-                // the group's usage could never be shown.
-                return Err(CliError::BadFlag {
-                    flag: "--egress",
-                    reason: format!("must be 1 to {MAX_EGRESS_LEN} printable characters"),
-                });
-            }
+            check_egress(egress.as_deref())?;
             // The key comes first, so nobody types a password only to learn it cannot be stored.
             // An anonymous account has nothing to seal and needs no key.
             let secrets = if anonymous {
@@ -86,6 +78,7 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
                     session: session.as_deref(),
                     anonymous,
                     egress_group: egress.as_deref(),
+                    proxy: proxy.as_deref(),
                 })
                 .await
                 .map_err(|e| match e {
@@ -97,11 +90,14 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
                 });
             pool.close().await;
             let added = added?;
-            let egress = added
+            let mut egress = added
                 .egress_group
                 .as_deref()
                 .map(|g| format!(", egress group {g}"))
                 .unwrap_or_default();
+            if let Some(p) = &added.proxy {
+                egress.push_str(&format!(", through proxy {p}"));
+            }
             println!(
                 "added account {} ({}{egress})",
                 added.name,
@@ -122,6 +118,20 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
                 println!("no accounts; add one with `trawl accounts add NAME --session-file FILE`");
             } else {
                 print!("{}", render_table(&listed, Utc::now()));
+            }
+            Ok(())
+        }
+        AccountsCommand::SetProxy { name, proxy, none } => {
+            let proxy = if none { None } else { proxy };
+            let pool = connect(config).await?;
+            let done = proxies::assign(&pool, &name, proxy.as_deref()).await;
+            pool.close().await;
+            done.map_err(proxy_error)?;
+            match proxy {
+                Some(p) => println!(
+                    "account {name} goes through proxy {p} from its next lease (a worker holding                      it now keeps its route until it gives it back)"
+                ),
+                None => println!("account {name} goes straight out from its next lease"),
             }
             Ok(())
         }
@@ -185,6 +195,153 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             Ok(())
         }
     }
+}
+
+/// Control characters: `trawl limits --egress` and the API refuse such a name, so the group's
+/// usage could never be shown.
+fn check_egress(group: Option<&str>) -> Result<(), CliError> {
+    if let Some(group) = group
+        && (!(1..=MAX_EGRESS_LEN).contains(&group.chars().count())
+            || group.chars().any(char::is_control))
+    {
+        return Err(CliError::BadFlag {
+            flag: "--egress",
+            reason: format!("must be 1 to {MAX_EGRESS_LEN} printable characters"),
+        });
+    }
+    Ok(())
+}
+
+/// `trawl proxies …`.
+pub async fn proxies(config: &Config, command: ProxiesCommand) -> Result<(), CliError> {
+    match command {
+        ProxiesCommand::Add {
+            name,
+            url,
+            username,
+            password_stdin,
+            egress,
+            insecure_dev_key,
+        } => {
+            check_egress(egress.as_deref())?;
+            // Parsed before anything is read or opened, so a typo costs no password prompt.
+            url.parse::<ProxyUrl>().map_err(|e| CliError::BadFlag {
+                flag: "--url",
+                reason: e.to_string(),
+            })?;
+            let secrets = if username.is_some() {
+                sealing_key(config, insecure_dev_key)?
+            } else {
+                unused_key(config)?
+            };
+            let password = password_stdin
+                .then(|| read_password(&format!("proxy {name}")))
+                .transpose()?;
+            let pool = connect(config).await?;
+            let added = proxies::add(
+                &pool,
+                &secrets,
+                &NewProxy {
+                    name: &name,
+                    url: &url,
+                    username: username.as_deref(),
+                    password: password.as_deref(),
+                    egress_group: egress.as_deref(),
+                },
+            )
+            .await;
+            pool.close().await;
+            let added = added.map_err(proxy_error)?;
+            println!(
+                "added proxy {} ({}{}, egress group {}); route accounts through it with                  `trawl accounts set-proxy ACCOUNT {}`",
+                added.name,
+                added.url,
+                if added.has_credentials {
+                    ", credentials sealed"
+                } else {
+                    ""
+                },
+                added.egress_group,
+                added.name
+            );
+            Ok(())
+        }
+        ProxiesCommand::List { json } => {
+            let pool = connect(config).await?;
+            let listed = proxies::list(&pool).await;
+            pool.close().await;
+            let listed = listed.map_err(proxy_error)?;
+            if json {
+                let text = serde_json::to_string_pretty(&listed)
+                    .map_err(|e| CliError::failed("cannot print the proxies", e))?;
+                println!("{text}");
+            } else if listed.is_empty() {
+                println!(
+                    "no proxies; add one with `trawl proxies add NAME --url http://HOST:PORT`"
+                );
+            } else {
+                print!("{}", render_proxies(&listed, Utc::now()));
+            }
+            Ok(())
+        }
+        ProxiesCommand::Remove { name } => {
+            let pool = connect(config).await?;
+            let removed = proxies::remove(&pool, &name).await;
+            pool.close().await;
+            removed.map_err(proxy_error)?;
+            println!("removed proxy {name} and its credentials");
+            Ok(())
+        }
+    }
+}
+
+fn proxy_error(e: ProxyError) -> CliError {
+    match e {
+        ProxyError::NotFound(_) | ProxyError::AccountNotFound(_) => {
+            CliError::NotFound(e.to_string())
+        }
+        ProxyError::Exists(_) | ProxyError::InUse { .. } => CliError::Conflict(e.to_string()),
+        ProxyError::BadName(_) | ProxyError::BadUrl { .. } | ProxyError::BadUsername(_) => {
+            CliError::Invalid(e.to_string())
+        }
+        ProxyError::Database(e) => CliError::Database(e),
+        other => CliError::failed("proxies", other),
+    }
+}
+
+fn render_proxies(listed: &[Proxy], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = listed
+        .iter()
+        .map(|p| {
+            let state = match (&p.down_reason, p.check_after) {
+                (Some(reason), Some(at)) if at > now => {
+                    format!("down, checked again in {}: {reason}", span(at - now))
+                }
+                (Some(reason), _) => format!("down, checked at the next lease: {reason}"),
+                (None, _) => "up".to_owned(),
+            };
+            vec![
+                p.name.clone(),
+                p.url.clone(),
+                if p.has_credentials { "yes" } else { "no" }.to_owned(),
+                p.egress_group.clone(),
+                if p.accounts.is_empty() {
+                    "-".to_owned()
+                } else {
+                    p.accounts.join(",")
+                },
+                state.replace(['\n', '\r'], " "),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "URL", "CREDENTIALS", "EGRESS", "ACCOUNTS", "STATE"],
+        &rows,
+    )
+}
+
+async fn connect(config: &Config) -> Result<PgPool, CliError> {
+    Ok(open(config, unused_key(config)?).await?.0)
 }
 
 fn new_key() -> Result<(), CliError> {
@@ -347,6 +504,7 @@ fn state_name(state: AccountState) -> &'static str {
         AccountState::Cooldown => "cooldown",
         AccountState::Checkpoint => "checkpoint",
         AccountState::Disabled => "disabled",
+        AccountState::ProxyDown => "proxy down",
     }
 }
 
@@ -367,13 +525,14 @@ fn render_table(accounts: &[Account], now: DateTime<Utc>) -> String {
         "STATE",
         "ANON",
         "EGRESS",
+        "PROXY",
         "SECRETS",
         "SESSION AGE",
         "ERRORS",
         "LEASE",
         "LAST ERROR",
     ];
-    let rows: Vec<[String; 9]> = accounts
+    let rows: Vec<Vec<String>> = accounts
         .iter()
         .map(|a| {
             let state = match (a.state, a.cooldown_until) {
@@ -388,18 +547,24 @@ fn render_table(accounts: &[Account], now: DateTime<Utc>) -> String {
                 (Some(owner), None) => owner.clone(),
                 (None, _) => "-".to_owned(),
             };
-            let last_error: String = match &a.last_error {
+            // While its proxy is down, that is what keeps the account out of rotation.
+            let error = match (&a.proxy, &a.proxy_down_reason) {
+                (Some(p), Some(reason)) => Some(format!("proxy {p}: {reason}")),
+                _ => a.last_error.clone(),
+            };
+            let last_error: String = match error {
                 Some(e) if e.chars().count() > 60 => {
                     e.chars().take(59).chain(std::iter::once('…')).collect()
                 }
-                Some(e) => e.clone(),
+                Some(e) => e,
                 None => "-".to_owned(),
             };
-            [
+            vec![
                 a.name.clone(),
                 state,
                 if a.anonymous { "yes" } else { "no" }.to_owned(),
                 a.egress_group.clone().unwrap_or_else(|| "-".to_owned()),
+                a.proxy.clone().unwrap_or_else(|| "-".to_owned()),
                 secrets_stored(a).to_owned(),
                 a.session_updated_at
                     .map(|t| span(now - t))
@@ -411,8 +576,13 @@ fn render_table(accounts: &[Account], now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
+    table(&header, &rows)
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -434,7 +604,7 @@ fn render_table(accounts: &[Account], now: DateTime<Utc>) -> String {
         out.push('\n');
     };
     line(&mut header.iter().copied());
-    for row in &rows {
+    for row in rows {
         line(&mut row.iter().map(String::as_str));
     }
     out

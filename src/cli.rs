@@ -78,6 +78,10 @@ pub enum Command {
     /// Instagram accounts and their sealed secrets (talks to PostgreSQL directly).
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Forward proxies accounts leave through, and their sealed credentials (talks to
+    /// PostgreSQL directly).
+    #[command(subcommand)]
+    Proxies(ProxiesCommand),
     /// Stream crawl results from PostgreSQL as JSONL or CSV, or write the tree Instaloader
     /// writes (`trawl export instaloader --output DIR`).
     Export(ExportArgs),
@@ -322,12 +326,25 @@ pub enum AccountsCommand {
         /// No login: crawls only what Instagram shows logged-out visitors.
         #[arg(long)]
         anonymous: bool,
-        /// The egress group (the IP the account's requests leave from).
+        /// The egress group (the IP the account's requests leave from); default: its proxy's.
         #[arg(long, value_name = "GROUP")]
         egress: Option<String>,
+        /// Send every request of the account through this proxy (`trawl proxies add`).
+        #[arg(long, value_name = "PROXY")]
+        proxy: Option<String>,
         /// Seal with the publicly known development key when secrets.key is unset (demos only).
         #[arg(long)]
         insecure_dev_key: bool,
+    },
+    /// Route an account through a proxy from its next lease on, or straight out with --none.
+    #[command(group(ArgGroup::new("route").required(true).args(["proxy", "none"])))]
+    SetProxy {
+        name: String,
+        /// The proxy's name.
+        proxy: Option<String>,
+        /// No proxy: requests leave from the worker's own address.
+        #[arg(long)]
+        none: bool,
     },
     /// List accounts, their state and whether a secret is stored (never the secret).
     List {
@@ -355,6 +372,38 @@ pub enum AccountsCommand {
     RotateKey,
     /// Print a new random key for secrets.key (needs no database).
     NewKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxiesCommand {
+    /// Store a proxy; its credentials are sealed with secrets.key like account passwords.
+    Add {
+        /// 1 to 64 letters, digits, '.', '_' or '-'.
+        name: String,
+        /// `http://host:port`, `socks5://host:port` or `socks5h://host:port` (names resolved
+        /// by the proxy), without credentials.
+        #[arg(long)]
+        url: String,
+        /// The proxy's username (the password comes from --password-stdin).
+        #[arg(long, requires = "password_stdin")]
+        username: Option<String>,
+        /// Read the proxy's password from the first line of standard input.
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        /// The egress group of its accounts (default: the proxy's name).
+        #[arg(long, value_name = "GROUP")]
+        egress: Option<String>,
+        /// Seal with the publicly known development key when secrets.key is unset (demos only).
+        #[arg(long)]
+        insecure_dev_key: bool,
+    },
+    /// List proxies, their health and their accounts (never a credential).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a proxy no account uses.
+    Remove { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -87,6 +87,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             json,
         } => limits::show(&client(&config)?, account, egress, json).await,
         Command::Accounts(cmd) => accounts::run(&config, cmd).await,
+        Command::Proxies(cmd) => accounts::proxies(&config, cmd).await,
         Command::Export(args) => export::run(&config, args).await,
         Command::Config(ConfigCommand::Show) => {
             print!("{}", config.to_redacted_toml());

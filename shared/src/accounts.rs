@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::{CryptoError, SecretBox};
+use crate::proxies::{self, ProxyError, ProxyRoute};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "account_state", rename_all = "snake_case")]
@@ -24,6 +25,9 @@ pub enum AccountState {
     /// Instagram wants a human (checkpoint_required, repeated 401s): out of rotation.
     Checkpoint,
     Disabled,
+    /// Shown, never stored: the account would be available, but its proxy is down (a worker could
+    /// not get through it); it is leased again once the proxy's rest ends and a check passes.
+    ProxyDown,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,8 +42,12 @@ pub enum AccountError {
     BadName(String),
     #[error("account {0:?} needs a password or a session, or must be anonymous")]
     NoSecret(String),
+    #[error("proxy {0:?} does not exist; add it first with `trawl proxies add`")]
+    NoSuchProxy(String),
     #[error("the lease on account {0:?} is no longer held")]
     LeaseLost(String),
+    #[error("the stored proxy {0:?} is not usable: {1}")]
+    BadProxy(String, String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     /// A sealed value the configured key cannot open (a wrong or rotated `secrets.key`).
@@ -65,6 +73,10 @@ pub struct Account {
     pub session_updated_at: Option<DateTime<Utc>>,
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The proxy its requests leave through (`None`: straight from the worker's machine).
+    pub proxy: Option<String>,
+    /// Why its proxy is down, while it is.
+    pub proxy_down_reason: Option<String>,
 }
 
 /// A new account's secrets, in clear until [`Accounts::add`] seals them.
@@ -76,6 +88,8 @@ pub struct NewAccount<'a> {
     pub session: Option<&'a str>,
     pub anonymous: bool,
     pub egress_group: Option<&'a str>,
+    /// The name of a proxy stored with `proxies::add`.
+    pub proxy: Option<&'a str>,
 }
 
 /// An account held by a worker, with its secrets opened.
@@ -83,9 +97,12 @@ pub struct LeasedAccount {
     pub name: String,
     pub token: Uuid,
     pub anonymous: bool,
+    /// The account's own group, else its proxy's (whose default is the proxy's name).
     pub egress_group: Option<String>,
     pub password: Option<String>,
     pub session: Option<String>,
+    /// Every request of the account goes through it, when set.
+    pub proxy: Option<ProxyRoute>,
 }
 
 impl std::fmt::Debug for LeasedAccount {
@@ -96,6 +113,7 @@ impl std::fmt::Debug for LeasedAccount {
             .field("egress_group", &self.egress_group)
             .field("password", &self.password.as_ref().map(|_| "********"))
             .field("session", &self.session.as_ref().map(|_| "********"))
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -109,13 +127,23 @@ struct LeaseRow {
     egress_group: Option<String>,
     password_sealed: Option<Vec<u8>>,
     session_sealed: Option<Vec<u8>>,
+    proxy: Option<String>,
+    proxy_url: Option<String>,
+    proxy_credentials: Option<Vec<u8>>,
 }
 
+/// The account's state as shown: `proxy_down` stands in for `available` and `cooldown` while
+/// its proxy is down, because that, not the account, is what keeps it out of rotation.
 macro_rules! account_columns {
     () => {
-        "name, anonymous, egress_group, state, cooldown_until, error_score, last_error, \
-         password_sealed IS NOT NULL AS has_password, session_sealed IS NOT NULL AS has_session, \
-         session_updated_at, lease_owner, lease_expires_at"
+        "name, anonymous, egress_group,
+         CASE WHEN state IN ('available', 'cooldown') AND EXISTS (
+                  SELECT 1 FROM proxies p WHERE p.name = accounts.proxy AND p.state = 'down')
+              THEN 'proxy_down'::account_state ELSE state END AS state,
+         cooldown_until, error_score, last_error,
+         password_sealed IS NOT NULL AS has_password, session_sealed IS NOT NULL AS has_session,
+         session_updated_at, lease_owner, lease_expires_at, proxy,
+         (SELECT p.down_reason FROM proxies p WHERE p.name = accounts.proxy) AS proxy_down_reason"
     };
 }
 
@@ -131,12 +159,13 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl AccountState {
-    pub const ALL: [AccountState; 5] = [
+    pub const ALL: [AccountState; 6] = [
         AccountState::Available,
         AccountState::Leased,
         AccountState::Cooldown,
         AccountState::Checkpoint,
         AccountState::Disabled,
+        AccountState::ProxyDown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,16 +175,21 @@ impl AccountState {
             AccountState::Cooldown => "cooldown",
             AccountState::Checkpoint => "checkpoint",
             AccountState::Disabled => "disabled",
+            AccountState::ProxyDown => "proxy_down",
         }
     }
 }
 
 /// Accounts per state (a lease whose holder stopped heartbeating still counts as `leased` until
 /// another worker takes it; a cooldown that ended counts as `available`, because any worker may
-/// take it now). Needs no key: nothing secret is read.
+/// take it now; an account that would be available or resting but whose proxy is down counts as
+/// `proxy_down`). Needs no key: nothing secret is read.
 pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(AccountState, i64)>, AccountError> {
     Ok(sqlx::query_as(
-        "SELECT CASE WHEN state = 'cooldown' AND cooldown_until <= now()
+        "SELECT CASE WHEN state IN ('available', 'cooldown') AND EXISTS (
+                         SELECT 1 FROM proxies p WHERE p.name = accounts.proxy AND p.state = 'down')
+                     THEN 'proxy_down'::account_state
+                     WHEN state = 'cooldown' AND cooldown_until <= now()
                      THEN 'available'::account_state ELSE state END AS shown,
                 count(*)
          FROM accounts GROUP BY shown ORDER BY shown",
@@ -194,8 +228,8 @@ impl Accounts {
             .transpose()?;
         let row = sqlx::query_as(concat!(
             "INSERT INTO accounts (name, anonymous, egress_group, password_sealed, session_sealed,
-                                   session_updated_at)
-             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE now() END)
+                                   session_updated_at, proxy)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE now() END, $6)
              ON CONFLICT (name) DO NOTHING
              RETURNING ",
             account_columns!()
@@ -205,8 +239,15 @@ impl Accounts {
         .bind(new.egress_group)
         .bind(password)
         .bind(session)
+        .bind(new.proxy)
         .fetch_optional(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                AccountError::NoSuchProxy(new.proxy.unwrap_or_default().to_owned())
+            }
+            other => other.into(),
+        })?;
         row.ok_or_else(|| AccountError::Exists(new.name.to_owned()))
     }
 
@@ -299,22 +340,33 @@ impl Accounts {
         ttl: Duration,
         exclude: &[String],
     ) -> Result<Option<LeasedAccount>, AccountError> {
+        // An account behind a resting proxy is skipped; once the rest ends it may be leased,
+        // and its worker checks the proxy before anything else.
         let row: Option<LeaseRow> = sqlx::query_as(
-            "UPDATE accounts SET state = 'leased', lease_owner = $1,
+            "WITH leased AS (
+                 UPDATE accounts SET state = 'leased', lease_owner = $1,
                         lease_token = gen_random_uuid(),
                         lease_expires_at = now() + make_interval(secs => $2),
                         cooldown_until = NULL, updated_at = now()
                  WHERE name = (
-                     SELECT name FROM accounts
+                     SELECT name FROM accounts a
                      WHERE (state = 'available'
                         OR (state = 'cooldown' AND cooldown_until <= now())
                         OR (state = 'leased' AND lease_expires_at < now()))
                        AND name <> ALL($3)
+                       AND NOT EXISTS (SELECT 1 FROM proxies p
+                                        WHERE p.name = a.proxy AND p.state = 'down'
+                                          AND p.check_after > now())
                      ORDER BY error_score, name
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
                  RETURNING name, lease_token, anonymous, egress_group, password_sealed,
-                           session_sealed",
+                           session_sealed, proxy)
+             SELECT l.name, l.lease_token, l.anonymous,
+                    coalesce(l.egress_group, p.egress_group, p.name) AS egress_group,
+                    l.password_sealed, l.session_sealed, l.proxy, p.url AS proxy_url,
+                    p.credentials_sealed AS proxy_credentials
+               FROM leased l LEFT JOIN proxies p ON p.name = l.proxy",
         )
         .bind(owner_name)
         .bind(ttl.as_secs_f64())
@@ -328,6 +380,9 @@ impl Accounts {
             egress_group,
             password_sealed: password,
             session_sealed: session,
+            proxy,
+            proxy_url,
+            proxy_credentials,
         }) = row
         else {
             return Ok(None);
@@ -343,8 +398,18 @@ impl Accounts {
                 .transpose()
                 .map_err(AccountError::from)
         };
-        let opened = open(password, "password").and_then(|p| Ok((p, open(session, "session")?)));
-        let (password, session) = match opened {
+        let opened = open(password, "password")
+            .and_then(|p| Ok((p, open(session, "session")?)))
+            .and_then(|(p, s)| {
+                let route = match (proxy, proxy_url) {
+                    (Some(name), Some(url)) => {
+                        Some(self.open_route(name, &url, proxy_credentials)?)
+                    }
+                    _ => None,
+                };
+                Ok((p, s, route))
+            });
+        let (password, session, proxy) = match opened {
             Ok(secrets) => secrets,
             Err(e) => {
                 // A wrong key: give the account straight back rather than hold it until the
@@ -367,11 +432,37 @@ impl Accounts {
         Ok(Some(LeasedAccount {
             password,
             session,
+            proxy,
             name,
             token,
             anonymous,
             egress_group,
         }))
+    }
+
+    /// A proxy's route with its credentials opened.
+    fn open_route(
+        &self,
+        name: String,
+        url: &str,
+        sealed: Option<Vec<u8>>,
+    ) -> Result<ProxyRoute, AccountError> {
+        let url = url
+            .parse()
+            .map_err(|e: ProxyError| AccountError::BadProxy(name.clone(), e.to_string()))?;
+        let (username, password) = match sealed {
+            Some(s) => {
+                let (u, p) = proxies::open_credentials(&self.secrets, &name, &s)?;
+                (Some(u), Some(p))
+            }
+            None => (None, None),
+        };
+        Ok(ProxyRoute {
+            name,
+            url,
+            username,
+            password,
+        })
     }
 
     /// Runs a write that must touch exactly the held account, or reports the lease lost.
@@ -493,6 +584,26 @@ impl Accounts {
             .execute(&mut *tx)
             .await?;
             count += 1;
+        }
+        let sealed_proxies: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT name, credentials_sealed FROM proxies WHERE credentials_sealed IS NOT NULL
+             ORDER BY name FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (name, sealed) in sealed_proxies {
+            let who = proxies::credentials_owner(&name);
+            let plain = self
+                .secrets
+                .open(&sealed, &who)
+                .map_err(|e| AccountError::Rotate(format!("proxy {name}"), e))?;
+            sqlx::query(
+                "UPDATE proxies SET credentials_sealed = $2, updated_at = now() WHERE name = $1",
+            )
+            .bind(&name)
+            .bind(new.seal(&plain, &who)?)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(count)

@@ -260,6 +260,12 @@ pub struct WorkerConfig {
     /// still snoozes its job).
     pub cooldown_after_429s: u32,
     pub cooldown_window: HumanDuration,
+    /// How long a proxy that failed rests before a worker checks it again; each failed check in a
+    /// row doubles it, up to `proxy_rest_max`.
+    pub proxy_rest: HumanDuration,
+    pub proxy_rest_max: HumanDuration,
+    /// How long a proxy check (a bare tunnel to Instagram's host through it) may take.
+    pub proxy_check_timeout: HumanDuration,
 }
 
 /// Where Instagram is and how the client treats it. The defaults are what Instaloader 4.16
@@ -597,6 +603,9 @@ impl Default for WorkerConfig {
             cooldown: HumanDuration::from_secs(30 * 60),
             cooldown_after_429s: 3,
             cooldown_window: HumanDuration::from_secs(10 * 60),
+            proxy_rest: HumanDuration::from_secs(30),
+            proxy_rest_max: HumanDuration::from_secs(10 * 60),
+            proxy_check_timeout: HumanDuration::from_secs(5),
         }
     }
 }
@@ -917,6 +926,20 @@ impl Config {
             return fail(
                 "worker.cooldown_window",
                 "must be above 0 when worker.cooldown_after_429s is".into(),
+            );
+        }
+        if self.worker.proxy_rest.0 < Duration::from_millis(100)
+            || self.worker.proxy_rest_max.0 < self.worker.proxy_rest.0
+        {
+            return fail(
+                "worker.proxy_rest",
+                "must be at least 100ms, and worker.proxy_rest_max at least as long".into(),
+            );
+        }
+        if self.worker.proxy_check_timeout.0 < Duration::from_millis(100) {
+            return fail(
+                "worker.proxy_check_timeout",
+                "must be at least 100ms".into(),
             );
         }
         if self.worker.account_lease.0 < Duration::from_millis(500) {

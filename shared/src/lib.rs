@@ -19,6 +19,7 @@
 //! - `results`: the crawl results (`ig_*` tables): the row types, the upserts, export reads and
 //!   counts; every statement on those tables;
 //! - `accounts`: Instagram accounts, their sealed secrets and their leases;
+//! - `proxies`: the forward proxies accounts leave through, their sealed credentials, their health;
 //! - `crypto`, `secret`: AES-GCM sealing of secrets at rest, and values that never print;
 //! - `tokens`: the API's scoped bearer tokens, stored as hashes;
 //! - `limiter`: the shared rate limiter (the PostgreSQL ledger, local pacing, server hints);
@@ -42,6 +43,7 @@ pub mod leader;
 pub mod limiter;
 pub mod metrics;
 pub mod pgcluster;
+pub mod proxies;
 pub mod queue;
 pub mod results;
 pub mod secret;

@@ -9,6 +9,7 @@
 
 pub mod cooldown;
 pub mod crawl;
+pub mod egress;
 pub mod instagram;
 pub mod media;
 pub mod metrics;
@@ -35,10 +36,12 @@ use trawl_shared::queue::{Failure, LeasedJob, Queue, QueueError, QueueSettings};
 use trawl_shared::shutdown::Shutdown;
 
 use crate::crawl::{Crawl, CrawlError};
+use crate::egress::ProxyFailure;
 use crate::instagram::{IgError, InstagramClient, Session};
-use crate::media::{MediaFetcher, Politeness};
+use crate::media::{MediaError, MediaFetcher, Politeness};
 use crate::metrics::WorkerMetrics;
 use trawl_shared::blobs::BlobStore;
+use trawl_shared::proxies;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -67,11 +70,18 @@ enum AccountVerdict {
     Release,
     /// Rest it for `worker.cooldown`: Instagram is pushing back on it, but no person needs to act.
     Cooldown(cooldown::Reason, String),
+    /// Its proxy failed: the proxy rests (and every account behind it), the account is given back.
+    ProxyDown {
+        proxy: String,
+        failure: ProxyFailure,
+    },
 }
 
 /// Shared by the job loops of one account.
 struct Held {
     client: InstagramClient,
+    /// `None` when this worker has no blob store: it leases no `media` job then.
+    media: Option<MediaFetcher>,
     account: LeasedAccount,
     /// Set once a re-login was tried in this hold: a second login redirect takes the account
     /// out of rotation.
@@ -116,7 +126,7 @@ struct Worker {
     metrics: Arc<WorkerMetrics>,
     shutdown: Shutdown,
     /// `None` when the blob store could not be opened: this worker then leases no `media` job.
-    media: Option<MediaFetcher>,
+    media_store: Option<BlobStore>,
 }
 
 /// A name for this process in lease columns: host, pid and a random suffix.
@@ -156,24 +166,15 @@ pub async fn run(
         &config.limiter,
         limiter_metrics.clone(),
     ));
-    let media = match BlobStore::open(&config.media.store).await {
-        Ok(store) => Some(MediaFetcher::new(
-            store,
-            Politeness {
-                concurrency: config.media.max_concurrent_downloads,
-                bytes_per_second: config.media.bytes_per_second,
-                tries: config.media.download_tries,
-                stall_timeout: config.media.stall_timeout.0,
-            },
-            metrics.clone(),
-        )?),
+    let media_store = match BlobStore::open(&config.media.store).await {
+        Ok(store) => Some(store),
         Err(e) => {
             tracing::warn!(error = %e, "blob store unavailable; this worker takes no media jobs");
             None
         }
     };
     let worker = Arc::new(Worker {
-        media,
+        media_store,
         config: config.clone(),
         owner: owner_name(),
         queue: Queue::new(pool.clone(), QueueSettings::from(&config.queue)),
@@ -269,6 +270,29 @@ impl Worker {
     }
 
     async fn hold(self: &Arc<Self>, account: LeasedAccount) {
+        if let Some(route) = &account.proxy {
+            let checked = egress::check(
+                route,
+                &self.config.instagram.web_base,
+                self.config.worker.proxy_check_timeout.0,
+            )
+            .await;
+            if let Err(failure) = checked {
+                let verdict = AccountVerdict::ProxyDown {
+                    proxy: route.name.clone(),
+                    failure,
+                };
+                self.give_back(&account, &verdict).await;
+                return;
+            }
+            match proxies::mark_up(&self.pool, &route.name).await {
+                Ok(true) => tracing::info!(proxy = %route.name,
+                    "proxy checked and back in service; its accounts return to rotation"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(proxy = %route.name, error = %e,
+                    "cannot mark the proxy up; its accounts wait for the next check"),
+            }
+        }
         let session = account
             .session
             .as_deref()
@@ -282,6 +306,7 @@ impl Worker {
                 account: account.name.clone(),
                 egress: account.egress_group.clone(),
                 session,
+                proxy: account.proxy.clone(),
             },
             self.config.worker.concurrency,
             self.config.worker.max_inline_wait.0,
@@ -293,8 +318,17 @@ impl Worker {
                 return;
             }
         };
+        let media = match self.media_fetcher(&account) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the media HTTP client");
+                self.give_back(&account, &AccountVerdict::Release).await;
+                return;
+            }
+        };
         let held = Arc::new(Held {
             client,
+            media,
             account,
             relogged: AtomicBool::new(false),
             verdict: std::sync::Mutex::new(AccountVerdict::Keep),
@@ -323,9 +357,56 @@ impl Worker {
         }
     }
 
+    /// The held account's media downloads, on its route.
+    fn media_fetcher(
+        &self,
+        account: &LeasedAccount,
+    ) -> Result<Option<MediaFetcher>, reqwest::Error> {
+        let Some(store) = &self.media_store else {
+            return Ok(None);
+        };
+        let media = &self.config.media;
+        MediaFetcher::new(
+            store.clone(),
+            Politeness {
+                concurrency: media.max_concurrent_downloads,
+                bytes_per_second: media.bytes_per_second,
+                tries: media.download_tries,
+                stall_timeout: media.stall_timeout.0,
+            },
+            self.metrics.clone(),
+            account.proxy.clone(),
+        )
+        .map(Some)
+    }
+
     /// Ends the hold as `verdict` says: out of rotation, resting, or simply available.
     async fn give_back(&self, account: &LeasedAccount, verdict: &AccountVerdict) {
         let done = match verdict {
+            AccountVerdict::ProxyDown { proxy, failure } => {
+                self.metrics
+                    .proxy_failures
+                    .with_label_values(&[failure.label()])
+                    .inc();
+                let w = &self.config.worker;
+                let reason = failure.to_string();
+                match proxies::mark_down(
+                    &self.pool,
+                    proxy,
+                    &reason,
+                    w.proxy_rest.0,
+                    w.proxy_rest_max.0,
+                )
+                .await
+                {
+                    Ok(until) => tracing::warn!(account = %account.name, %proxy, %reason,
+                        check_after = %until,
+                        "proxy down: its accounts rest until it is checked again"),
+                    Err(e) => tracing::warn!(%proxy, %reason, error = %e,
+                        "proxy down, but it cannot be marked so"),
+                }
+                self.accounts.release(account).await
+            }
             AccountVerdict::Checkpoint(reason) => {
                 tracing::warn!(account = %account.name, %reason,
                     "account taken out of rotation until a person acts");
@@ -411,6 +492,10 @@ impl Worker {
                     reason,
                 ))
             }
+            Err(IgError::ProxyDown { proxy, failure }) => {
+                self.metrics.logins.with_label_values(&["error"]).inc();
+                Err(AccountVerdict::ProxyDown { proxy, failure })
+            }
             Err(e) => {
                 self.metrics.logins.with_label_values(&["error"]).inc();
                 tracing::warn!(account = %held.account.name, error = %e, "login failed; will retry");
@@ -434,7 +519,7 @@ impl Worker {
             .into_iter()
             .filter(|k| configured.is_empty() || configured.contains(k))
             .filter(|k| !(anonymous && k.requires_login()))
-            .filter(|k| *k != JobKind::Media || self.media.is_some())
+            .filter(|k| *k != JobKind::Media || self.media_store.is_some())
             .collect()
     }
 
@@ -516,7 +601,7 @@ impl Worker {
             shutdown: &self.shutdown,
             metrics: &self.metrics,
             default_max_attempts: self.config.queue.default_max_attempts,
-            media: self.media.as_ref(),
+            media: held.media.as_ref(),
         };
         let result = crawl.run().await;
         heartbeat.abort();
@@ -616,6 +701,12 @@ impl Worker {
                 // and the lease rescuer catches it otherwise.
                 tracing::warn!(error = %e, "rate-limit ledger unavailable; releasing the job");
                 self.sleep_or_stop(self.config.queue.poll_interval.0).await;
+                self.queue.release(lease).await.map(|()| "released")
+            }
+            Err(CrawlError::Instagram(IgError::ProxyDown { proxy, failure }))
+            | Err(CrawlError::Media(MediaError::Proxy { proxy, failure })) => {
+                // Not the job's fault: it goes back with its checkpoint, no attempt spent.
+                held.set_verdict(AccountVerdict::ProxyDown { proxy, failure });
                 self.queue.release(lease).await.map(|()| "released")
             }
             Err(CrawlError::Media(e)) if e.is_permanent() => {

@@ -64,7 +64,15 @@ pub const ITEM_KINDS: [&str; 6] = ["user", "post", "comment", "follow", "story",
 /// How a media file's fetch ended.
 pub const MEDIA_OUTCOMES: [&str; 3] = ["stored", "already_stored", "failed"];
 /// Why a media fetch failed (one attempt: the job may retry).
-pub const MEDIA_FAILURES: [&str; 6] = ["expired", "gone", "http", "transport", "corrupt", "store"];
+pub const MEDIA_FAILURES: [&str; 7] = [
+    "expired",
+    "gone",
+    "http",
+    "transport",
+    "corrupt",
+    "store",
+    "proxy",
+];
 
 pub struct WorkerMetrics {
     pub registry: Registry,
@@ -84,6 +92,7 @@ pub struct WorkerMetrics {
     pub account_held: IntGauge,
     pub logins: IntCounterVec,
     pub account_cooldowns: IntCounterVec,
+    pub proxy_failures: IntCounterVec,
     pub last_activity: Gauge,
     pub build_info: GaugeVec,
 }
@@ -150,6 +159,13 @@ impl WorkerMetrics {
             ),
             &["reason"],
         )?;
+        let proxy_failures = IntCounterVec::new(
+            Opts::new(
+                "trawl_proxy_failures_total",
+                "Times this worker found its account's proxy failing and rested it, by reason",
+            ),
+            &["reason"],
+        )?;
         let last_activity = Gauge::new(
             "trawl_worker_last_activity_timestamp_seconds",
             "Unix time of this worker's last finished request or job",
@@ -206,6 +222,10 @@ impl WorkerMetrics {
         registry.register(Box::new(account_held.clone()))?;
         registry.register(Box::new(logins.clone()))?;
         registry.register(Box::new(account_cooldowns.clone()))?;
+        registry.register(Box::new(proxy_failures.clone()))?;
+        for reason in crate::egress::ProxyFailure::LABELS {
+            proxy_failures.with_label_values(&[reason]);
+        }
         registry.register(Box::new(last_activity.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         for class in QueryClass::ALL {
@@ -247,6 +267,7 @@ impl WorkerMetrics {
             account_held,
             logins,
             account_cooldowns,
+            proxy_failures,
             last_activity,
             build_info,
         })

@@ -25,7 +25,9 @@ use tokio::sync::Semaphore;
 use trawl_shared::config::InstagramConfig;
 use trawl_shared::limiter::{LedgerError, Limiter, Request, ServerHints};
 
+use crate::egress::{self, ProxyFailure};
 use crate::metrics::{Outcome, WorkerMetrics};
+use trawl_shared::proxies::ProxyRoute;
 
 /// The iPad app's id.
 pub const MOBILE_APP_ID: &str = "124024574287414";
@@ -84,6 +86,12 @@ pub enum IgError {
     /// The ledger cannot be reached: no request is sent without a permit (fail closed).
     #[error("rate-limit ledger unavailable: {0}")]
     Ledger(#[from] LedgerError),
+    /// The account's proxy, not Instagram, failed: the account is fine, its exit is not.
+    #[error("proxy {proxy}: {failure}")]
+    ProxyDown {
+        proxy: String,
+        failure: ProxyFailure,
+    },
 }
 
 /// The egress group of accounts that have none: the one IP their workers share.
@@ -94,11 +102,14 @@ pub struct Identity {
     pub account: String,
     pub egress: Option<String>,
     pub session: Session,
+    /// The proxy every request leaves through (`None`: straight out).
+    pub proxy: Option<ProxyRoute>,
 }
 
 /// One account's client. Requests of one client share its cookies and its limiter scopes.
 pub struct InstagramClient {
     http: reqwest::Client,
+    proxy: Option<ProxyRoute>,
     config: InstagramConfig,
     limiter: Arc<Limiter>,
     metrics: Arc<WorkerMetrics>,
@@ -127,6 +138,9 @@ pub enum Attempt {
     Done(Answer),
     /// Try again (a connection-class error), with the reason.
     Retry(Outcome, String),
+    /// The proxy failed to carry the request: retried like a connection error, and reported as
+    /// the proxy's failure when it is the last.
+    ProxyFailed(ProxyFailure),
     Fail(IgError),
 }
 
@@ -143,8 +157,9 @@ impl InstagramClient {
             account,
             egress,
             session,
+            proxy,
         } = identity;
-        let http = reqwest::Client::builder()
+        let http = egress::client_builder(proxy.as_ref())?
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.request_timeout.0)
             .connect_timeout(config.request_timeout.0.min(Duration::from_secs(10)))
@@ -153,6 +168,7 @@ impl InstagramClient {
         session.pigeon_session_id = uuid::Uuid::new_v4().to_string();
         Ok(Self {
             http,
+            proxy,
             config: config.clone(),
             limiter,
             metrics,
@@ -259,11 +275,21 @@ impl InstagramClient {
             })?;
         let attempts = self.config.max_connection_attempts.max(1);
         let mut last = String::new();
+        let mut proxy_failure = None;
         for attempt in 1..=attempts {
             match self.attempt(call).await? {
                 Attempt::Done(answer) => return Ok(answer),
                 Attempt::Fail(e) => return Err(e),
+                Attempt::ProxyFailed(failure) => {
+                    tracing::debug!(account = %self.account, path = %call.path, attempt,
+                        %failure, "the proxy failed; retrying");
+                    proxy_failure = Some(failure);
+                    if attempt < attempts {
+                        tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                    }
+                }
                 Attempt::Retry(outcome, reason) => {
+                    proxy_failure = None;
                     tracing::debug!(
                         account = %self.account, path = %call.path, attempt,
                         outcome = outcome.as_str(), %reason, "request failed; retrying"
@@ -275,7 +301,13 @@ impl InstagramClient {
                 }
             }
         }
-        Err(IgError::Connection { attempts, last })
+        match (proxy_failure, &self.proxy) {
+            (Some(failure), Some(route)) => Err(IgError::ProxyDown {
+                proxy: route.name.clone(),
+                failure,
+            }),
+            _ => Err(IgError::Connection { attempts, last }),
+        }
     }
 
     fn base(&self, api: &Api) -> &str {
@@ -304,11 +336,29 @@ impl InstagramClient {
                 Ok(r) => r,
                 Err(e) => {
                     self.count(class, Outcome::Transport, started);
+                    if let Some(failure) = egress::failure_of_error(self.proxy.as_ref(), &e) {
+                        return Ok(Attempt::ProxyFailed(failure));
+                    }
                     return Ok(Attempt::Retry(Outcome::Transport, without_url(&e)));
                 }
             };
             let status = response.status();
             let headers = response.headers().clone();
+            if let Some(failure) =
+                egress::failure_of_answer(self.proxy.as_ref(), status.as_u16(), &headers)
+            {
+                // Instagram never saw the request: nothing of the answer is Instagram's.
+                self.count(class, Outcome::Transport, started);
+                return Ok(match (failure, &self.proxy) {
+                    (ProxyFailure::AuthRequired, Some(route)) => {
+                        Attempt::Fail(IgError::ProxyDown {
+                            proxy: route.name.clone(),
+                            failure: ProxyFailure::AuthRequired,
+                        })
+                    }
+                    (failure, _) => Attempt::ProxyFailed(failure),
+                });
+            }
             self.with_session(|s| s.absorb(&headers));
             if status.is_redirection() {
                 let location = headers
@@ -717,6 +767,7 @@ mod tests {
                 account: "a1".into(),
                 egress: egress.map(str::to_owned),
                 session: Session::from_cookie_string(cookies),
+                proxy: None,
             },
             1,
             Duration::from_secs(1),

@@ -206,6 +206,7 @@ mod tests {
                 format!("retry {}: {reason}", o.as_str())
             }
             Verdict::Attempt(Attempt::Fail(e), o) => format!("fail {}: {e}", o.as_str()),
+            Verdict::Attempt(Attempt::ProxyFailed(f), _) => format!("proxy: {f}"),
             Verdict::TooManyRequests => "429".into(),
         }
     }

@@ -14,7 +14,9 @@ use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 use trawl_shared::blobs::{BlobError, BlobStore, BlobWriter, Expect, StoredBlob};
 
+use crate::egress::{self, ProxyFailure};
 use crate::metrics::WorkerMetrics;
+use trawl_shared::proxies::ProxyRoute;
 
 /// Why one file could not be fetched. [`MediaError::is_permanent`] says which no retry mends.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,12 @@ pub enum MediaError {
     /// An item's JSON names no file to fetch.
     #[error(transparent)]
     NoMedia(#[from] super::files::NoMedia),
+    /// The account's proxy, not the CDN, failed: nothing is wrong with the file.
+    #[error("proxy {proxy}: {failure}")]
+    Proxy {
+        proxy: String,
+        failure: ProxyFailure,
+    },
 }
 
 impl MediaError {
@@ -66,6 +74,7 @@ impl MediaError {
             MediaError::Transport { .. } => "transport",
             MediaError::Corrupt { .. } => "corrupt",
             MediaError::Store(_) | MediaError::NoStore => "store",
+            MediaError::Proxy { .. } => "proxy",
         }
     }
 }
@@ -97,6 +106,7 @@ pub struct Fetched {
 /// Fetches CDN files into the blob store for one worker.
 pub struct MediaFetcher {
     http: reqwest::Client,
+    proxy: Option<ProxyRoute>,
     store: BlobStore,
     slots: Semaphore,
     pace: Option<Mutex<Pace>>,
@@ -136,20 +146,24 @@ fn shown(url: &str) -> String {
 }
 
 impl MediaFetcher {
+    /// A fetcher whose downloads take `proxy` (the held account's), or go straight out.
     pub fn new(
         store: BlobStore,
         politeness: Politeness,
         metrics: Arc<WorkerMetrics>,
+        proxy: Option<ProxyRoute>,
     ) -> Result<Self, reqwest::Error> {
         // No cookies and no account: the reference client fetches media with an anonymous
-        // session too, and a CDN needs neither.
-        let http = reqwest::Client::builder()
+        // session too, and a CDN needs neither. The account's exit all the same: a CDN sees the
+        // address too, and one that jumps between proxy and machine is what gets flagged.
+        let http = egress::client_builder(proxy.as_ref())?
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(politeness.stall_timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
             .build()?;
         Ok(Self {
             http,
+            proxy,
             store,
             slots: Semaphore::new(politeness.concurrency.max(1)),
             pace: politeness.bytes_per_second.filter(|b| *b > 0).map(|b| {
@@ -219,6 +233,7 @@ impl MediaFetcher {
         let mut last_modified = None;
         let mut content_type = None;
         let mut last = String::new();
+        let mut proxy_failure = None;
         let tries = self.politeness.tries.max(1);
         for attempt in 0..tries {
             if attempt > 0 {
@@ -238,11 +253,21 @@ impl MediaFetcher {
             let mut response = match request.send().await {
                 Ok(r) => r,
                 Err(e) => {
+                    proxy_failure = egress::failure_of_error(self.proxy.as_ref(), &e);
                     last = e.without_url().to_string();
                     continue;
                 }
             };
             let status = response.status();
+            proxy_failure =
+                egress::failure_of_answer(self.proxy.as_ref(), status.as_u16(), response.headers());
+            if let Some(failure) = &proxy_failure {
+                last = failure.to_string();
+                if *failure == ProxyFailure::AuthRequired {
+                    break;
+                }
+                continue;
+            }
             match status {
                 StatusCode::OK if from > 0 => {
                     // Range ignored: the body starts at byte 0 again.
@@ -351,6 +376,12 @@ impl MediaFetcher {
             }
         }
         let _ = writer.abort().await;
+        if let (Some(failure), Some(route)) = (proxy_failure, &self.proxy) {
+            return Err(MediaError::Proxy {
+                proxy: route.name.clone(),
+                failure,
+            });
+        }
         Err(MediaError::Transport {
             what,
             attempts: tries,
