@@ -82,8 +82,10 @@ async fn answer(mut stream: TcpStream, peer: IpAddr, requests: Arc<AtomicUsize>)
     }
     requests.fetch_add(1, Ordering::SeqCst);
     let body = format!("{peer}\n{}", String::from_utf8_lossy(&head));
+    // Two Set-Cookie lines, as a login answer has: a proxy must pass both.
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nSet-Cookie: first=1\r\n\
+         Set-Cookie: second=2\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;
@@ -158,7 +160,7 @@ async fn each_proxy_reaches_the_target_from_its_own_exit_address() {
 }
 
 #[tokio::test]
-async fn tinyproxy_refuses_a_wrong_or_missing_password_before_the_target() {
+async fn squid_refuses_a_wrong_or_missing_password_before_the_target() {
     let target = Target::start().await;
     let proxy = start(ProxyKind::Http, EXIT_A, Some((USER, PASSWORD)));
 
@@ -166,19 +168,13 @@ async fn tinyproxy_refuses_a_wrong_or_missing_password_before_the_target() {
         .get(target.url())
         .send()
         .await
-        .expect("tinyproxy answers a wrong password");
-    // tinyproxy 1.11.1 (Debian 12) answers a wrong password 401 with WWW-Authenticate, and
-    // later versions 407; a missing one is 407 in both.
-    assert!(
-        matches!(response.status().as_u16(), 401 | 407),
-        "{}",
-        response.status()
-    );
+        .expect("squid answers a wrong password");
+    assert_eq!(response.status().as_u16(), 407);
     let response = client(&proxy, None)
         .get(target.url())
         .send()
         .await
-        .expect("tinyproxy answers a missing password");
+        .expect("squid answers a missing password");
     assert_eq!(response.status().as_u16(), 407);
     assert!(response.headers().contains_key("proxy-authenticate"));
     assert_eq!(target.requests(), 0);
@@ -200,12 +196,12 @@ async fn microsocks_refuses_a_wrong_or_missing_password_before_the_target() {
 }
 
 #[tokio::test]
-async fn tinyproxy_tells_the_target_nothing_about_the_client() {
+async fn squid_tells_the_target_nothing_about_the_client() {
     let target = Target::start().await;
     let proxy = start(ProxyKind::Http, EXIT_A, Some((USER, PASSWORD)));
     let seen = get(&client(&proxy, Some((USER, PASSWORD))), &target)
         .await
-        .expect("a request through tinyproxy");
+        .expect("a request through squid");
     let headers: Vec<(String, String)> = seen
         .head
         .lines()
@@ -219,7 +215,7 @@ async fn tinyproxy_tells_the_target_nothing_about_the_client() {
         "via",
         "x-real-ip",
         "client-ip",
-        "x-tinyproxy",
+        "x-squid-error",
         "proxy-authorization",
         "proxy-connection",
     ] {
@@ -324,7 +320,7 @@ async fn connect_tunnel(
 ) -> (TcpStream, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", proxy.port()))
         .await
-        .expect("connect to tinyproxy");
+        .expect("connect to squid");
     let mut request = format!(
         "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n",
         port = target.port
@@ -352,7 +348,7 @@ async fn connect_tunnel(
 }
 
 #[tokio::test]
-async fn tinyproxy_tunnels_a_bare_connect_to_any_port() {
+async fn squid_tunnels_a_bare_connect_to_any_port() {
     let target = Target::start().await;
     assert_ne!(target.port, 443);
     let proxy = start(ProxyKind::Http, EXIT_A, Some((USER, PASSWORD)));
@@ -364,10 +360,7 @@ async fn tinyproxy_tunnels_a_bare_connect_to_any_port() {
     assert!(seen.head.starts_with("GET /tunnel "), "{}", seen.head);
 
     let (_, status) = connect_tunnel(&proxy, &target, Some((USER, "wrong"))).await;
-    assert!(
-        status.contains(" 401 ") || status.contains(" 407 "),
-        "{status}"
-    );
+    assert!(status.contains(" 407 "), "{status}");
     let (_, status) = connect_tunnel(&proxy, &target, None).await;
     assert!(status.contains(" 407 "), "{status}");
     assert_eq!(target.requests(), 1);
@@ -450,4 +443,24 @@ async fn microsocks_tunnels_a_bare_socks5_connect() {
         .expect_err("no password refused");
     assert!(refused.starts_with("method"), "{refused}");
     assert_eq!(target.requests(), 1);
+}
+
+#[tokio::test]
+async fn repeated_answer_headers_arrive_whole_through_both_kinds() {
+    let target = Target::start().await;
+    for (kind, exit) in [(ProxyKind::Http, EXIT_A), (ProxyKind::Socks5, EXIT_B)] {
+        let proxy = start(kind, exit, None);
+        let response = client(&proxy, None)
+            .get(target.url())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {e:?}"));
+        let cookies: Vec<&str> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(cookies, ["first=1", "second=2"], "{kind:?}");
+    }
 }

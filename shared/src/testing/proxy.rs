@@ -1,11 +1,14 @@
-//! Real forward proxies for tests: Debian's `tinyproxy` (HTTP, CONNECT included) and `microsocks`
+//! Real forward proxies for tests: Debian's `squid` (HTTP, CONNECT included) and `microsocks`
 //! (SOCKS5), installed by `scripts/install-proxies.sh` when missing.
 //!
 //! Each proxy listens on a free port of 127.0.0.1 and opens its connections to targets from an
 //! exit address of its own (all of 127.0.0.0/8 is this machine on Linux), so that a server on
 //! 127.0.0.1 tells the proxies apart by the peer address alone, as a real site tells real exits
-//! apart, with no forwarded header to trust. tinyproxy is told to add none (no `Via`, no
-//! `X-Tinyproxy`); microsocks relays bytes and cannot add any.
+//! apart, with no forwarded header to trust. Squid is told to add none (no `Via`, no
+//! `X-Forwarded-For`); microsocks relays bytes and cannot add any.
+//!
+//! Not tinyproxy: 1.11 (Debian 12) keeps only the first of repeated response headers, so a login
+//! answer's several `Set-Cookie` lines arrive as one, and a session through it is broken.
 //!
 //! As for the S3 server, the process is started by a thread of its own, with the kernel told to
 //! kill it when that thread dies: it stops when its [`ForwardProxy`] is killed or dropped, and
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 /// Which proxy program runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyKind {
-    /// tinyproxy: plain HTTP requests in absolute form, and CONNECT tunnels to any port.
+    /// Squid: plain HTTP requests in absolute form, and CONNECT tunnels to any port.
     Http,
     /// microsocks: SOCKS5 CONNECT, the target's name resolved by the proxy.
     Socks5,
@@ -54,8 +57,11 @@ struct Running {
 }
 
 struct Binaries {
-    tinyproxy: PathBuf,
+    squid: PathBuf,
+    /// Squid's helper that checks Basic credentials against an htpasswd file.
+    basic_auth: PathBuf,
     microsocks: PathBuf,
+    openssl: PathBuf,
 }
 
 static BINARIES: OnceLock<Result<Binaries, String>> = OnceLock::new();
@@ -66,7 +72,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 impl ForwardProxy {
     /// Starts a proxy listening on 127.0.0.1 and a free port; every connection it opens to a
     /// target leaves from `exit` (an address of this machine, such as 127.0.0.2). With
-    /// `credentials`, clients must give that user name and password (HTTP Basic for tinyproxy,
+    /// `credentials`, clients must give that user name and password (HTTP Basic for squid,
     /// RFC 1929 for microsocks); neither may hold blanks or quotes, nor the user name a colon.
     pub fn start(
         kind: ProxyKind,
@@ -134,7 +140,11 @@ impl ForwardProxy {
     pub fn restart(&mut self) -> Result<(), String> {
         self.stop();
         let result = self.spawn();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Squid's credential helper reads its password file while the proxy runs; the other
+        // proxies hold what they need open by now.
+        if self.kind != ProxyKind::Http {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
         if result.is_err() {
             self.kill();
         }
@@ -174,11 +184,12 @@ impl ForwardProxy {
             .map_err(|e| format!("cannot share the proxy's log: {e}"))?;
         let mut command = match self.kind {
             ProxyKind::Http => {
-                let config_path = self.dir.join("tinyproxy.conf");
-                std::fs::write(&config_path, self.tinyproxy_config(&log_path))
+                let config_path = self.dir.join("squid.conf");
+                std::fs::write(&config_path, self.squid_config(binaries)?)
                     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
-                let mut command = Command::new(&binaries.tinyproxy);
-                command.arg("-d").arg("-c").arg(&config_path);
+                let mut command = Command::new(&binaries.squid);
+                // -N: in the foreground, one process (and its credential helper).
+                command.arg("-N").arg("-f").arg(&config_path);
                 command
             }
             ProxyKind::Socks5 => {
@@ -201,29 +212,55 @@ impl ForwardProxy {
         Ok(command)
     }
 
-    fn tinyproxy_config(&self, log_path: &Path) -> String {
-        // No ConnectPort line: CONNECT is then allowed to every port, as the worker's probes and
-        // the tests' targets on arbitrary ports need. `Bind` is the source address of outgoing
-        // connections, tunnels included.
+    fn squid_config(&self, binaries: &Binaries) -> Result<String, String> {
+        // `tcp_outgoing_address` is the source address of every connection to a target, CONNECT
+        // tunnels included. Nothing about the client is passed on (`forwarded_for delete`,
+        // `via off`), nothing is cached, and a killed squid is restarted at once
+        // (`shutdown_lifetime`). No `Safe_ports`/`SSL_ports` rules: CONNECT reaches any port, as
+        // the worker's checks and the tests' targets on arbitrary ports need.
+        let dir = self.dir.display();
         let mut config = format!(
-            "Port {port}\n\
-             Listen 127.0.0.1\n\
-             Bind {exit}\n\
-             Timeout 30\n\
-             MaxClients 100\n\
-             Allow 127.0.0.1\n\
-             DisableViaHeader Yes\n\
-             XTinyproxy No\n\
-             LogLevel Warning\n\
-             LogFile \"{log}\"\n",
+            "http_port 127.0.0.1:{port}\n\
+             tcp_outgoing_address {exit}\n\
+             forwarded_for delete\n\
+             via off\n\
+             cache deny all\n\
+             cache_mem 0 MB\n\
+             access_log none\n\
+             cache_log {dir}/cache.log\n\
+             pid_filename {dir}/squid.pid\n\
+             coredump_dir {dir}\n\
+             visible_hostname trawl-test-proxy\n\
+             shutdown_lifetime 0 seconds\n",
             port = self.port,
             exit = self.exit,
-            log = log_path.display(),
         );
-        if let Some((user, password)) = &self.credentials {
-            config.push_str(&format!("BasicAuth {user} {password}\n"));
+        match &self.credentials {
+            Some((user, password)) => {
+                let passwd = self.dir.join("passwd");
+                let hash = Command::new(&binaries.openssl)
+                    .args(["passwd", "-apr1", password])
+                    .output()
+                    .map_err(|e| format!("cannot run openssl passwd: {e}"))?;
+                if !hash.status.success() {
+                    return Err("openssl passwd failed".into());
+                }
+                let hash = String::from_utf8_lossy(&hash.stdout).trim().to_owned();
+                std::fs::write(&passwd, format!("{user}:{hash}\n"))
+                    .map_err(|e| format!("cannot write {}: {e}", passwd.display()))?;
+                config.push_str(&format!(
+                    "auth_param basic program {helper} {passwd}\n\
+                     auth_param basic realm trawl-test-proxy\n\
+                     acl authenticated proxy_auth REQUIRED\n\
+                     http_access allow authenticated\n\
+                     http_access deny all\n",
+                    helper = binaries.basic_auth.display(),
+                    passwd = passwd.display(),
+                ));
+            }
+            None => config.push_str("http_access allow all\n"),
         }
-        config
+        Ok(config)
     }
 
     fn wait_until_listening(&mut self) -> Result<(), String> {
@@ -264,6 +301,7 @@ impl ForwardProxy {
 impl Drop for ForwardProxy {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -335,9 +373,8 @@ fn reserve(port: u16) -> Result<tokio::net::TcpSocket, String> {
 }
 
 fn check_credentials(user: &str, password: &str) -> Result<(), String> {
-    // tinyproxy 1.11's configuration parser takes a BasicAuth value of word characters only (a
-    // ':' or '%' in it is a syntax error that stops the proxy), and RFC 1929 gives each a length
-    // byte: the tests keep to what both programs take.
+    // Kept to characters no configuration file, command line or htpasswd line needs to quote;
+    // RFC 1929 gives each a length byte.
     let unusable = |s: &str| {
         s.is_empty()
             || s.len() > 255
@@ -361,7 +398,7 @@ fn binaries() -> Result<&'static Binaries, String> {
             }
             super::install("install-proxies.sh")?;
             find_binaries().ok_or_else(|| {
-                "install-proxies.sh succeeded but tinyproxy or microsocks is still missing"
+                "install-proxies.sh succeeded but squid, microsocks or openssl is still missing"
                     .to_string()
             })
         })
@@ -370,9 +407,13 @@ fn binaries() -> Result<&'static Binaries, String> {
 }
 
 fn find_binaries() -> Option<Binaries> {
+    let basic_auth = PathBuf::from("/usr/lib/squid/basic_ncsa_auth");
+    basic_auth.is_file().then_some(())?;
     Some(Binaries {
-        tinyproxy: find_binary("tinyproxy")?,
+        squid: find_binary("squid")?,
+        basic_auth,
         microsocks: find_binary("microsocks")?,
+        openssl: find_binary("openssl")?,
     })
 }
 
