@@ -261,10 +261,17 @@ async fn accounts_on_two_proxies_and_an_anonymous_pool_on_a_third_each_leave_fro
     );
 
     // No process logged a proxy's password (reqwest carries SOCKS credentials in the proxy URL).
-    for entry in std::fs::read_dir(&fleet.logs).expect("log directory").flatten() {
+    for entry in std::fs::read_dir(&fleet.logs)
+        .expect("log directory")
+        .flatten()
+    {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for secret in [a_credentials.1, b_credentials.1] {
-            assert!(!text.contains(secret), "{} holds a proxy password", entry.path().display());
+            assert!(
+                !text.contains(secret),
+                "{} holds a proxy password",
+                entry.path().display()
+            );
         }
     }
     // Nobody can read a proxy's credentials back: not the list, not the accounts.

@@ -79,5 +79,9 @@ impl Maintenance {
             Ok(counts) => self.metrics.set_accounts(&counts),
             Err(e) => tracing::warn!(error = %e, "refreshing account metrics failed"),
         }
+        match trawl_shared::proxies::count_by_state(self.queue.pool()).await {
+            Ok(counts) => self.metrics.set_proxies(&counts),
+            Err(e) => tracing::warn!(error = %e, "refreshing proxy metrics failed"),
+        }
     }
 }

@@ -18,6 +18,7 @@ pub struct SchedulerMetrics {
     oldest_runnable_age: GaugeVec,
     last_refresh: Gauge,
     accounts: IntGaugeVec,
+    proxies: IntGaugeVec,
 }
 
 /// The label used for a kind this binary does not know (a row written by a newer version).
@@ -75,6 +76,14 @@ impl SchedulerMetrics {
             &["state"],
         )?;
         leader.register(Box::new(accounts.clone()))?;
+        let proxies = IntGaugeVec::new(
+            Opts::new(
+                "trawl_proxies",
+                "Forward proxies by state (down: a worker could not get through it; its accounts rest)",
+            ),
+            &["state"],
+        )?;
+        leader.register(Box::new(proxies.clone()))?;
         leader.register(Box::new(queue_jobs.clone()))?;
         leader.register(Box::new(oldest_runnable_age.clone()))?;
         leader.register(Box::new(last_refresh.clone()))?;
@@ -89,9 +98,11 @@ impl SchedulerMetrics {
             oldest_runnable_age,
             last_refresh,
             accounts,
+            proxies,
         };
         metrics.reset_queue();
         metrics.set_accounts(&[]);
+        metrics.set_proxies(&[]);
         Ok(metrics)
     }
 
@@ -139,6 +150,17 @@ impl SchedulerMetrics {
                 .find(|(s, _)| *s == state)
                 .map_or(0, |(_, n)| *n);
             self.accounts.with_label_values(&[state.as_str()]).set(n);
+        }
+    }
+
+    /// Replaces the proxies gauge (`up`, `down`); states not in `counts` are 0.
+    pub fn set_proxies(&self, counts: &[(String, i64)]) {
+        for state in ["up", "down"] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == state)
+                .map_or(0, |(_, n)| *n);
+            self.proxies.with_label_values(&[state]).set(n);
         }
     }
 
