@@ -452,3 +452,157 @@ async fn a_cooldown_rests_the_account_and_ends_by_itself() {
     assert_eq!(listed[0].state, AccountState::Leased);
     assert!(listed[0].cooldown_until.is_none());
 }
+
+#[tokio::test]
+async fn a_proxy_routes_its_accounts_and_a_down_proxy_keeps_them_out_of_rotation() {
+    use trawl_shared::proxies::{self, NewProxy, ProxyError, ProxyScheme};
+    let db = fresh_db().await;
+    let accounts = Accounts::new(db.pool.clone(), key());
+    let new = |name: &'static str, url: &'static str, user: Option<&'static str>| NewProxy {
+        name,
+        url,
+        username: user,
+        password: user.map(|_| "pw:with:colons"),
+        egress_group: None,
+    };
+    proxies::add(
+        &db.pool,
+        &key(),
+        &new("dc1", "http://10.0.0.5:3128", Some("crawler")),
+    )
+    .await
+    .unwrap();
+    proxies::add(
+        &db.pool,
+        &key(),
+        &new("home", "socks5h://proxy.lan:1080", None),
+    )
+    .await
+    .unwrap();
+    // Refused with the reason, nothing written.
+    for (url, says) in [
+        ("http://u:p@h:1", "credentials"),
+        ("http://h", "port"),
+        ("ftp://h:1", "scheme"),
+    ] {
+        let e = proxies::add(&db.pool, &key(), &new("bad", url, None))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains(says), "{url}: {e}");
+    }
+    assert!(matches!(
+        proxies::add(&db.pool, &key(), &new("dc1", "http://h:1", None)).await,
+        Err(ProxyError::Exists(_))
+    ));
+    assert!(matches!(
+        accounts
+            .add(&NewAccount {
+                name: "ghost",
+                anonymous: true,
+                proxy: Some("nope"),
+                ..NewAccount::default()
+            })
+            .await,
+        Err(AccountError::NoSuchProxy(_))
+    ));
+    assert_eq!(proxies::list(&db.pool).await.unwrap().len(), 2);
+
+    accounts
+        .add(&NewAccount {
+            name: "alice",
+            password: Some("pw"),
+            proxy: Some("dc1"),
+            ..NewAccount::default()
+        })
+        .await
+        .unwrap();
+    accounts
+        .add(&NewAccount {
+            name: "bob",
+            anonymous: true,
+            egress_group: Some("own-group"),
+            ..NewAccount::default()
+        })
+        .await
+        .unwrap();
+    proxies::assign(&db.pool, "bob", Some("home"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        proxies::assign(&db.pool, "nobody", Some("home")).await,
+        Err(ProxyError::AccountNotFound(_))
+    ));
+    assert!(matches!(
+        proxies::remove(&db.pool, "home").await,
+        Err(ProxyError::InUse { .. })
+    ));
+
+    let ttl = Duration::from_secs(30);
+    let a = accounts.lease("w1", ttl).await.unwrap().expect("alice");
+    assert_eq!(a.name, "alice");
+    let route = a.proxy.clone().expect("alice's route");
+    assert_eq!(route.url.scheme, ProxyScheme::Http);
+    assert_eq!(route.username.as_deref(), Some("crawler"));
+    // The password is split at the first colon only.
+    assert_eq!(route.password.as_deref(), Some("pw:with:colons"));
+    // The egress group follows the proxy unless the account has its own.
+    assert_eq!(a.egress_group.as_deref(), Some("dc1"));
+    let b = accounts.lease("w2", ttl).await.unwrap().expect("bob");
+    assert_eq!(b.egress_group.as_deref(), Some("own-group"));
+    assert_eq!(
+        b.proxy.as_ref().map(|r| r.url.to_string()).as_deref(),
+        Some("socks5h://proxy.lan:1080")
+    );
+    assert!(b.proxy.as_ref().unwrap().username.is_none());
+
+    // dc1 goes down: alice, given back, is not leased until the proxy's rest ends.
+    let until = proxies::mark_down(
+        &db.pool,
+        "dc1",
+        "cannot get through the proxy",
+        Duration::from_millis(400),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    accounts.release(&a).await.unwrap();
+    assert!(accounts.lease("w3", ttl).await.unwrap().is_none());
+    let listed = accounts.list().await.unwrap();
+    let alice = listed.iter().find(|x| x.name == "alice").unwrap();
+    assert_eq!(alice.state, AccountState::ProxyDown);
+    assert_eq!(
+        alice.proxy_down_reason.as_deref(),
+        Some("cannot get through the proxy")
+    );
+    let counts = trawl_shared::accounts::count_by_state(&db.pool)
+        .await
+        .unwrap();
+    assert!(counts.contains(&(AccountState::ProxyDown, 1)), "{counts:?}");
+    assert!(until > chrono::Utc::now());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The rest is over: the next worker leases it (and would check the proxy first).
+    let again = accounts
+        .lease("w3", ttl)
+        .await
+        .unwrap()
+        .expect("alice after the rest");
+    assert_eq!(again.name, "alice");
+    assert!(proxies::mark_up(&db.pool, "dc1").await.unwrap());
+    assert!(!proxies::mark_up(&db.pool, "dc1").await.unwrap());
+    assert_eq!(proxies::get(&db.pool, "dc1").await.unwrap().state, "up");
+
+    // Rotating the key reseals the proxy's credentials too.
+    let new_key = SecretBox::from_hex(&"9".repeat(64)).unwrap();
+    accounts.rotate_key(&new_key).await.unwrap();
+    accounts.release(&again).await.unwrap();
+    let rotated = Accounts::new(db.pool.clone(), new_key);
+    let held = rotated
+        .lease("w4", ttl)
+        .await
+        .unwrap()
+        .expect("alice under the new key");
+    assert_eq!(
+        held.proxy.unwrap().password.as_deref(),
+        Some("pw:with:colons")
+    );
+}
