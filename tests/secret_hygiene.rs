@@ -1,15 +1,22 @@
 //! Secret hygiene: a full crawl with known passwords, session cookies, the API token and the
-//! secrets key, then a search of everything Trawl shows or keeps in the clear: every log line
-//! (text and JSON, at debug level), every /metrics body, every API answer, `config show`,
-//! `accounts list --json`, and every database column that is not sealed. Zero hits.
+//! secrets key, with every account behind a forward proxy that has a password, then a search of
+//! everything Trawl shows or keeps in the clear: every log line (text and JSON, at debug level),
+//! every /metrics body, every API answer, `config show`, `accounts list --json`,
+//! `proxies list --json`, and every database column that is not sealed. Zero hits.
 
 mod support;
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use support::{Fleet, FleetOptions, KEY, TOKEN, posts_with_comments, sim_password};
 use trawl_shared::JobSpec;
 use trawl_shared::crypto::SecretBox;
+use trawl_shared::proxies::{self, NewProxy};
+use trawl_shared::testing::proxy::{ForwardProxy, ProxyKind};
+
+/// The proxy's user name and password.
+const PROXY_LOGIN: (&str, &str) = ("hygiene", "proxy-pass-7f3a9c");
 
 /// The values of a stored cookie string (`name=value; …`) that are credentials.
 fn credential_cookies(stored: &str) -> Vec<String> {
@@ -31,6 +38,32 @@ async fn no_password_cookie_token_or_key_is_shown_or_stored_in_the_clear() {
         ..FleetOptions::default()
     })
     .await;
+    // Every account leaves through a proxy with credentials, so those are searched for too.
+    let proxy = ForwardProxy::start(
+        ProxyKind::Http,
+        Ipv4Addr::new(127, 0, 0, 9),
+        Some(PROXY_LOGIN),
+    )
+    .expect("start a forward proxy");
+    proxies::add(
+        fleet.pool(),
+        &SecretBox::from_hex(KEY).expect("key"),
+        &NewProxy {
+            name: "exit1",
+            url: &proxy.url(),
+            username: Some(PROXY_LOGIN.0),
+            password: Some(PROXY_LOGIN.1),
+            egress_group: None,
+        },
+    )
+    .await
+    .expect("add the proxy");
+    for k in 0..fleet.options.accounts {
+        let (name, _) = trawl_simulator::data::generated_account(fleet.options.seed, k);
+        proxies::assign(fleet.pool(), &name, Some("exit1"))
+            .await
+            .expect("route the account");
+    }
     // Everything at debug level, one worker logging JSON and one text.
     for format in ["json", "text"] {
         fleet.add_worker_with(vec![
@@ -50,6 +83,7 @@ async fn no_password_cookie_token_or_key_is_shown_or_stored_in_the_clear() {
     let mut secrets: Vec<(String, String)> = vec![
         ("the API token".into(), TOKEN.into()),
         ("the secrets key".into(), KEY.into()),
+        ("the proxy's password".into(), PROXY_LOGIN.1.into()),
     ];
     for k in 0..fleet.options.accounts {
         secrets.push((
@@ -149,7 +183,11 @@ async fn no_password_cookie_token_or_key_is_shown_or_stored_in_the_clear() {
         assert!(!body.is_empty(), "{url} answered");
         haystacks.push((url, body));
     }
-    for args in [&["config", "show"][..], &["accounts", "list", "--json"]] {
+    for args in [
+        &["config", "show"][..],
+        &["accounts", "list", "--json"],
+        &["proxies", "list", "--json"],
+    ] {
         let (code, out, err) = fleet.trawl(args);
         assert_eq!(code, Some(0), "trawl {args:?}: {err}");
         haystacks.push((format!("trawl {}", args.join(" ")), format!("{out}{err}")));
@@ -163,7 +201,8 @@ async fn no_password_cookie_token_or_key_is_shown_or_stored_in_the_clear() {
     assert!(tables.len() >= 10, "every table: {tables:?}");
     for table in tables {
         let dump: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT coalesce(string_agg((to_jsonb(t) - 'password_sealed' - 'session_sealed')::text,
+            "SELECT coalesce(string_agg((to_jsonb(t) - 'password_sealed' - 'session_sealed'
+                                                      - 'credentials_sealed')::text,
                                         E'\\n'), '')
                FROM \"{table}\" t"
         )))
