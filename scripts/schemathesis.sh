@@ -91,6 +91,21 @@ TRAWL_SCHEDULER__API_TOKEN="trawl_$(python3 -c 'import secrets; print(secrets.to
 export TRAWL_SCHEDULER__API_TOKEN
 "$trawl" migrate
 
+# Rows for the account and proxy routes, so that their answers are checked with something in them
+# (a proxy with credentials, one down, an account behind each) rather than as empty lists, and the
+# document's examples (account `alice`, proxy `eu-1`) name what exists. Nothing connects to the
+# proxies. No CLI verb marks a proxy down (workers do), hence the SQL.
+printf 'schemathesis-proxy-password\n' | "$trawl" proxies add eu-1 --url http://127.0.0.1:9 \
+  --username schemathesis-proxy-user --password-stdin --insecure-dev-key >/dev/null
+"$trawl" proxies add us-1 --url http://127.0.0.1:10 >/dev/null
+printf 'schemathesis-account-password\n' | "$trawl" accounts add alice --password-stdin --proxy eu-1 \
+  --insecure-dev-key >/dev/null
+"$trawl" accounts add bob --anonymous --proxy us-1 >/dev/null
+"$pgbin/psql" "$TRAWL_DATABASE__URL" -v ON_ERROR_STOP=1 -q -c \
+  "UPDATE proxies SET state = 'down', down_reason = 'connection refused', down_since = now(),
+          check_after = now() + interval '1 hour', failures = 1
+    WHERE name = 'us-1'"
+
 port=$(free_port)
 "$trawl" scheduler --listen "127.0.0.1:$port" >"$work/scheduler.log" 2>&1 &
 scheduler_pid=$!

@@ -166,6 +166,8 @@ async fn no_password_cookie_token_or_key_is_shown_or_stored_in_the_clear() {
         (format!("{scheduler}/v1/jobs?count=1000"), true),
         (format!("{scheduler}/v1/stats"), true),
         (format!("{scheduler}/v1/limits"), true),
+        (format!("{scheduler}/v1/accounts"), true),
+        (format!("{scheduler}/v1/proxies"), true),
     ];
     urls.extend(
         ids.iter()

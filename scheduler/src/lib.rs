@@ -1,5 +1,5 @@
 //! The scheduler: Trawl's HTTP JSON API (submit, list, show, cancel, retry, pause and resume,
-//! stats) behind a bearer token, and the maintenance loops (lease rescue, retention, queue metrics)
+//! stats, accounts and their proxies) behind a bearer token, and the maintenance loops (lease rescue, retention, queue metrics)
 //! under a PostgreSQL advisory-lock leader.
 //!
 //! It must not make requests to Instagram, and it is not on the hot path of a crawl: workers lease

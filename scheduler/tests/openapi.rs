@@ -1,7 +1,7 @@
 //! `docs/openapi.yaml` against the code: the same (method, path) pairs as `api::ROUTES`, and as a
 //! live router really serves; the same open routes; the same scope per route as the token check;
-//! the same job kinds, job states and token scopes. Response shapes are checked elsewhere, by
-//! `scripts/schemathesis.sh` against a running scheduler.
+//! the same job kinds, job states, account states and token scopes. Response shapes are checked
+//! elsewhere, by `scripts/schemathesis.sh` against a running scheduler.
 //!
 //! The router's paths come from the router itself (its `Debug` output, the only list axum gives),
 //! so a route added to `router()` outside `ROUTES` fails here too, and its methods from asking it.
@@ -15,6 +15,7 @@ use serde_json::Value;
 use trawl_scheduler::api::{self, ApiState};
 use trawl_scheduler::metrics::SchedulerMetrics;
 use trawl_scheduler::testing;
+use trawl_shared::accounts::AccountState;
 use trawl_shared::config::LimiterConfig;
 use trawl_shared::domain::{JobKind, JobState};
 use trawl_shared::limiter::{Ledger, Profile};
@@ -225,6 +226,14 @@ fn the_document_lists_the_routes_kinds_states_and_scopes_of_the_code() {
     assert_eq!(
         enum_of(&entries, &["components", "schemas", "JobState"]),
         states
+    );
+    let account_states: Vec<String> = AccountState::ALL
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    assert_eq!(
+        enum_of(&entries, &["components", "schemas", "AccountState"]),
+        account_states
     );
     let scopes: Vec<String> = Scope::ALL.iter().map(|s| s.as_str().to_owned()).collect();
     let forbidden = [
@@ -458,6 +467,7 @@ async fn path_parameters_that_are_not_utf8_get_the_error_shape() {
         ("GET", "/v1/jobs/%FF", "id"),
         ("POST", "/v1/jobs/%FF/cancel", "id"),
         ("POST", "/v1/kinds/%FF/pause", "kind"),
+        ("PUT", "/v1/accounts/%FF/proxy", "name"),
     ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         let answer = http

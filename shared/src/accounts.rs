@@ -151,7 +151,9 @@ fn owner(name: &str, what: &str) -> String {
     format!("account:{name}:{what}")
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name an account: 1 to 64 ASCII letters, digits, `.`, `_` or `-`. Public so
+/// that the API refuses a name in its paths by the rule [`Accounts::add`] enforces.
+pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()
@@ -196,6 +198,31 @@ pub async fn count_by_state(pool: &PgPool) -> Result<Vec<(AccountState, i64)>, A
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// Every account, by name. Needs no key: nothing secret is read, so a process that may not hold
+/// `secrets.key` (the scheduler's API) can list too.
+pub async fn list(pool: &PgPool) -> Result<Vec<Account>, AccountError> {
+    Ok(sqlx::query_as(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts ORDER BY name"
+    ))
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One account, as [`list`] shows it. Needs no key.
+pub async fn get(pool: &PgPool, name: &str) -> Result<Account, AccountError> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        account_columns!(),
+        " FROM accounts WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| AccountError::NotFound(name.chars().take(80).collect()))
 }
 
 pub struct Accounts {
@@ -252,13 +279,7 @@ impl Accounts {
     }
 
     pub async fn list(&self) -> Result<Vec<Account>, AccountError> {
-        Ok(sqlx::query_as(concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM accounts ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await?)
+        list(&self.pool).await
     }
 
     /// Disables, enables (back to available, clearing a checkpoint) or removes an account.

@@ -197,7 +197,9 @@ pub(crate) fn credentials_owner(name: &str) -> String {
     format!("proxy:{name}:credentials")
 }
 
-fn valid_name(name: &str) -> bool {
+/// Whether `name` may name a proxy: 1 to 64 ASCII letters, digits, `.`, `_` or `-`. Public so
+/// that the API refuses a malformed name by the rule [`add`] enforces.
+pub fn valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .chars()

@@ -1,12 +1,14 @@
-//! The API's one error shape, `{"error": {"code", "message", "details"?}}`, and how the queue's
-//! and the ledger's errors map onto it.
+//! The API's one error shape, `{"error": {"code", "message", "details"?}}`, and how the queue's,
+//! the ledger's, the accounts' and the proxies' errors map onto it.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use trawl_shared::accounts::AccountError;
 use trawl_shared::domain::ValidationError;
 use trawl_shared::limiter::LedgerError;
+use trawl_shared::proxies::ProxyError;
 use trawl_shared::queue::QueueError;
 
 /// An API error: a status, a stable code clients branch on, a message for people and, for some
@@ -113,6 +115,10 @@ pub enum BrokenInvariant {
     /// A stored value, column or type is not what the code reads: the schema and the code disagree.
     #[error("a stored value does not match what the scheduler reads: {0}")]
     StoredValue(String),
+    /// An account or proxy operation failed in a way the route never leads it to (the routes only
+    /// read, and reassign a proxy by names they checked): the two disagree on what can happen.
+    #[error("an account or proxy operation failed unexpectedly: {0}")]
+    Unexpected(String),
 }
 
 impl BrokenInvariant {
@@ -124,6 +130,7 @@ impl BrokenInvariant {
             BrokenInvariant::StoredValue(_) => {
                 "a stored value does not match what the scheduler reads"
             }
+            BrokenInvariant::Unexpected(_) => "an account or proxy operation failed unexpectedly",
         }
     }
 }
@@ -188,6 +195,49 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+/// An account named in the path that does not exist is 404 naming `name`; a proxy, which only a
+/// body names, is 404 naming `proxy`, so a client tells the two apart.
+impl From<AccountError> for ApiError {
+    fn from(err: AccountError) -> Self {
+        let message = err.to_string();
+        match err {
+            AccountError::Database(e) => ApiError::database(e, "an account query"),
+            AccountError::NotFound(_) => ApiError::unknown_in_path("name", message),
+            AccountError::NoSuchProxy(_) => {
+                ApiError::not_found(message).with_details(json!({ "field": "proxy" }))
+            }
+            // One by one, so that a new variant is placed by a decision, not by a wildcard.
+            AccountError::Exists(_)
+            | AccountError::BadName(_)
+            | AccountError::NoSecret(_)
+            | AccountError::LeaseLost(_)
+            | AccountError::BadProxy(..)
+            | AccountError::Crypto(_)
+            | AccountError::Rotate(..) => BrokenInvariant::Unexpected(message).into(),
+        }
+    }
+}
+
+impl From<ProxyError> for ApiError {
+    fn from(err: ProxyError) -> Self {
+        let message = err.to_string();
+        match err {
+            ProxyError::Database(e) => ApiError::database(e, "a proxy query"),
+            ProxyError::NotFound(_) => {
+                ApiError::not_found(message).with_details(json!({ "field": "proxy" }))
+            }
+            ProxyError::AccountNotFound(_) => ApiError::unknown_in_path("name", message),
+            // One by one, so that a new variant is placed by a decision, not by a wildcard.
+            ProxyError::Exists(_)
+            | ProxyError::BadName(_)
+            | ProxyError::BadUrl { .. }
+            | ProxyError::BadUsername(_)
+            | ProxyError::InUse { .. }
+            | ProxyError::Crypto(_) => BrokenInvariant::Unexpected(message).into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +262,29 @@ mod tests {
         let ledger = ApiError::from(LedgerError::Database(sqlx::Error::RowNotFound));
         assert_eq!((ledger.status, ledger.code), internal);
         assert!(ledger.message.contains("no row"), "{}", ledger.message);
+    }
+
+    #[test]
+    fn missing_accounts_and_proxies_name_their_field() {
+        let field = |e: &ApiError| e.details.as_ref().map(|d| d["field"].clone());
+        for (e, name) in [
+            (ApiError::from(AccountError::NotFound("a".into())), "name"),
+            (
+                ApiError::from(ProxyError::AccountNotFound("a".into())),
+                "name",
+            ),
+            (ApiError::from(ProxyError::NotFound("p".into())), "proxy"),
+            (
+                ApiError::from(AccountError::NoSuchProxy("p".into())),
+                "proxy",
+            ),
+        ] {
+            assert_eq!((e.status, e.code), (StatusCode::NOT_FOUND, "NOT_FOUND"));
+            assert_eq!(field(&e), Some(name.into()), "{}", e.message);
+        }
+        let outage = ApiError::from(ProxyError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(outage.status, StatusCode::SERVICE_UNAVAILABLE);
+        let unexpected = ApiError::from(AccountError::Exists("a".into()));
+        assert_eq!(unexpected.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -2,6 +2,7 @@
 //! and `/metrics`: the route table and the router built from it. Every error has one shape,
 //! `{"error": {"code": "...", "message": "...", "details": {...}}}` ([`ApiError`]).
 
+mod accounts;
 mod auth;
 mod error;
 mod extract;
@@ -9,6 +10,7 @@ mod jobs;
 mod kinds;
 mod limits;
 mod probes;
+mod proxies;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -55,7 +57,8 @@ pub struct Route {
 /// Every route the scheduler serves: [`router`] takes its routes from here and nowhere else.
 /// `docs/openapi.yaml` describes exactly these; `scheduler/tests/openapi.rs` compares the two, and
 /// both with what a live router answers. A route with a scope needs a bearer token that has it:
-/// reading is `read`; creating, cancelling and retrying jobs `submit`; pausing kinds `admin`.
+/// reading is `read`; creating, cancelling and retrying jobs `submit`; pausing kinds and changing
+/// an account's proxy `admin`.
 pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
@@ -116,6 +119,24 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/limits",
         scope: Some(TokenScope::Read),
         handler: |m| on(m, limits::limits),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/accounts",
+        scope: Some(TokenScope::Read),
+        handler: |m| on(m, accounts::list_accounts),
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/accounts/{name}/proxy",
+        scope: Some(TokenScope::Admin),
+        handler: |m| on(m, accounts::set_proxy),
+    },
+    Route {
+        method: "GET",
+        path: "/v1/proxies",
+        scope: Some(TokenScope::Read),
+        handler: |m| on(m, proxies::list_proxies),
     },
     Route {
         method: "GET",
