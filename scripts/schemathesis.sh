@@ -95,9 +95,9 @@ export TRAWL_SCHEDULER__API_TOKEN
 # (a proxy with credentials, one down, an account behind each) rather than as empty lists, and the
 # document's examples (account `alice`, proxy `eu-1`) name what exists. Nothing connects to the
 # proxies. No CLI verb marks a proxy down (workers do), hence the SQL.
-printf 'schemathesis-proxy-password\n' | "$trawl" proxies add eu-1 --url http://127.0.0.1:9 \
+printf 'schemathesis-proxy-password\n' | "$trawl" proxies add eu-1 http://127.0.0.1:9 \
   --username schemathesis-proxy-user --password-stdin --insecure-dev-key >/dev/null
-"$trawl" proxies add us-1 --url http://127.0.0.1:10 >/dev/null
+"$trawl" proxies add us-1 http://127.0.0.1:10 >/dev/null
 printf 'schemathesis-account-password\n' | "$trawl" accounts add alice --password-stdin --proxy eu-1 \
   --insecure-dev-key >/dev/null
 "$trawl" accounts add bob --anonymous --proxy us-1 >/dev/null

@@ -217,7 +217,7 @@ pub async fn proxies(config: &Config, command: ProxiesCommand) -> Result<(), Cli
     match command {
         ProxiesCommand::Add {
             name,
-            url,
+            proxy_url,
             username,
             password_stdin,
             egress,
@@ -225,10 +225,12 @@ pub async fn proxies(config: &Config, command: ProxiesCommand) -> Result<(), Cli
         } => {
             check_egress(egress.as_deref())?;
             // Parsed before anything is read or opened, so a typo costs no password prompt.
-            url.parse::<ProxyUrl>().map_err(|e| CliError::BadFlag {
-                flag: "--url",
-                reason: e.to_string(),
-            })?;
+            proxy_url
+                .parse::<ProxyUrl>()
+                .map_err(|e| CliError::BadFlag {
+                    flag: "PROXY_URL",
+                    reason: e.to_string(),
+                })?;
             let secrets = if username.is_some() {
                 sealing_key(config, insecure_dev_key)?
             } else {
@@ -243,7 +245,7 @@ pub async fn proxies(config: &Config, command: ProxiesCommand) -> Result<(), Cli
                 &secrets,
                 &NewProxy {
                     name: &name,
-                    url: &url,
+                    url: &proxy_url,
                     username: username.as_deref(),
                     password: password.as_deref(),
                     egress_group: egress.as_deref(),
@@ -276,9 +278,7 @@ pub async fn proxies(config: &Config, command: ProxiesCommand) -> Result<(), Cli
                     .map_err(|e| CliError::failed("cannot print the proxies", e))?;
                 println!("{text}");
             } else if listed.is_empty() {
-                println!(
-                    "no proxies; add one with `trawl proxies add NAME --url http://HOST:PORT`"
-                );
+                println!("no proxies; add one with `trawl proxies add NAME http://HOST:PORT`");
             } else {
                 print!("{}", render_proxies(&listed, Utc::now()));
             }

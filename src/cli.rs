@@ -381,9 +381,10 @@ pub enum ProxiesCommand {
         /// 1 to 64 letters, digits, '.', '_' or '-'.
         name: String,
         /// `http://host:port`, `socks5://host:port` or `socks5h://host:port` (names resolved
-        /// by the proxy), without credentials.
-        #[arg(long)]
-        url: String,
+        /// by the proxy), without credentials. Its own name: the global `--url` is the
+        /// scheduler's, and clap would hand one argument's value to the other.
+        #[arg(value_name = "PROXY_URL")]
+        proxy_url: String,
         /// The proxy's username (the password comes from --password-stdin).
         #[arg(long, requires = "password_stdin")]
         username: Option<String>,

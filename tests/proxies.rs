@@ -416,3 +416,116 @@ async fn refused_proxy_credentials_rest_the_account_without_touching_its_jobs() 
     // The check is a bare tunnel, refused by the proxy: the simulator saw nothing at all.
     assert!(crawl_requests(&fleet).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_adds_lists_routes_and_removes_proxies_and_refuses_bad_input_with_the_reason() {
+    let fleet = Fleet::start(FleetOptions {
+        workers: 0,
+        accounts: 1,
+        ..FleetOptions::default()
+    })
+    .await;
+    let account = trawl_simulator::data::generated_account(fleet.options.seed, 0).0;
+    for (args, code, says) in [
+        (
+            vec!["proxies", "add", "s", "socks5h://proxy.lan:1080"],
+            0,
+            "added proxy s",
+        ),
+        (
+            vec![
+                "proxies",
+                "add",
+                "h",
+                "http://10.0.0.5:3128",
+                "--egress",
+                "dc-east",
+            ],
+            0,
+            "egress group dc-east",
+        ),
+        (
+            vec!["proxies", "add", "x", "http://user:pw@10.0.0.5:3128"],
+            2,
+            "credentials do not belong in the URL",
+        ),
+        (
+            vec!["proxies", "add", "x", "https://10.0.0.5:443"],
+            2,
+            "TLS to the proxy",
+        ),
+        (
+            vec!["proxies", "add", "x", "10.0.0.5:3128"],
+            2,
+            "scheme://host:port",
+        ),
+        (
+            vec!["proxies", "add", "s", "http://10.0.0.6:1"],
+            4,
+            "already exists",
+        ),
+        (
+            vec!["accounts", "set-proxy", &account, "nope"],
+            3,
+            "does not exist",
+        ),
+        (
+            vec!["accounts", "set-proxy", "nobody", "s"],
+            3,
+            "does not exist",
+        ),
+        (
+            vec!["accounts", "set-proxy", &account, "h"],
+            0,
+            "through proxy h",
+        ),
+        (vec!["proxies", "remove", "h"], 4, &account),
+        (
+            vec!["accounts", "set-proxy", &account, "--none"],
+            0,
+            "straight out",
+        ),
+        (vec!["proxies", "remove", "h"], 0, "removed proxy h"),
+    ] {
+        let (got, out, err) = fleet.trawl(&args);
+        assert_eq!(got, Some(code), "trawl {args:?}: {out}{err}");
+        assert!(
+            format!("{out}{err}").contains(says),
+            "trawl {args:?}: {out}{err}"
+        );
+    }
+    let (code, listed, err) = fleet.trawl(&["proxies", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        listed.contains("socks5h://proxy.lan:1080") && !listed.contains("10.0.0.5"),
+        "{listed}"
+    );
+    // A proxy whose credentials need sealing needs the key; the password comes from stdin only.
+    let out = support::trawl_command(
+        &[
+            "proxies",
+            "add",
+            "k",
+            "http://10.0.0.7:3128",
+            "--username",
+            "u",
+            "--password-stdin",
+        ],
+        fleet
+            .env()
+            .into_iter()
+            .filter(|(k, _)| k != "TRAWL_SECRETS__KEY"),
+    )
+    .output()
+    .expect("run trawl");
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        proxies::get(fleet.pool(), "k").await.is_err(),
+        "nothing stored without a key"
+    );
+}
