@@ -115,12 +115,13 @@ where
     }
 
     fn call(&mut self, task: Task<Args>) -> Self::Future {
-        let held = Held(self.shared.clone());
         let job = task.ctx().data().get::<JobLease>().cloned();
-        let shared = self.shared.clone();
         let Some(job) = job else {
+            // Not leased by this worker's backend, so not counted among the jobs it holds.
             return async { Err(AckError::NoLease.into()) }.boxed();
         };
+        let held = Held(self.shared.clone());
+        let shared = self.shared.clone();
         let handler = self.inner.call(task);
         async move {
             let _held = held;
