@@ -1,6 +1,7 @@
 //! The acknowledgement layer: heartbeats while a handler runs, then records its outcome in the
 //! queue, fenced by the lease.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -9,10 +10,10 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tower_layer::Layer;
 use tower_service::Service;
-use trawl_shared::queue::{Failure, QueueError};
+use trawl_shared::queue::{Failure, Lease, Queue, QueueError};
 
 use crate::backend::{JobLease, Shared};
 
@@ -185,7 +186,7 @@ async fn settle<R>(
     let queue = &shared.queue;
     let lease = &job.lease;
     let written = match &outcome {
-        Ok(_) => queue.complete(lease).await,
+        Ok(_) => complete(shared, *lease).await,
         Err(e) => match e.downcast_ref::<TrawlJobError>() {
             Some(TrawlJobError::Snooze(delay)) => queue.snooze(lease, *delay).await.map(drop),
             Some(TrawlJobError::Permanent(reason)) => queue
@@ -210,5 +211,61 @@ async fn settle<R>(
             source,
         }
         .into()),
+    }
+}
+
+/// One completion waiting for the completer: the lease, and where to say whether it was held.
+type Completion = (Lease, oneshot::Sender<bool>);
+
+/// The inbox of a worker's completer task.
+pub(crate) type Completions = mpsc::UnboundedSender<Completion>;
+
+/// Most completions written in one statement.
+const COMPLETE_BATCH: usize = 256;
+
+/// Completes a job through the worker's completer, which writes the completions that arrive
+/// together in one `complete_many`: apalis settles one task at a time, and a commit per job would
+/// cap a worker at the server's commit rate. Fencing is the same, lease by lease.
+async fn complete(shared: &Shared, lease: Lease) -> Result<(), QueueError> {
+    let inbox = shared.completions.get_or_init(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_completer(shared.queue.clone(), rx));
+        tx
+    });
+    let (reply, held) = oneshot::channel();
+    if inbox.send((lease, reply)).is_ok()
+        && let Ok(held) = held.await
+    {
+        return if held {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost {
+                job_id: lease.job_id,
+            })
+        };
+    }
+    // The completer is gone (its batch failed, or the runtime is shutting down): write alone,
+    // which also gives this job its own error.
+    shared.queue.complete(&lease).await
+}
+
+/// Ends when every sender is gone, that is when the backend and its layers are dropped.
+async fn run_completer(queue: Queue, mut inbox: mpsc::UnboundedReceiver<Completion>) {
+    let mut batch = Vec::with_capacity(COMPLETE_BATCH);
+    while inbox.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
+        let leases: Vec<Lease> = batch.iter().map(|(lease, _)| *lease).collect();
+        match queue.complete_many(&leases).await {
+            Ok(done) => {
+                let done: HashSet<i64> = done.into_iter().collect();
+                for (lease, reply) in batch.drain(..) {
+                    let _ = reply.send(done.contains(&lease.job_id));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, jobs = batch.len(), "batched completion failed; completing one by one");
+                // Dropping the replies sends each caller to complete its job alone.
+                batch.clear();
+            }
+        }
     }
 }

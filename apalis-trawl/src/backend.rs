@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -128,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) queue: Queue,
     held: AtomicUsize,
     freed: Notify,
+    /// The completer task's inbox, started on the first completion (inside the runtime).
+    pub(crate) completions: OnceLock<crate::ack::Completions>,
 }
 
 impl Shared {
@@ -159,6 +161,7 @@ impl<Args> TrawlBackend<Args> {
                 queue,
                 held: AtomicUsize::new(0),
                 freed: Notify::new(),
+                completions: OnceLock::new(),
             }),
             config,
             buffer: VecDeque::new(),

@@ -440,7 +440,7 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
     report.push_str(&machine_report(&server.admin_url).await?);
     writeln!(
         report,
-        "- Versions: trawl {}, apalis 1.0.0, apalis-postgres 1.0.0 (its own migrations)",
+        "- Versions: trawl {}, apalis 1.0.0, apalis-postgres 1.0.0 (its own migrations), apalis-trawl (this workspace)",
         env!("CARGO_PKG_VERSION")
     )?;
     eprintln!("pgbench -N ceiling…");
@@ -456,8 +456,8 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
          workers; a drain stopped at {} s is marked *capped*. Lease wait: from a job becoming \
          runnable (or the drain starting, if later) to its lease, from the database's timestamps \
          (for a capped drain, of the jobs leased before the cap). Trawl leases {} jobs per statement and completes them in one statement; \
-         apalis workers on Trawl's queue lease as many per statement and complete each job in \
-         a statement of its own (apalis acknowledges one task at a time).\n",
+         apalis workers on Trawl's queue lease as many per statement; apalis settles one task \
+         at a time, and the backend writes the completions that arrive together in one statement.\n",
         args.cap_seconds, args.batch
     )?;
     writeln!(

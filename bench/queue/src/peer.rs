@@ -125,8 +125,8 @@ pub fn on_trawl_label(batch: usize) -> String {
 }
 
 /// Enqueues `n` jobs as Trawl's own run does, then drains them with `workers` apalis workers on
-/// [`TrawlBackend`]: each leases `batch` jobs per statement and, through the backend's ack layer,
-/// completes each job in a statement of its own.
+/// [`TrawlBackend`]: each leases `batch` jobs per statement, and the backend's ack layer writes
+/// the completions that arrive together in one statement.
 pub async fn run_on_trawl(
     pool: &PgPool,
     queue: &Queue,
