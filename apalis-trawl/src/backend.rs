@@ -268,7 +268,10 @@ where
             }
             .boxed()
         });
-        closing.poll_unpin(cx)
+        let done = futures_util::ready!(closing.poll_unpin(cx));
+        // A finished async block must not be polled again; a later close finds nothing to do.
+        self.closing = Some(futures_util::future::ready(Ok(())).boxed());
+        Poll::Ready(done)
     }
 }
 
