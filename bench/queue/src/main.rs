@@ -440,7 +440,7 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
     report.push_str(&machine_report(&server.admin_url).await?);
     writeln!(
         report,
-        "- Versions: trawl {}, apalis 1.0.0, apalis-postgres 1.0.0 (its own migrations)",
+        "- Versions: trawl {}, apalis 1.0.0, apalis-postgres 1.0.0 (its own migrations), apalis-trawl (this workspace)",
         env!("CARGO_PKG_VERSION")
     )?;
     eprintln!("pgbench -N ceiling…");
@@ -455,7 +455,9 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
         "\nEach run: N no-op jobs enqueued in bulk on a fresh database, then drained by W concurrent \
          workers; a drain stopped at {} s is marked *capped*. Lease wait: from a job becoming \
          runnable (or the drain starting, if later) to its lease, from the database's timestamps \
-         (for a capped drain, of the jobs leased before the cap). Trawl leases {} jobs per statement and completes them in one statement.\n",
+         (for a capped drain, of the jobs leased before the cap). Trawl leases {} jobs per statement and completes them in one statement; \
+         apalis workers on Trawl's queue lease as many per statement; apalis settles one task \
+         at a time, and the backend writes the completions that arrive together in one statement.\n",
         args.cap_seconds, args.batch
     )?;
     writeln!(
@@ -483,6 +485,13 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
                 .unwrap_or_else(|| "-".into())
         )
     };
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.1}×", a / b)
+        } else {
+            "-".into()
+        }
+    };
     let mut ratios = String::new();
     for &n in &args.peer_jobs {
         for &w in &args.workers {
@@ -508,13 +517,6 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
                 let theirs = peer::run(&pool, peer_settings, n, w, cap).await?;
                 pool.close().await;
                 report.push_str(&row(n, w, peer_settings.label(), &theirs));
-                let ratio = |a: f64, b: f64| {
-                    if b > 0.0 {
-                        format!("{:.1}×", a / b)
-                    } else {
-                        "-".into()
-                    }
-                };
                 ratios.push_str(&format!(
                     "| {n} | {w} | {} | {} | {} | {} | {} |\n",
                     peer_settings.label(),
@@ -528,6 +530,26 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
                     }
                 ));
             }
+            eprintln!("N={n} W={w}: {}…", peer::on_trawl_label(args.batch));
+            let pool = server
+                .fresh(&format!("bench_peer_apalis_trawl_{n}_{w}"), w as u32 + 4)
+                .await?;
+            let queue = Queue::new(pool.clone(), settings());
+            let theirs = peer::run_on_trawl(&pool, &queue, n, w, args.batch, cap).await?;
+            pool.close().await;
+            let label = peer::on_trawl_label(args.batch);
+            report.push_str(&row(n, w, &label, &theirs));
+            ratios.push_str(&format!(
+                "| {n} | {w} | {label} | {} | {} | {} | {} |\n",
+                ratio(ours.enqueue_rate, theirs.enqueue_rate),
+                ratio(ours.drain_rate, theirs.drain_rate),
+                ratio(theirs.lease_wait_p50, ours.lease_wait_p50),
+                match (ours.last_10_rate, theirs.last_10_rate) {
+                    (Some(a), Some(b)) => ratio(a, b),
+                    (Some(_), None) => "peer capped".into(),
+                    _ => "-".into(),
+                }
+            ));
         }
     }
     writeln!(report, "\n### Trawl ÷ apalis-postgres (same run)\n")?;

@@ -1,6 +1,7 @@
 //! The peer: apalis-postgres, driven the way its documentation shows (`PostgresStorage`, `apalis`
-//! workers), on a fresh database with its own migrations. Built only with `--features apalis`, so
-//! nothing else in the workspace depends on it.
+//! workers), on a fresh database with its own migrations; and apalis's same workers on Trawl's
+//! queue (`apalis-trawl`), so that the worker is the same on both sides and only the storage
+//! differs. Built only with `--features apalis`, so nothing else in the workspace depends on it.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use futures::stream::{self, StreamExt};
 use sqlx::PgPool;
 
 use crate::drain::{DrainFigures, figures_from_db};
+use apalis_trawl::{TrawlBackend, TrawlJobError, TrawlTask};
+use trawl_shared::queue::Queue;
 
 /// The settings run: the defaults, and the best its documentation offers (bigger fetch batches,
 /// NOTIFY instead of waiting for the next poll).
@@ -104,6 +107,72 @@ pub async fn run(
     figures_from_db(
         pool,
         "SELECT run_at, lock_at AS leased_at, done_at AS finished_at FROM apalis.jobs",
+        drain_start,
+        n,
+        enqueue_rate,
+        hit_cap,
+    )
+    .await
+}
+
+async fn noop_trawl(_job: TrawlTask) -> Result<(), TrawlJobError> {
+    Ok(())
+}
+
+/// The label of [`run_on_trawl`]'s row.
+pub fn on_trawl_label(batch: usize) -> String {
+    format!("apalis workers on Trawl's queue (apalis-trawl: batch {batch}, NOTIFY)")
+}
+
+/// Enqueues `n` jobs as Trawl's own run does, then drains them with `workers` apalis workers on
+/// [`TrawlBackend`]: each leases `batch` jobs per statement, and the backend's ack layer writes
+/// the completions that arrive together in one statement.
+pub async fn run_on_trawl(
+    pool: &PgPool,
+    queue: &Queue,
+    n: usize,
+    workers: usize,
+    batch: usize,
+    cap: Duration,
+) -> Result<DrainFigures> {
+    let enqueue_rate = crate::enqueue(queue, n).await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
+    let drain_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?;
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let worker = WorkerBuilder::new(format!("bench-{w}"))
+            .backend(TrawlBackend::<TrawlTask>::new(
+                queue.clone(),
+                apalis_trawl::Config::default().batch_size(batch),
+            ))
+            .build(noop_trawl);
+        tasks.push(tokio::spawn(async move {
+            let _ = worker.run().await;
+        }));
+    }
+    let deadline = Instant::now() + cap;
+    let mut hit_cap = true;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
+            .fetch_one(pool)
+            .await?;
+        if done as usize >= n {
+            hit_cap = false;
+            break;
+        }
+    }
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    figures_from_db(
+        pool,
+        "SELECT run_at, attempted_at AS leased_at, finished_at FROM jobs",
         drain_start,
         n,
         enqueue_rate,
