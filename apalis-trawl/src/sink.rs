@@ -1,4 +1,4 @@
-//! Submitting jobs: the same validation and dedup as `POST /api/v1/jobs`.
+//! Submitting jobs: the same validation and dedup as `POST /v1/jobs`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
