@@ -104,7 +104,12 @@ fn alert_signals() -> Vec<(String, String)> {
             out.push((name.clone(), format!("{signal} {threshold}")));
         }
     }
-    assert_eq!(out.len(), 5, "every alert has an expression");
+    let alerts = text
+        .lines()
+        .filter(|l| l.trim().starts_with("- alert: "))
+        .count();
+    assert!(alerts >= 5, "the alert rules were read ({alerts})");
+    assert_eq!(out.len(), alerts, "every alert has an expression");
     out
 }
 

@@ -85,14 +85,39 @@ pub async fn run(
         // Each worker gets its own LISTEN connection, as the documentation describes.
         Settings::Tuned => spawn_workers!(storage.clone().with_pubsub()),
     }
+    let hit_cap = drain_then_stop(
+        pool,
+        "SELECT count(*) FROM apalis.jobs WHERE done_at IS NOT NULL",
+        n,
+        cap,
+        tasks,
+    )
+    .await?;
+    figures_from_db(
+        pool,
+        "SELECT run_at, lock_at AS leased_at, done_at AS finished_at FROM apalis.jobs",
+        drain_start,
+        n,
+        enqueue_rate,
+        hit_cap,
+    )
+    .await
+}
+
+/// Waits until `done_sql` counts `n` finished jobs or `cap` passes, then stops the workers;
+/// returns whether the cap was hit.
+async fn drain_then_stop(
+    pool: &PgPool,
+    done_sql: &'static str,
+    n: usize,
+    cap: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) -> Result<bool> {
     let deadline = Instant::now() + cap;
     let mut hit_cap = true;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM apalis.jobs WHERE done_at IS NOT NULL")
-                .fetch_one(pool)
-                .await?;
+        let done: i64 = sqlx::query_scalar(done_sql).fetch_one(pool).await?;
         if done as usize >= n {
             hit_cap = false;
             break;
@@ -104,15 +129,7 @@ pub async fn run(
     for t in tasks {
         let _ = t.await;
     }
-    figures_from_db(
-        pool,
-        "SELECT run_at, lock_at AS leased_at, done_at AS finished_at FROM apalis.jobs",
-        drain_start,
-        n,
-        enqueue_rate,
-        hit_cap,
-    )
-    .await
+    Ok(hit_cap)
 }
 
 async fn noop_trawl(_job: TrawlTask) -> Result<(), TrawlJobError> {
@@ -152,24 +169,14 @@ pub async fn run_on_trawl(
             let _ = worker.run().await;
         }));
     }
-    let deadline = Instant::now() + cap;
-    let mut hit_cap = true;
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'completed'")
-            .fetch_one(pool)
-            .await?;
-        if done as usize >= n {
-            hit_cap = false;
-            break;
-        }
-    }
-    for t in &tasks {
-        t.abort();
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    let hit_cap = drain_then_stop(
+        pool,
+        "SELECT count(*) FROM jobs WHERE state = 'completed'",
+        n,
+        cap,
+        tasks,
+    )
+    .await?;
     figures_from_db(
         pool,
         "SELECT run_at, attempted_at AS leased_at, finished_at FROM jobs",
