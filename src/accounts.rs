@@ -40,7 +40,9 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
                 .map_err(|e| CliError::Invalid(format!("the new key (stdin): {e}")))?;
             let (pool, accounts) = open(config, current).await?;
             let rotated = accounts.rotate_key(&new).await.map_err(|e| match e {
-                AccountError::Rotate(..) => CliError::Config(e.to_string()),
+                AccountError::Rotate(..) | AccountError::RotateProxy(..) => {
+                    CliError::Config(e.to_string())
+                }
                 other => account_error(other),
             });
             pool.close().await;

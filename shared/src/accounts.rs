@@ -56,6 +56,12 @@ pub enum AccountError {
          was changed"
     )]
     Rotate(String, CryptoError),
+    /// As [`AccountError::Rotate`], for a proxy's sealed credentials.
+    #[error(
+        "cannot open the credentials of proxy {0:?} with the configured secrets.key ({1}); \
+         nothing was changed"
+    )]
+    RotateProxy(String, CryptoError),
 }
 
 /// What `trawl accounts list` shows: never a secret, only whether one is stored.
@@ -617,7 +623,7 @@ impl Accounts {
             let plain = self
                 .secrets
                 .open(&sealed, &who)
-                .map_err(|e| AccountError::Rotate(format!("proxy {name}"), e))?;
+                .map_err(|e| AccountError::RotateProxy(name.clone(), e))?;
             sqlx::query(
                 "UPDATE proxies SET credentials_sealed = $2, updated_at = now() WHERE name = $1",
             )

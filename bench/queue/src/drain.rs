@@ -85,6 +85,22 @@ pub async fn figures_from_db(
     })
 }
 
+/// Enqueues `n` jobs into Trawl's queue, freshens the planner's statistics, and returns the
+/// enqueue rate and the database time the drain starts at: what every drain of Trawl's queue
+/// (its own leasers, apalis workers on it) begins with.
+pub async fn enqueue_for_drain(
+    pool: &PgPool,
+    queue: &Queue,
+    n: usize,
+) -> Result<(f64, DateTime<Utc>)> {
+    let enqueue_rate = crate::enqueue(queue, n).await?;
+    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
+    let drain_start: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(pool)
+        .await?;
+    Ok((enqueue_rate, drain_start))
+}
+
 /// Trawl's side: `submit_many` in chunks of 5,000, then W leasers that lease `batch` and complete
 /// them in one statement each, until the queue is empty or `cap` has passed.
 pub async fn trawl(
@@ -95,11 +111,7 @@ pub async fn trawl(
     batch: usize,
     cap: Duration,
 ) -> Result<DrainFigures> {
-    let enqueue_rate = crate::enqueue(queue, n).await?;
-    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
-    let drain_start: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(pool)
-        .await?;
+    let (enqueue_rate, drain_start) = enqueue_for_drain(pool, queue, n).await?;
     let deadline = Instant::now() + cap;
     let hit_cap = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();

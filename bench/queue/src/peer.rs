@@ -11,7 +11,7 @@ use apalis_postgres::{Config, PostgresStorage};
 use futures::stream::{self, StreamExt};
 use sqlx::PgPool;
 
-use crate::drain::{DrainFigures, figures_from_db};
+use crate::drain::{DrainFigures, enqueue_for_drain, figures_from_db};
 use apalis_trawl::{TrawlBackend, TrawlJobError, TrawlTask};
 use trawl_shared::queue::Queue;
 
@@ -152,11 +152,7 @@ pub async fn run_on_trawl(
     batch: usize,
     cap: Duration,
 ) -> Result<DrainFigures> {
-    let enqueue_rate = crate::enqueue(queue, n).await?;
-    sqlx::query("VACUUM ANALYZE jobs").execute(pool).await?;
-    let drain_start: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
-        .fetch_one(pool)
-        .await?;
+    let (enqueue_rate, drain_start) = enqueue_for_drain(pool, queue, n).await?;
     let mut tasks = Vec::new();
     for w in 0..workers {
         let worker = WorkerBuilder::new(format!("bench-{w}"))

@@ -213,7 +213,8 @@ impl From<AccountError> for ApiError {
             | AccountError::LeaseLost(_)
             | AccountError::BadProxy(..)
             | AccountError::Crypto(_)
-            | AccountError::Rotate(..) => BrokenInvariant::Unexpected(message).into(),
+            | AccountError::Rotate(..)
+            | AccountError::RotateProxy(..) => BrokenInvariant::Unexpected(message).into(),
         }
     }
 }
