@@ -405,6 +405,38 @@ async fn side_by_side(_args: &Args, _server: &Server) -> Result<()> {
 }
 
 /// Trawl's queue and apalis-postgres, same workload, same server, one after the other.
+/// `a` as a multiple of `b` (`-` when `b` is not positive).
+#[cfg(feature = "apalis")]
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.1}×", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+/// One row of the "Trawl ÷ peer" table: how many times Trawl's figure is the peer's.
+#[cfg(feature = "apalis")]
+fn ratio_row(
+    n: usize,
+    w: usize,
+    label: &str,
+    ours: &drain::DrainFigures,
+    theirs: &drain::DrainFigures,
+) -> String {
+    format!(
+        "| {n} | {w} | {label} | {} | {} | {} | {} |\n",
+        ratio(ours.enqueue_rate, theirs.enqueue_rate),
+        ratio(ours.drain_rate, theirs.drain_rate),
+        ratio(theirs.lease_wait_p50, ours.lease_wait_p50),
+        match (ours.last_10_rate, theirs.last_10_rate) {
+            (Some(a), Some(b)) => ratio(a, b),
+            (Some(_), None) => "peer capped".into(),
+            _ => "-".into(),
+        }
+    )
+}
+
 #[cfg(feature = "apalis")]
 async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
     use drain::DrainFigures;
@@ -485,13 +517,6 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
                 .unwrap_or_else(|| "-".into())
         )
     };
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.1}×", a / b)
-        } else {
-            "-".into()
-        }
-    };
     let mut ratios = String::new();
     for &n in &args.peer_jobs {
         for &w in &args.workers {
@@ -517,18 +542,7 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
                 let theirs = peer::run(&pool, peer_settings, n, w, cap).await?;
                 pool.close().await;
                 report.push_str(&row(n, w, peer_settings.label(), &theirs));
-                ratios.push_str(&format!(
-                    "| {n} | {w} | {} | {} | {} | {} | {} |\n",
-                    peer_settings.label(),
-                    ratio(ours.enqueue_rate, theirs.enqueue_rate),
-                    ratio(ours.drain_rate, theirs.drain_rate),
-                    ratio(theirs.lease_wait_p50, ours.lease_wait_p50),
-                    match (ours.last_10_rate, theirs.last_10_rate) {
-                        (Some(a), Some(b)) => ratio(a, b),
-                        (Some(_), None) => "peer capped".into(),
-                        _ => "-".into(),
-                    }
-                ));
+                ratios.push_str(&ratio_row(n, w, peer_settings.label(), &ours, &theirs));
             }
             eprintln!("N={n} W={w}: {}…", peer::on_trawl_label(args.batch));
             let pool = server
@@ -539,17 +553,7 @@ async fn side_by_side(args: &Args, server: &Server) -> Result<()> {
             pool.close().await;
             let label = peer::on_trawl_label(args.batch);
             report.push_str(&row(n, w, &label, &theirs));
-            ratios.push_str(&format!(
-                "| {n} | {w} | {label} | {} | {} | {} | {} |\n",
-                ratio(ours.enqueue_rate, theirs.enqueue_rate),
-                ratio(ours.drain_rate, theirs.drain_rate),
-                ratio(theirs.lease_wait_p50, ours.lease_wait_p50),
-                match (ours.last_10_rate, theirs.last_10_rate) {
-                    (Some(a), Some(b)) => ratio(a, b),
-                    (Some(_), None) => "peer capped".into(),
-                    _ => "-".into(),
-                }
-            ));
+            ratios.push_str(&ratio_row(n, w, &label, &ours, &theirs));
         }
     }
     writeln!(report, "\n### Trawl ÷ apalis-postgres (same run)\n")?;
