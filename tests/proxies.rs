@@ -189,7 +189,9 @@ async fn worker_counter(fleet: &Fleet, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_on_two_proxies_and_an_anonymous_pool_on_a_third_each_leave_from_their_own_exit() {
-    let fleet = Fleet::start(fleet_options(5)).await;
+    // Workers start once every account is routed: a worker that leased an account before its
+    // proxy was set would rightly keep the direct route for that whole lease.
+    let mut fleet = Fleet::start(fleet_options(0)).await;
     let a_credentials = ("alice", "a-secret_1");
     let b_credentials = ("bob", "b.secret-2");
     let a = start(ProxyKind::Http, 2, Some(a_credentials));
@@ -215,6 +217,9 @@ async fn accounts_on_two_proxies_and_an_anonymous_pool_on_a_third_each_leave_fro
     assert_eq!(code, Some(0), "{out}{err}");
     exits.insert(moved, "127.0.0.3".to_owned());
     add_anonymous_account(&fleet, "anon0", "c").await;
+    for _ in 0..5 {
+        fleet.add_worker();
+    }
 
     let users = fleet.public_users_with_posts(10);
     let (with_comments, with_media) = users.split_at(8);
