@@ -50,7 +50,7 @@ async fn r5_workers_ten_minutes_ahead_and_behind_keep_the_windows() {
     let mut fleet = Fleet::start(FleetOptions {
         workers: 0,
         accounts: 2,
-        time_scale: 0.01,
+        time_scale: 0.02,
         ..FleetOptions::default()
     })
     .await;
