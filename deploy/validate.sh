@@ -47,4 +47,8 @@ grep -Eq '^USER [1-9][0-9]*(:[1-9][0-9]*)?$' "$dockerfile" || fail "the runtime 
 grep -Eq '^  CMD \["/usr/local/bin/trawl", "healthcheck"\]$' "$dockerfile" \
   || fail "HEALTHCHECK must use the exec form of trawl healthcheck"
 grep -Eq '^ENTRYPOINT \["/usr/local/bin/trawl"\]$' "$dockerfile" || fail "the entrypoint is the one binary"
+# A syntax directive makes BuildKit pull its front end from a registry before building anything.
+if grep -Eiq '^# *syntax *=' "$dockerfile"; then
+  fail "no '# syntax=' directive: the build must work without a registry"
+fi
 echo "deployment files are valid"

@@ -322,23 +322,7 @@ fn start_prometheus(fleet: &Fleet) -> Prometheus {
 }
 
 async fn query(http: &reqwest::Client, prometheus: &Prometheus, expr: &str) -> Value {
-    let encoded: String = expr
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    http.post(format!("{}/api/v1/query", prometheus.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("query={encoded}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    support::prometheus_query(http, &prometheus.url, expr)
         .await
         .unwrap()
 }

@@ -126,6 +126,65 @@ where
     cmd
 }
 
+/// Public users with posts of `data`, in data-set order.
+pub fn public_users_with_posts(data: &DataSet, n: usize) -> Vec<String> {
+    data.users
+        .iter()
+        .filter(|u| !u.is_private && u.post_count > 0)
+        .take(n)
+        .map(|u| u.username.clone())
+        .collect()
+}
+
+/// The ids of every post of `users` in `data`, and of every comment and reply on them.
+pub fn expected_posts_and_comments(
+    data: &DataSet,
+    users: &[String],
+) -> (BTreeSet<i64>, BTreeSet<i64>) {
+    let mut posts = BTreeSet::new();
+    let mut comments = BTreeSet::new();
+    for name in users {
+        let u = data.user_by_name(name).expect("user in the data set");
+        for i in 0..u.post_count {
+            let p = data.post(u.index, i).expect("post");
+            posts.insert(p.id as i64);
+            for c in 0..p.comment_count {
+                let cm = data.comment(&p, c).expect("comment");
+                comments.insert(cm.id as i64);
+                for (reply, ..) in data.replies(&cm) {
+                    comments.insert(reply as i64);
+                }
+            }
+        }
+    }
+    (posts, comments)
+}
+
+/// An instant query against the Prometheus at `base_url` (its JSON answer).
+pub async fn prometheus_query(
+    http: &reqwest::Client,
+    base_url: &str,
+    expr: &str,
+) -> reqwest::Result<Value> {
+    let encoded: String = expr
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    http.post(format!("{base_url}/api/v1/query"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("query={encoded}"))
+        .send()
+        .await?
+        .json()
+        .await
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -520,34 +579,12 @@ impl Fleet {
 
     /// Public users with posts, in data-set order.
     pub fn public_users_with_posts(&self, n: usize) -> Vec<String> {
-        self.data
-            .users
-            .iter()
-            .filter(|u| !u.is_private && u.post_count > 0)
-            .take(n)
-            .map(|u| u.username.clone())
-            .collect()
+        public_users_with_posts(&self.data, n)
     }
 
     /// The ids of every post of `users`, and of every comment and reply on them.
     pub fn expected_posts_and_comments(&self, users: &[String]) -> (BTreeSet<i64>, BTreeSet<i64>) {
-        let mut posts = BTreeSet::new();
-        let mut comments = BTreeSet::new();
-        for name in users {
-            let u = self.data.user_by_name(name).expect("user in the data set");
-            for i in 0..u.post_count {
-                let p = self.data.post(u.index, i).expect("post");
-                posts.insert(p.id as i64);
-                for c in 0..p.comment_count {
-                    let cm = self.data.comment(&p, c).expect("comment");
-                    comments.insert(cm.id as i64);
-                    for (reply, ..) in self.data.replies(&cm) {
-                        comments.insert(reply as i64);
-                    }
-                }
-            }
-        }
-        (posts, comments)
+        expected_posts_and_comments(&self.data, users)
     }
 
     /// No job failed, and exactly these posts (and comments, when given) are stored.
