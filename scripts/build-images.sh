@@ -7,7 +7,7 @@
 #   trawl-local/rust:VERSION-slim-bookworm  that + gcc + this machine's Rust toolchain: the builder
 #   trawl-local/postgres:15                 PostgreSQL 15 from Debian (deploy/images/postgres)
 #   trawl-local/prometheus:2                Prometheus from Debian (deploy/images/prometheus)
-#   trawl:latest                            deploy/Dockerfile (set TRAWL_IMAGE to tag it otherwise)
+#   trawl:latest                            deploy/Dockerfile (set IMAGE_TRAWL to tag it otherwise)
 #
 # Base images already present are kept (REBUILD_BASE=1 makes them again); the rest is left to
 # Docker's layer cache, so a second run rebuilds only what changed. Ends by printing the variables
@@ -23,7 +23,7 @@ rust_version=$(rustc --version | awk '{print $2}')
 rust=trawl-local/rust:${rust_version}-slim-bookworm
 postgres=trawl-local/postgres:15
 prometheus=trawl-local/prometheus:2
-trawl=${TRAWL_IMAGE:-trawl:latest}
+trawl=${IMAGE_TRAWL:-trawl:latest}
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 step() { echo "build-images: $*" >&2; }
@@ -94,7 +94,7 @@ docker build -f deploy/Dockerfile \
 step "$trawl built in $(seconds_since "$started") s ($(docker image inspect -f '{{.Size}}' "$trawl") bytes)"
 
 cat <<VARS
-TRAWL_IMAGE=$trawl
-POSTGRES_IMAGE=$postgres
-PROMETHEUS_IMAGE=$prometheus
+IMAGE_TRAWL=$trawl
+IMAGE_POSTGRES=$postgres
+IMAGE_PROMETHEUS=$prometheus
 VARS

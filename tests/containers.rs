@@ -153,8 +153,8 @@ impl ComposeFleet {
         let scheduler_port = free_port();
         let prometheus_port = free_port();
         let mut vars = images.to_vec();
-        vars.push(("TRAWL_SCHEDULER_PORT".into(), scheduler_port.to_string()));
-        vars.push(("PROMETHEUS_PORT".into(), prometheus_port.to_string()));
+        vars.push(("PORT_SCHEDULER".into(), scheduler_port.to_string()));
+        vars.push(("PORT_PROMETHEUS".into(), prometheus_port.to_string()));
         Self {
             dir,
             project,
@@ -360,6 +360,9 @@ impl Drop for ComposeFleet {
             .args(["down", "-v", "--remove-orphans", "-t", "5"])
             .envs(self.vars.iter().map(|(k, v)| (k, v)));
         let _ = cmd.output();
+        if let Some(project_dir) = self.dir.parent() {
+            let _ = std::fs::remove_dir_all(project_dir);
+        }
     }
 }
 
@@ -509,22 +512,34 @@ async fn compose_fleet_on_containers_scales_survives_kills_cut_offs_and_a_databa
     .await;
     fleet.wait_prometheus_sees_workers(running_after_kill).await;
 
-    // A worker cut off from the database's network for longer than its lease, then back.
+    // A worker cut off from the database's network for longer than its lease, then back. Its
+    // container's host name (the short id) begins its lease owner name.
     let victim = workers[1].clone();
+    let owner = format!("{}-%", &victim[..12]);
+    let (job, token) = wait_for("the victim to hold a job", Duration::from_secs(60), async || {
+        let mut db = fleet.database().await.ok()?;
+        sqlx::query_as::<_, (i64, String)>(
+            "SELECT id, lease_token::text FROM jobs WHERE state = 'running' AND lease_owner LIKE $1",
+        )
+        .bind(&owner)
+        .fetch_optional(&mut db)
+        .await
+        .ok()
+        .flatten()
+    })
+    .await;
     let data_network = fleet.network("data");
     docker(&["network", "disconnect", &data_network, &victim]);
     tokio::time::sleep(LEASE + Duration::from_secs(15)).await;
-    // The scheduler's maintenance (every 5 s) has put the cut-off worker's job back.
-    let overdue = fleet
-        .scalar(
-            "SELECT count(*) FROM jobs
-              WHERE state = 'running' AND lease_expires_at < now() - interval '10 seconds'",
-        )
+    let still_held = fleet
+        .scalar(&format!(
+            "SELECT count(*) FROM jobs WHERE id = {job} AND lease_token::text = '{token}'"
+        ))
         .await;
     assert_eq!(
-        overdue,
+        still_held,
         Some(0),
-        "no job stays running past its lease while its worker is cut off"
+        "the cut-off worker's job {job} was taken back when its lease ran out"
     );
     docker(&["network", "connect", &data_network, &victim]);
 

@@ -8,8 +8,8 @@
 #     minutes binds), counted the same way from the simulator's audit log.
 #
 # Usage: bench/containers/run.sh [--cold] [--workers N] [--windows W] [--time-scale F] [--write FILE]
-# Needs a Docker engine and the host's `trawl` (cargo build --release --bin trawl); makes the
-# images with scripts/build-images.sh.
+# Needs a Docker engine and a build of the host's `trawl` (TRAWL_BIN, else target/release or
+# target/debug); makes the images with scripts/build-images.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,8 +25,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-trawl=${TRAWL_BIN:-target/release/trawl}
-[ -x "$trawl" ] || { echo "build the host CLI first: cargo build --release --bin trawl" >&2; exit 1; }
+# The host's CLI submits the crawl, as a user would (any build of it will do).
+trawl=${TRAWL_BIN:-}
+for candidate in target/release/trawl target/debug/trawl; do
+  [ -n "$trawl" ] || { [ -x "$candidate" ] && trawl=$candidate; }
+done
+[ -n "$trawl" ] || { echo "build the host CLI first: cargo build --release --bin trawl" >&2; exit 1; }
 compose=(docker compose)
 docker compose version >/dev/null 2>&1 || compose=(docker-compose)
 seconds() { python3 -c "import time; print(f'{time.monotonic():.1f}')"; }
@@ -40,11 +44,12 @@ fi
 t0=$(seconds)
 eval "$(scripts/build-images.sh | grep -E '^[A-Z_]+=')"
 build_first=$(elapsed "$t0")
-export TRAWL_IMAGE POSTGRES_IMAGE PROMETHEUS_IMAGE
-size_mb=$(docker image inspect -f '{{.Size}}' "$TRAWL_IMAGE" | awk '{printf "%.0f", $1 / 1e6}')
+export IMAGE_TRAWL IMAGE_POSTGRES IMAGE_PROMETHEUS
+size_mb=$(docker image inspect -f '{{.Size}}' "$IMAGE_TRAWL" | awk '{printf "%.0f", $1 / 1e6}')
 base_mb=$(docker image inspect -f '{{.Size}}' trawl-local/debian:12-slim | awk '{printf "%.0f", $1 / 1e6}')
 
-# A developer's rebuild: one source file changed, Cargo.lock not, so the dependency layer holds.
+# A developer's rebuild: one file of the binary crate changed, Cargo.lock not, so the dependency
+# layer holds and only the `trawl` crate is compiled again.
 copy=$(mktemp -d)
 git archive HEAD | tar -x -C "$copy"
 echo "// rebuilt by bench/containers" >> "$copy/src/main.rs"
@@ -91,9 +96,12 @@ services:
 YAML
 scheduler_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 prometheus_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-export TRAWL_SCHEDULER_PORT=$scheduler_port PROMETHEUS_PORT=$prometheus_port
+export PORT_SCHEDULER=$scheduler_port PORT_PROMETHEUS=$prometheus_port
 dc() { "${compose[@]}" -p "$project" -f "$dir/compose.yaml" -f "$dir/compose.bench.yaml" "$@"; }
-cleanup() { dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true; }
+cleanup() {
+  dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+  rm -rf "$(dirname "$dir")" "${audit:-}"
+}
 trap cleanup EXIT
 
 t_up=$(seconds)
@@ -175,7 +183,7 @@ Run: $(date -u '+%Y-%m-%d %H:%M UTC')
 |---|---|
 | image size (\`trawl:latest\`) | ${size_mb} MB (of which the Debian base ${base_mb} MB) |
 | build, $([ "$cold" = 1 ] && echo "cold (no Trawl layer cached; base images present)" || echo "as found (layers cached where unchanged)") | ${build_first} s |
-| build with the dependency layer cached (one source file changed) | ${build_cached} s |
+| build with the dependency layer cached (\`src/main.rs\` changed: the binary crate alone rebuilt) | ${build_cached} s |
 | \`up\` to the first crawled item ($workers workers) | ${up_to_first} s |
 
 ### The share of the windows $workers worker containers use
