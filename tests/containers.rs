@@ -171,8 +171,8 @@ impl ComposeFleet {
         }
     }
 
-    /// `docker compose -p PROJECT -f compose.yaml -f compose.test.yaml ARGS`.
-    fn compose(&self, args: &[&str]) -> String {
+    /// `docker compose -p PROJECT -f compose.yaml -f compose.test.yaml ARGS`, not yet run.
+    fn compose_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.tool[0]);
         cmd.args(&self.tool[1..])
             .args(["-p", &self.project])
@@ -182,7 +182,12 @@ impl ComposeFleet {
             .arg(self.dir.join("compose.test.yaml"))
             .args(args)
             .envs(self.vars.iter().map(|(k, v)| (k, v)));
-        run(&mut cmd)
+        cmd
+    }
+
+    /// Runs a compose command, panicking unless it succeeds; returns its stdout.
+    fn compose(&self, args: &[&str]) -> String {
+        run(&mut self.compose_command(args))
     }
 
     /// The ids of the service's containers, running or not.
@@ -343,23 +348,14 @@ impl Drop for ComposeFleet {
         }
         if std::thread::panicking() {
             // The logs of the whole project, for the failure at hand.
-            let mut cmd = Command::new(&self.tool[0]);
-            cmd.args(&self.tool[1..])
-                .args(["-p", &self.project, "-f"])
-                .arg(self.dir.join("compose.yaml"))
-                .args(["logs", "--no-color", "--tail", "60"])
-                .envs(self.vars.iter().map(|(k, v)| (k, v)));
-            if let Ok(out) = cmd.output() {
+            let logs = ["logs", "--no-color", "--tail", "60"];
+            if let Ok(out) = self.compose_command(&logs).output() {
                 eprintln!("{}", String::from_utf8_lossy(&out.stdout));
             }
         }
-        let mut cmd = Command::new(&self.tool[0]);
-        cmd.args(&self.tool[1..])
-            .args(["-p", &self.project, "-f"])
-            .arg(self.dir.join("compose.yaml"))
-            .args(["down", "-v", "--remove-orphans", "-t", "5"])
-            .envs(self.vars.iter().map(|(k, v)| (k, v)));
-        let _ = cmd.output();
+        let _ = self
+            .compose_command(&["down", "-v", "--remove-orphans", "-t", "5"])
+            .output();
         if let Some(project_dir) = self.dir.parent() {
             let _ = std::fs::remove_dir_all(project_dir);
         }

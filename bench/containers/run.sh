@@ -94,8 +94,9 @@ services:
     environment:
       TRAWL_LIMITER__TIME_SCALE: "$time_scale"
 YAML
-scheduler_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-prometheus_port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"; }
+scheduler_port=$(free_port)
+prometheus_port=$(free_port)
 export PORT_SCHEDULER=$scheduler_port PORT_PROMETHEUS=$prometheus_port
 dc() { "${compose[@]}" -p "$project" -f "$dir/compose.yaml" -f "$dir/compose.bench.yaml" "$@"; }
 cleanup() {
