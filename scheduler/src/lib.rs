@@ -14,7 +14,6 @@ pub mod serve;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use trawl_shared::config::Config;
 use trawl_shared::db::{self, DbError};
@@ -68,17 +67,6 @@ pub async fn run(
     }
     let pool = db::connect_as(&config.database, "trawl-scheduler").await?;
     db::check_schema(&pool).await?;
-    let connect_options: PgConnectOptions =
-        config
-            .database
-            .url
-            .expose()
-            .parse()
-            .map_err(|source| DbError::BadUrl {
-                url: trawl_shared::secret::redact_url_password(config.database.url.expose()),
-                source,
-            })?;
-    let connect_options = connect_options.application_name("trawl-scheduler-leader");
     let queue = Queue::new(pool.clone(), QueueSettings::from(&config.queue));
     let metrics = Arc::new(SchedulerMetrics::new()?);
     let is_leader = Arc::new(AtomicBool::new(false));
@@ -86,7 +74,6 @@ pub async fn run(
     let maintenance = Maintenance {
         queue: queue.clone(),
         ledger: ledger.clone(),
-        connect_options,
         interval: config.scheduler.maintenance_interval.0,
         retention: config.scheduler.retention.0,
         metrics: metrics.clone(),

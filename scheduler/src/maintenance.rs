@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
 use trawl_shared::leader::{LeaderElector, MAINTENANCE_LOCK_KEY};
 use trawl_shared::limiter::Ledger;
 use trawl_shared::queue::Queue;
@@ -18,7 +17,6 @@ use crate::metrics::SchedulerMetrics;
 pub struct Maintenance {
     pub queue: Queue,
     pub ledger: Ledger,
-    pub connect_options: PgConnectOptions,
     pub interval: Duration,
     pub retention: Duration,
     pub metrics: Arc<SchedulerMetrics>,
@@ -27,7 +25,11 @@ pub struct Maintenance {
 
 impl Maintenance {
     pub async fn run(self, shutdown: Shutdown) {
-        let mut elector = LeaderElector::new(self.connect_options.clone(), MAINTENANCE_LOCK_KEY);
+        let mut elector = LeaderElector::new(
+            self.queue.pool().clone(),
+            "trawl-scheduler-leader",
+            MAINTENANCE_LOCK_KEY,
+        );
         let stop = shutdown.clone().wait();
         tokio::pin!(stop);
         loop {

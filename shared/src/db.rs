@@ -8,6 +8,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::DatabaseConfig;
+use crate::primary::{self, HostList, HostListError};
 use crate::secret::redact_url_password;
 
 /// The schema, embedded at compile time from `migrations/`.
@@ -45,6 +46,10 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    #[error(transparent)]
+    Hosts(#[from] HostListError),
+    #[error("no host of {url} is a writable primary ({answers})")]
+    NoPrimary { url: String, answers: String },
 }
 
 /// Opens a pool. Connection failures name the server without its password.
@@ -82,40 +87,81 @@ async fn open(
     application_name: &str,
 ) -> Result<PgPool, DbError> {
     let shown = redact_url_password(url);
-    let options: PgConnectOptions = url.parse().map_err(|source| DbError::BadUrl {
-        url: shown.clone(),
-        source,
-    })?;
-    // Every statement is planned with its real parameters. A cached generic plan of the lease
-    // query does not know that LIMIT is small and, once the table is large, trades the ordered scan
-    // of `jobs_runnable` for a full scan and sort: the slowdown measured in apalis-postgres. Our
-    // statements are short, so planning each execution costs far less than one bad plan.
-    let options = options
-        .application_name(application_name)
-        .options([("plan_cache_mode", "force_custom_plan")]);
+    let hosts = HostList::parse(url)?;
+    let mut host_options = Vec::with_capacity(hosts.urls.len());
+    for single in &hosts.urls {
+        let options: PgConnectOptions = single.parse().map_err(|source| DbError::BadUrl {
+            url: shown.clone(),
+            source,
+        })?;
+        // Every statement is planned with its real parameters. A cached generic plan of the
+        // lease query does not know that LIMIT is small and, once the table is large, trades the
+        // ordered scan of `jobs_runnable` for a full scan and sort: the slowdown measured in
+        // apalis-postgres. Our statements are short, so planning each execution costs far less
+        // than one bad plan.
+        host_options.push(
+            options
+                .application_name(application_name)
+                .options([("plan_cache_mode", "force_custom_plan")]),
+        );
+    }
+    let probe_timeout = connect_timeout.min(Duration::from_secs(2));
+    let options = if hosts.is_multi_host() {
+        primary::find_primary(&host_options, probe_timeout)
+            .await
+            .map_err(|answers| DbError::NoPrimary {
+                url: shown.clone(),
+                answers: answers
+                    .iter()
+                    .map(|(host, state)| format!("{host}: {state:?}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?
+    } else {
+        host_options[0].clone()
+    };
     let pooled = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(connect_timeout)
+        // A standby accepts connections and reads, and refuses the first write; refusing it at
+        // connect makes the pool retry until the primary (or the endpoint in front of it) answers.
+        .after_connect(|connection, _| {
+            Box::pin(async move {
+                if primary::in_recovery(connection).await? {
+                    return Err(sqlx::Error::Configuration(Box::new(
+                        primary::StandbyRefused {
+                            host: "the database server".into(),
+                        },
+                    )));
+                }
+                Ok(())
+            })
+        })
         .connect_with(options.clone())
         .await;
-    match pooled {
-        Ok(pool) => Ok(pool),
+    let pool = match pooled {
+        Ok(pool) => pool,
         // The pool retries a refused connection until its timeout and then says only that it
-        // timed out; one direct attempt says why (refused, no such host, a TLS failure).
+        // timed out; one direct attempt says why (refused, no such host, a TLS failure, a
+        // standby).
         Err(sqlx::Error::PoolTimedOut) => {
-            let why = tokio::time::timeout(
-                connect_timeout.min(Duration::from_secs(2)),
-                <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
-            )
-            .await;
-            let source = match why {
-                Ok(Err(e)) => e,
-                _ => sqlx::Error::PoolTimedOut,
+            let source = match primary::probe(&options, probe_timeout).await {
+                primary::HostState::Standby => {
+                    sqlx::Error::Configuration(Box::new(primary::StandbyRefused {
+                        host: primary::describe(&options),
+                    }))
+                }
+                primary::HostState::Unreachable(why) => sqlx::Error::Configuration(why.into()),
+                primary::HostState::Primary => sqlx::Error::PoolTimedOut,
             };
-            Err(DbError::Connect { url: shown, source })
+            return Err(DbError::Connect { url: shown, source });
         }
-        Err(source) => Err(DbError::Connect { url: shown, source }),
+        Err(source) => return Err(DbError::Connect { url: shown, source }),
+    };
+    if hosts.is_multi_host() {
+        primary::follow_primary(pool.clone(), host_options, probe_timeout);
     }
+    Ok(pool)
 }
 
 /// Applies every pending migration.

@@ -2,24 +2,27 @@
 //! dedicated connection (never a pooled one, where a session lock would leak to the next borrower).
 //! If the connection dies, PostgreSQL releases the lock and another process takes over.
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 
 /// The advisory-lock key of the maintenance leader ("trawl" in ASCII, as a number).
 pub const MAINTENANCE_LOCK_KEY: i64 = 0x7472_6177_6c00_0001;
 
 /// One contender for leadership. Call [`LeaderElector::check`] on every maintenance tick.
 pub struct LeaderElector {
-    options: PgConnectOptions,
+    /// Where the lock connection goes: the pool's current target, which follows the primary
+    /// after a failover.
+    pool: PgPool,
+    application_name: String,
     key: i64,
     conn: Option<PgConnection>,
     leader: bool,
 }
 
 impl LeaderElector {
-    pub fn new(options: PgConnectOptions, key: i64) -> Self {
+    pub fn new(pool: PgPool, application_name: &str, key: i64) -> Self {
         Self {
-            options,
+            pool,
+            application_name: application_name.to_owned(),
             key,
             conn: None,
             leader: false,
@@ -53,7 +56,18 @@ impl LeaderElector {
 
     async fn try_check(&mut self) -> Result<bool, sqlx::Error> {
         if self.conn.is_none() {
-            self.conn = Some(PgConnection::connect_with(&self.options).await?);
+            let options = self
+                .pool
+                .connect_options()
+                .as_ref()
+                .clone()
+                .application_name(&self.application_name);
+            let mut conn = PgConnection::connect_with(&options).await?;
+            // A lock taken on a standby would elect a leader that can write nothing.
+            if crate::primary::in_recovery(&mut conn).await? {
+                return Ok(false);
+            }
+            self.conn = Some(conn);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Ok(false);

@@ -26,6 +26,8 @@
 //! - `blobs`: the content-addressed store for downloaded media (a local directory or an
 //!   S3-compatible bucket), written through verified, atomic, deduplicating writers;
 //! - `leader`: leader election for singleton maintenance;
+//! - `primary`: finding the writable primary among a URL's hosts, and following it after a
+//!   failover;
 //! - `metrics`: metric registration helpers;
 //! - `shutdown`: the signal every long-running task watches;
 //! - `pgcluster`: a private throwaway PostgreSQL cluster (tests and `trawl demo`);
@@ -43,6 +45,7 @@ pub mod leader;
 pub mod limiter;
 pub mod metrics;
 pub mod pgcluster;
+pub mod primary;
 pub mod proxies;
 pub mod queue;
 pub mod results;

@@ -80,13 +80,7 @@ impl PrivateCluster {
             let _ = std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o1777));
         }
         reap_abandoned(&parent, &bin, run_as.as_deref());
-        let root = parent.join(format!(
-            "{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&root)?;
-        std::fs::write(root.join("owner.pid"), std::process::id().to_string())?;
+        let root = new_root(&parent)?;
         let mut cluster = Self {
             root,
             bin,
@@ -103,6 +97,90 @@ impl PrivateCluster {
         cluster.initdb(true)?;
         cluster.start_on_a_free_port(durability)?;
         Ok(cluster)
+    }
+
+    /// A streaming standby of this cluster: a base backup (`pg_basebackup`) started on a port of
+    /// its own, replicating from `upstream_port` (this cluster's port, or a proxy in front of it)
+    /// under `application_name`, which `synchronous_standby_names` can name. Same settings and
+    /// durability as this cluster; dropped like it.
+    pub fn start_standby(
+        &self,
+        durability: Durability,
+        upstream_port: u16,
+        application_name: &str,
+    ) -> Result<Self, ClusterError> {
+        let parent = self.root.parent().unwrap_or(&self.root).to_path_buf();
+        let root = new_root(&parent)?;
+        let mut standby = Self {
+            root,
+            bin: self.bin.clone(),
+            port: 0,
+            run_as: self.run_as.clone(),
+            stopped: false,
+            persistent: false,
+            settings: self.settings.clone(),
+        };
+        standby.give_to_run_as()?;
+        let mut backup = standby.command("pg_basebackup");
+        run(
+            "pg_basebackup",
+            backup
+                .arg("-D")
+                .arg(standby.data_dir())
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-U", "postgres", "-X", "stream", "-R", "--no-sync"]),
+        )?;
+        // After -R's own line, so that this one wins: the upstream and the name to replicate as.
+        let mut auto_conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(standby.data_dir().join("postgresql.auto.conf"))?;
+        std::io::Write::write_all(
+            &mut auto_conf,
+            format!(
+                "primary_conninfo = 'host=127.0.0.1 port={upstream_port} user=postgres \
+                 application_name={application_name}'\n"
+            )
+            .as_bytes(),
+        )?;
+        standby.start_on_a_free_port(durability)?;
+        Ok(standby)
+    }
+
+    /// Promotes this standby to a primary (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        let mut cmd = self.command("pg_ctl");
+        run(
+            "pg_ctl promote",
+            cmd.arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-t", "60", "promote"]),
+        )
+    }
+
+    /// SIGKILLs the server and every process of it at once, as a machine dying would: nothing is
+    /// shut down, flushed or sent to a standby. The folder is deleted on drop as usual.
+    pub fn kill(&mut self) -> Result<(), ClusterError> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))?;
+        let postmaster: u32 = pid_file
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .ok_or_else(|| ClusterError::Step {
+                step: "kill",
+                detail: "postmaster.pid holds no process id".into(),
+            })?;
+        let children = children_of(postmaster);
+        // The postmaster first, so that it starts no one; a child may end by itself meanwhile.
+        run(
+            "kill",
+            Command::new("kill").args(["-KILL", &postmaster.to_string()]),
+        )?;
+        for child in children {
+            let _ = Command::new("kill")
+                .args(["-KILL", &child.to_string()])
+                .output();
+        }
+        Ok(())
     }
 
     /// A cluster kept in `dir`: created there on first use, started again by later runs, and
@@ -261,6 +339,44 @@ impl Drop for PrivateCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A new cluster folder under `parent`, marked with this process's id for [`reap_abandoned`].
+fn new_root(parent: &Path) -> Result<PathBuf, ClusterError> {
+    let root = parent.join(format!(
+        "{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join("owner.pid"), std::process::id().to_string())?;
+    Ok(root)
+}
+
+/// The processes whose parent is `pid` (from /proc).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so read after its closing paren.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
 }
 
 fn stop_cluster(bin: &Path, data: &Path, run_as: Option<&str>) {

@@ -854,34 +854,68 @@ impl Queue {
     /// outside the queue's pool: a LISTEN connection is never given back, and taking it from a
     /// small pool would leave nothing for leasing.
     pub async fn waiter(&self) -> Result<JobWaiter> {
-        let own = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect_with(self.pool.connect_options().as_ref().clone())
-            .await?;
-        let mut listener = PgListener::connect_with(&own).await?;
-        listener.listen(JOBS_CHANNEL).await?;
+        let listener = listen_for_jobs(&self.pool).await?;
         Ok(JobWaiter {
-            listener,
+            listener: Some(listener),
+            pool: self.pool.clone(),
             poll_interval: self.settings.poll_interval,
         })
     }
 }
 
+/// A LISTEN connection on the pool's current target (the primary it follows after a failover).
+async fn listen_for_jobs(pool: &PgPool) -> Result<PgListener> {
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        // Short: while a failover is under way the target may be dead; the waiter polls meanwhile.
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(pool.connect_options().as_ref().clone())
+        .await?;
+    let mut listener = PgListener::connect_with(&own).await?;
+    // A lost connection ends this listener (the waiter opens another on the pool's target then)
+    // instead of reconnecting to the host it had, which a failover may have left dead.
+    listener.eager_reconnect(false);
+    listener.listen(JOBS_CHANNEL).await?;
+    Ok(listener)
+}
+
 /// Waits for a NOTIFY on [`JOBS_CHANNEL`] or the poll interval, whichever comes first.
 pub struct JobWaiter {
-    listener: PgListener,
+    /// `None` after the listener failed, until it is opened again on the current primary.
+    listener: Option<PgListener>,
+    pool: PgPool,
     poll_interval: Duration,
 }
 
 impl JobWaiter {
     /// Returns `true` when woken by a notification, `false` on the poll timeout or a lost
-    /// connection (which the listener re-establishes on the next call).
+    /// connection. A lost listener is opened again on the next call, on the host the pool uses
+    /// then: after a failover, reconnecting the old one would keep trying the old primary.
     pub async fn wait(&mut self) -> bool {
-        match tokio::time::timeout(self.poll_interval, self.listener.try_recv()).await {
+        if self.listener.is_none() {
+            match listen_for_jobs(&self.pool).await {
+                Ok(listener) => self.listener = Some(listener),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for job notifications; polling");
+                    tokio::time::sleep(self.poll_interval).await;
+                    return false;
+                }
+            }
+        }
+        let Some(listener) = self.listener.as_mut() else {
+            return false;
+        };
+        match tokio::time::timeout(self.poll_interval, listener.try_recv()).await {
             Ok(Ok(Some(_))) => true,
-            Ok(Ok(None)) => false,
+            // The connection was lost (notifications may have been missed: the caller polls).
+            Ok(Ok(None)) => {
+                tracing::warn!("job notification listener lost its connection; opening another");
+                self.listener = None;
+                false
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "job notification listener failed; polling");
+                self.listener = None;
                 tokio::time::sleep(self.poll_interval).await;
                 false
             }

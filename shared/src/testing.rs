@@ -1,5 +1,6 @@
 //! Test support: a fresh, migrated database per test, a private S3-compatible server (`s3`), real
-//! forward proxies with exit addresses of their own (`proxy`), and the tools the tests need
+//! forward proxies with exit addresses of their own (`proxy`), a primary with a streaming standby
+//! (`replication`), and the tools the tests need
 //! installed when they are missing.
 //!
 //! The PostgreSQL server is the one named by `DATABASE_URL`, or, when that is unset, a private throwaway
@@ -17,6 +18,7 @@ use crate::db::{self, with_database};
 use crate::pgcluster::{Durability, PrivateCluster};
 
 pub mod proxy;
+pub mod replication;
 pub mod s3;
 
 /// A database of its own for one test.

@@ -4,7 +4,9 @@
 //! transaction-level advisory lock per scope, so concurrent acquirers on any number of connections
 //! and processes never overshoot a window, and state survives restarts and an account moving to
 //! another worker. Times are the database's (`clock_timestamp()` once the locks are held), never a
-//! worker's wall clock; tests pass explicit times to fake the clock.
+//! worker's wall clock; tests pass explicit times to fake the clock. After a promotion that may
+//! have lost grants, a fence in front of that function treats every window as full until no lost
+//! grant can still be in it (migration 0008, docs/failover.md).
 
 use std::time::Duration;
 
@@ -35,6 +37,8 @@ pub enum Decision {
         at: DateTime<Utc>,
         wait: Duration,
         type_used: u32,
+        /// Refused by the failover fence (docs/failover.md), not by a full window or a penalty.
+        fenced: bool,
     },
 }
 
@@ -116,9 +120,9 @@ impl Ledger {
         let q = &request.query_type;
         let scopes = self.scope_keys(request);
         let type_window = self.profile.type_window(q);
-        let (granted, at, wait_seconds, type_used): (bool, DateTime<Utc>, f64, i64) =
+        let (granted, at, wait_seconds, type_used, fenced): (bool, DateTime<Utc>, f64, i64, bool) =
             sqlx::query_as(
-                "SELECT granted, at, wait_seconds, type_used FROM trawl_limiter_acquire(
+                "SELECT granted, at, wait_seconds, type_used, fenced FROM trawl_limiter_acquire_fenced(
                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&scopes)
@@ -145,6 +149,7 @@ impl Ledger {
                 at,
                 wait: secs_to_duration(wait_seconds),
                 type_used,
+                fenced,
             }
         })
     }

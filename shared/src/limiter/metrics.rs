@@ -10,6 +10,7 @@ pub struct LimiterMetrics {
     pub wait_seconds: HistogramVec,
     pub grants: IntCounterVec,
     pub denials: IntCounterVec,
+    pub fence_denials: IntCounterVec,
     pub responses_429: IntCounterVec,
     pub penalties: IntCounterVec,
     pub window_utilisation: GaugeVec,
@@ -39,6 +40,11 @@ impl LimiterMetrics {
             "trawl_limiter_denials_total",
             "Ledger refusals (each followed by one sleep until the next free slot)",
         )?;
+        let fence_denials = counter(
+            "trawl_limiter_fence_denials_total",
+            "Ledger refusals by the failover fence: a promotion may have lost grants, so windows \
+             count as full until no lost grant can be in them",
+        )?;
         let responses_429 = counter(
             "trawl_instagram_429_responses_total",
             "HTTP 429 answers from Instagram",
@@ -57,6 +63,7 @@ impl LimiterMetrics {
         registry.register(Box::new(wait_seconds.clone()))?;
         registry.register(Box::new(grants.clone()))?;
         registry.register(Box::new(denials.clone()))?;
+        registry.register(Box::new(fence_denials.clone()))?;
         registry.register(Box::new(responses_429.clone()))?;
         registry.register(Box::new(penalties.clone()))?;
         registry.register(Box::new(window_utilisation.clone()))?;
@@ -65,6 +72,7 @@ impl LimiterMetrics {
             wait_seconds.with_label_values(&c);
             grants.with_label_values(&c);
             denials.with_label_values(&c);
+            fence_denials.with_label_values(&c);
             responses_429.with_label_values(&c);
             penalties.with_label_values(&c);
             window_utilisation.with_label_values(&c).set(0.0);
@@ -74,6 +82,7 @@ impl LimiterMetrics {
             wait_seconds,
             grants,
             denials,
+            fence_denials,
             responses_429,
             penalties,
             window_utilisation,

@@ -291,9 +291,15 @@ impl Limiter {
                     return Ok(Ok(Grant { at, waited }));
                 }
                 Decision::Wait {
-                    wait, type_used, ..
+                    wait,
+                    type_used,
+                    fenced,
+                    ..
                 } => {
                     self.metrics.denials.with_label_values(&class).inc();
+                    if fenced {
+                        self.metrics.fence_denials.with_label_values(&class).inc();
+                    }
                     self.metrics
                         .window_utilisation
                         .with_label_values(&class)
