@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The long versions of the chaos scenarios R1–R7 (tests/chaos), with their figures.
-#   bench/chaos/run.sh [--write bench/RESULTS.md] [r1 r2 … r7 | --no-run]
+# The long versions of the chaos scenarios R1–R8b (tests/chaos), with their figures.
+#   bench/chaos/run.sh [--write bench/RESULTS.md] [r1 r2 … r7 r8 r8b | --no-run]
 # Runs each scenario's test (`cargo test --release --test chaos -- rN_`) with TRAWL_CHAOS_LONG=1
 # (bigger crawls, longer and repeated faults), one at a time so that each has the machine to
 # itself, and keeps the row it records (TRAWL_CHAOS_FIGURES) in target/chaos-figures/rN.md. Naming
-# scenarios runs only those; the section is written from all seven rows. A scenario that fails
+# scenarios runs only those; the section is written from all nine rows. A scenario that fails
 # stops the run and keeps its old row. Needs what the tests need: scripts/install-postgres.sh and
 # scripts/install-faketime.sh (both run here).
 set -euo pipefail
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 write=""
 if [ "${1:-}" = "--write" ]; then write="${2:?--write needs a file}"; shift 2; fi
 # `--no-run`: only write the section from the rows already kept.
-if [ "${1:-}" = "--no-run" ]; then scenarios=(); shift; else scenarios=("${@:-r1 r2 r3 r4 r5 r6 r7}"); fi
+if [ "${1:-}" = "--no-run" ]; then scenarios=(); shift; else scenarios=("${@:-r1 r2 r3 r4 r5 r6 r7 r8 r8b}"); fi
 # shellcheck disable=SC2206
 scenarios=(${scenarios[*]})
 
@@ -32,13 +32,13 @@ for scenario in "${scenarios[@]}"; do
   sed -i "s/ |\$/ ($(date -u '+%Y-%m-%d'), test ${elapsed} s) |/" "$figures/$scenario.md.new"
   mv "$figures/$scenario.md.new" "$figures/$scenario.md"
 done
-missing=$(for s in r1 r2 r3 r4 r5 r6 r7; do [ -s "$figures/$s.md" ] || echo "$s"; done)
+missing=$(for s in r1 r2 r3 r4 r5 r6 r7 r8 r8b; do [ -s "$figures/$s.md" ] || echo "$s"; done)
 [ -z "$missing" ] || { echo "no figures yet for: $missing (run them first)" >&2; exit 1; }
 
 report=$(cat <<MD
 ## Chaos, long versions (\`bench/chaos/run.sh\`)
 
-Command: \`bench/chaos/run.sh --write bench/RESULTS.md [r1 … r7]\` (per scenario: \`TRAWL_CHAOS_LONG=1 cargo test --release --test chaos -- rN_\`, one at a time)  
+Command: \`bench/chaos/run.sh --write bench/RESULTS.md [r1 … r8b]\` (per scenario: \`TRAWL_CHAOS_LONG=1 cargo test --release --test chaos -- rN_\`, one at a time)  
 Written: $(date -u '+%Y-%m-%d %H:%M UTC'); each row ends with the date and the test's run time of its own run ("first full run" marks rows from one earlier run of all seven)
 
 - Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM; every process (PostgreSQL, the simulator, the scheduler, the workers) on this machine
@@ -46,7 +46,7 @@ Written: $(date -u '+%Y-%m-%d %H:%M UTC'); each row ends with the date and the t
 
 | scenario | jobs | lost | failed | items | missing | unexpected | requests | 429s | windows over cap | busiest | what happened |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
-$(cat "$figures"/r[1-7].md)
+$(cat "$figures"/r[1-7].md "$figures"/r8.md "$figures"/r8b.md)
 MD
 )
 echo "$report"

@@ -813,6 +813,9 @@ impl Config {
                 "expected a URL starting with postgres:// or postgresql://".into(),
             );
         }
+        if let Err(e) = crate::primary::HostList::parse(self.database.url.expose()) {
+            return fail("database.url", e.to_string());
+        }
         if self.queue.lease.0 < Duration::from_millis(100) {
             return fail("queue.lease", "must be at least 100ms".into());
         }
@@ -1062,6 +1065,18 @@ mod tests {
         tempfile_like::TempFile::new(contents)
     }
 
+    /// Loads a configuration file of `contents`, which must be refused; returns the file (kept
+    /// until the caller is done) and the error's text.
+    fn refusal(contents: &str) -> (tempfile_like::TempFile, String) {
+        let f = file(contents);
+        let err = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap_err()
+            .to_string();
+        (f, err)
+    }
+
     /// A minimal temporary file, so the tests need no extra crate.
     mod tempfile_like {
         use std::path::PathBuf;
@@ -1113,59 +1128,50 @@ mod tests {
 
     #[test]
     fn a_wrong_type_names_key_and_file() {
-        let f = file("[scheduler]\nmax_batch = \"many\"\n");
-        let err = ConfigLoader::new(Some(f.0.clone()))
-            .without_env()
-            .load()
-            .unwrap_err()
-            .to_string();
+        let (f, err) = refusal("[scheduler]\nmax_batch = \"many\"\n");
         assert!(err.contains("scheduler.max_batch"), "{err}");
         assert!(err.contains(&f.0.display().to_string()), "{err}");
         assert!(err.contains("expected"), "{err}");
     }
 
     #[test]
-    fn an_unknown_key_is_refused() {
-        let f = file("[queue]\nleese = \"3m\"\n");
-        let err = ConfigLoader::new(Some(f.0.clone()))
+    fn a_host_list_is_accepted_and_an_empty_host_in_it_is_refused() {
+        let f = file("[database]\nurl = \"postgres://trawl:pw@db1:5432,db2:5432/trawl\"\n");
+        let cfg = ConfigLoader::new(Some(f.0.clone()))
             .without_env()
             .load()
-            .unwrap_err()
-            .to_string();
+            .unwrap();
+        assert!(cfg.database.url.expose().contains("db1:5432,db2:5432"));
+        let (_f, err) = refusal("[database]\nurl = \"postgres://trawl:pw@db1:5432,,db2/trawl\"\n");
+        assert!(
+            err.contains("database.url") && err.contains("empty host"),
+            "{err}"
+        );
+        assert!(!err.contains(":pw@"), "no password in the error: {err}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let (_f, err) = refusal("[queue]\nleese = \"3m\"\n");
         assert!(err.contains("leese"), "{err}");
     }
 
     #[test]
     fn a_bad_duration_and_a_range_error_name_the_key() {
-        let f = file("[queue]\nlease = \"soon\"\n");
-        let err = ConfigLoader::new(Some(f.0.clone()))
-            .without_env()
-            .load()
-            .unwrap_err()
-            .to_string();
+        let (_f, err) = refusal("[queue]\nlease = \"soon\"\n");
         assert!(
             err.contains("queue.lease") && err.contains("invalid duration"),
             "{err}"
         );
 
-        let f = file("[database]\nmax_connections = 0\n");
-        let err = ConfigLoader::new(Some(f.0.clone()))
-            .without_env()
-            .load()
-            .unwrap_err()
-            .to_string();
+        let (f, err) = refusal("[database]\nmax_connections = 0\n");
         assert!(err.contains("database.max_connections"), "{err}");
         assert!(err.contains(&f.0.display().to_string()), "{err}");
     }
 
     #[test]
     fn a_toml_syntax_error_is_reported() {
-        let f = file("[queue\nlease = 3\n");
-        let err = ConfigLoader::new(Some(f.0.clone()))
-            .without_env()
-            .load()
-            .unwrap_err()
-            .to_string();
+        let (f, err) = refusal("[queue\nlease = 3\n");
         assert!(err.contains(&f.0.display().to_string()), "{err}");
     }
 
@@ -1196,12 +1202,7 @@ mod tests {
         assert!(shown.contains("secret_access_key"), "{shown}");
 
         // A bucket left out is blamed on the file that chose S3.
-        let f = file("[media.store]\nbackend = \"s3\"\n");
-        let err = ConfigLoader::new(Some(f.0.clone()))
-            .without_env()
-            .load()
-            .unwrap_err()
-            .to_string();
+        let (f, err) = refusal("[media.store]\nbackend = \"s3\"\n");
         assert!(err.contains("media.store.bucket"), "{err}");
         assert!(err.contains(&f.0.display().to_string()), "{err}");
     }

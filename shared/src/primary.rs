@@ -155,8 +155,9 @@ pub async fn find_primary(
 }
 
 /// Keeps `pool` on the primary of `hosts` until the pool is closed: checks it every
-/// [`PRIMARY_CHECK_INTERVAL`], and when the host it uses fails the check (unreachable, or a
-/// standby now), finds the primary among all hosts and points the pool's new connections there.
+/// [`PRIMARY_CHECK_INTERVAL`] on one of the pool's connections, and when that fails (no answer
+/// within `probe_timeout`, or a standby now), asks every host on a connection of its own and
+/// points the pool's new connections at the primary.
 /// Each switch counts in [`primary_switches`].
 pub fn follow_primary(
     pool: PgPool,
@@ -168,10 +169,17 @@ pub fn follow_primary(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !pool.is_closed() {
             ticker.tick().await;
-            let current = pool.connect_options();
-            if probe(&current, probe_timeout).await == HostState::Primary {
+            // Through the pool: a connection of its own every second, in every process, would
+            // cost the server a fork each time.
+            let checked = tokio::time::timeout(probe_timeout, async {
+                let mut connection = pool.acquire().await?;
+                in_recovery(&mut connection).await
+            })
+            .await;
+            if let Ok(Ok(false)) = checked {
                 continue;
             }
+            let current = pool.connect_options();
             match find_primary(&hosts, probe_timeout).await {
                 Ok(primary) if describe(&primary) != describe(&current) => {
                     tracing::warn!(

@@ -1,4 +1,4 @@
-//! The chaos scenarios R1–R7 (docs/reliability.md): real `trawl` processes, the simulator at scaled time and a
+//! The chaos scenarios R1–R8 (docs/reliability.md): real `trawl` processes, the simulator at scaled time and a
 //! PostgreSQL of the test's own, with one fault staged per scenario. Each ends with the same
 //! verdict, from the database and the simulator's oracle: every job terminal with a reason, every
 //! item the crawl covers stored exactly once (none missing, none unexpected), zero 429s and no
@@ -11,6 +11,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod failover_r8;
 mod partition;
 mod r1_kill_storm;
 mod r2_database_restart;
@@ -234,6 +235,36 @@ pub async fn first_grant_after(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sums one metric of every process's `/metrics` on `ports` over the label sets whose labels
+/// contain `label` (all when `None`).
+pub async fn sum_metric(ports: &[u16], name: &str, label: Option<&str>) -> f64 {
+    let http = reqwest::Client::new();
+    let mut total = 0.0;
+    for port in ports {
+        let body = http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .expect("a /metrics page")
+            .text()
+            .await
+            .expect("metrics body");
+        for line in body.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ").unwrap_or((r, "0")),
+                None => ("", rest.trim()),
+            };
+            if label.is_none_or(|l| labels.contains(l)) {
+                total += value.trim().parse::<f64>().unwrap_or(0.0);
+            }
+        }
+    }
+    total
 }
 
 /// Panics if any worker log shows a panic.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::support::{Fleet, FleetOptions, posts_with_comments};
-use crate::{Verdict, assert_no_panics, long};
+use crate::{Verdict, assert_no_panics, long, sum_metric};
 
 /// Share of requests that wait `SPIKE_MS` before their answer: 3% puts the p99 on a spike with
 /// room to spare (a run's share varies around it).
@@ -26,36 +26,6 @@ fn options() -> FleetOptions {
 
 fn profiles() -> usize {
     if long() { 40 } else { 12 }
-}
-
-/// Sums one sample of every worker's `/metrics` over all label sets matching `selector` (a
-/// prefix of the sample line, e.g. `name{` or `name_bucket{class="graphql",le="2.5"}`).
-async fn sum_metric(fleet: &Fleet, name: &str, label: Option<&str>) -> f64 {
-    let http = reqwest::Client::new();
-    let mut total = 0.0;
-    for port in &fleet.worker_ports {
-        let body = http
-            .get(format!("http://127.0.0.1:{port}/metrics"))
-            .send()
-            .await
-            .expect("worker /metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        for line in body.lines() {
-            let Some(rest) = line.strip_prefix(name) else {
-                continue;
-            };
-            let (labels, value) = match rest.strip_prefix('{') {
-                Some(r) => r.split_once("} ").unwrap_or((r, "0")),
-                None => ("", rest.trim()),
-            };
-            if label.is_none_or(|l| labels.contains(l)) {
-                total += value.trim().parse::<f64>().unwrap_or(0.0);
-            }
-        }
-    }
-    total
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +96,12 @@ async fn r4_a_fault_storm_ends_every_job_without_a_retry_storm() {
             .expect("checkpointed account");
     assert_eq!(state, "checkpoint", "the challenged account left rotation");
     assert!(reason.is_some_and(|r| r.contains("checkpoint")));
-    let logins = sum_metric(&fleet, "trawl_worker_logins_total", Some("result=\"ok\"")).await;
+    let logins = sum_metric(
+        &fleet.worker_ports,
+        "trawl_worker_logins_total",
+        Some("result=\"ok\""),
+    )
+    .await;
     assert!(
         logins > fleet.options.accounts as f64,
         "the logged-out account logged in again ({logins} logins)"
@@ -134,13 +109,13 @@ async fn r4_a_fault_storm_ends_every_job_without_a_retry_storm() {
     // The latency spikes: the simulator holds a spiked request SPIKE_MS, and nothing else comes
     // near 2.5 s, so the share above 2.5 s is the share of spikes; at 1% or more it is the p99.
     let all = sum_metric(
-        &fleet,
+        &fleet.worker_ports,
         "trawl_instagram_request_duration_seconds_count",
         None,
     )
     .await;
     let fast = sum_metric(
-        &fleet,
+        &fleet.worker_ports,
         "trawl_instagram_request_duration_seconds_bucket",
         Some("le=\"2.5\""),
     )
