@@ -18,7 +18,12 @@ use trawl_shared::testing::replication::{
     Replication, attach_standby, multi_host_url, start_primary,
 };
 
-async fn pair(replication: Replication) -> (PrivateCluster, PrivateCluster) {
+/// A primary, its standby, and a migrated pool on a URL listing both hosts (the standby's first
+/// when `standby_first`).
+async fn replicated(
+    replication: Replication,
+    standby_first: bool,
+) -> (PrivateCluster, PrivateCluster, PgPool) {
     let primary = tokio::task::spawn_blocking(start_primary)
         .await
         .expect("primary task")
@@ -26,7 +31,20 @@ async fn pair(replication: Replication) -> (PrivateCluster, PrivateCluster) {
     let standby = attach_standby(&primary, primary.port(), replication)
         .await
         .expect("a standby");
-    (primary, standby)
+    let hosts = if standby_first {
+        [&standby, &primary]
+    } else {
+        [&primary, &standby]
+    };
+    let pool = db::connect_url(
+        &multi_host_url(&hosts, "postgres"),
+        4,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("connect through the host list");
+    db::migrate(&pool).await.expect("migrate");
+    (primary, standby, pool)
 }
 
 async fn server_port(pool: &PgPool) -> Result<i32, sqlx::Error> {
@@ -67,14 +85,9 @@ fn request(query_type: QueryType) -> Request {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_list_finds_the_primary_and_follows_a_promotion() {
-    let (mut primary, standby) = pair(Replication::Asynchronous).await;
     // The standby first: the pool must skip it.
-    let url = multi_host_url(&[&standby, &primary], "postgres");
-    let pool = db::connect_url(&url, 4, Duration::from_secs(5))
-        .await
-        .expect("connect through the host list");
+    let (mut primary, standby, pool) = replicated(Replication::Asynchronous, true).await;
     assert_eq!(server_port(&pool).await.unwrap(), i32::from(primary.port()));
-    db::migrate(&pool).await.expect("migrate");
 
     // The standby alone is refused with the reason.
     let alone = db::connect_url(&standby.url("postgres"), 2, Duration::from_secs(2))
@@ -123,12 +136,7 @@ async fn a_host_list_finds_the_primary_and_follows_a_promotion() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_asynchronous_promotion_every_window_counts_as_full_until_no_lost_grant_can_be_in_it()
  {
-    let (mut primary, standby) = pair(Replication::Asynchronous).await;
-    let url = multi_host_url(&[&primary, &standby], "postgres");
-    let pool = db::connect_url(&url, 4, Duration::from_secs(5))
-        .await
-        .unwrap();
-    db::migrate(&pool).await.unwrap();
+    let (mut primary, standby, pool) = replicated(Replication::Asynchronous, false).await;
     // Windows of 3.3 s (11 min), 3 s (10 min) and 9 s (30 min).
     let profile = Profile::from_config(&LimiterConfig {
         time_scale: 0.005,
@@ -207,12 +215,7 @@ async fn after_an_asynchronous_promotion_every_window_counts_as_full_until_no_lo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_synchronous_promotion_nothing_is_fenced_and_no_grant_is_lost() {
-    let (mut primary, standby) = pair(Replication::Synchronous).await;
-    let url = multi_host_url(&[&primary, &standby], "postgres");
-    let pool = db::connect_url(&url, 4, Duration::from_secs(5))
-        .await
-        .unwrap();
-    db::migrate(&pool).await.unwrap();
+    let (mut primary, standby, pool) = replicated(Replication::Synchronous, false).await;
     let ledger = Ledger::new(
         pool.clone(),
         Profile::from_config(&LimiterConfig {
