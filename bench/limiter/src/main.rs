@@ -202,9 +202,10 @@ async fn main() -> Result<()> {
     report.push_str(&machine_report(&server.admin_url).await?);
     writeln!(
         report,
-        "\nEach decision is one call of `trawl_limiter_acquire`: one committed transaction that takes \
-         the scope's advisory lock, counts the windows and records the grant (a refusal records \
-         nothing). Default caps; on distinct keys every decision is a grant; the hot key's window \
+        "\nEach decision is one call of `trawl_limiter_acquire_fenced`: one committed transaction \
+         that checks the failover fence (one row and the server's timeline), takes the scope's \
+         advisory lock, counts the windows and records the grant (a refusal records nothing). \
+         Default caps; on distinct keys every decision is a grant; the hot key's window \
          is full after 200 grants and later calls are refusals naming the wait.\n"
     )?;
     writeln!(
