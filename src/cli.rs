@@ -164,6 +164,11 @@ pub struct SimArgs {
     /// --time-scale like the windows). A URL is good for one to two lifetimes.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400.0)]
     pub cdn_url_lifetime: f64,
+    /// The v1 API's activity generator: every this many seconds of simulated time (scaled by
+    /// --time-scale) a followed user posts, posts a story, or an account gets a notification, and
+    /// the realtime stream carries it. 0: nothing happens unless a client writes.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub v1_activity_every: f64,
     /// Every video the CDN serves is this many bytes (for download benchmarks); default: 0.5 to
     /// 4 MB, chosen per video.
     #[arg(long, value_name = "N")]

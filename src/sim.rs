@@ -127,6 +127,16 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         video_bytes: args.video_bytes,
     };
     cdn.validate().map_err(CliError::Invalid)?;
+    if !(args.v1_activity_every.is_finite() && args.v1_activity_every >= 0.0) {
+        return Err(CliError::BadFlag {
+            flag: "--v1-activity-every",
+            reason: "must be 0 or more seconds".into(),
+        });
+    }
+    let v1 = trawl_simulator::v1::V1Config {
+        activity_every: (args.v1_activity_every > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(args.v1_activity_every)),
+    };
     let sim = Sim::new(SimConfig {
         data,
         faults,
@@ -138,6 +148,7 @@ pub async fn run(args: SimArgs) -> Result<(), CliError> {
         time_scale: args.time_scale,
         trust_forwarded_for: args.trust_forwarded_for,
         cdn,
+        v1,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::v1::tiers::Tier;
 use crate::windows::{Limits, QueryType};
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +100,16 @@ pub fn oracle(entries: &[Entry], limits: &Limits) -> Oracle {
     let mut groups: BTreeMap<(String, String), (Duration, usize, Vec<f64>)> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.counted()) {
         let scope = e.scope();
+        if let Some(tier) = Tier::from_label(&e.query_type) {
+            if let Some(w) = limits.v1_tier(tier, e.account.is_none()) {
+                groups
+                    .entry((scope, e.query_type.clone()))
+                    .or_insert_with(|| (w.length, w.cap, Vec::new()))
+                    .2
+                    .push(e.t);
+            }
+            continue;
+        }
         let per_type = if e.query_type == "other" {
             limits.other
         } else {

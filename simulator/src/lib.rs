@@ -36,10 +36,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     sim.adopt_served_address(listener.local_addr()?);
+    // The activity generator lives as long as the server: dropping the guard stops it.
+    let _activity = sim
+        .v1
+        .activity_period
+        .map(|period| AbortOnDrop(tokio::spawn(crate::v1::run_activity(sim.clone(), period))));
     axum::serve(
         listener,
         server::router(sim).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -44,6 +44,7 @@ async fn start_with(seed: u64, time_scale: f64, checkpoint_after_429s: u32) -> R
         time_scale,
         trust_forwarded_for: true,
         cdn: Default::default(),
+        v1: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -985,7 +986,10 @@ async fn the_seed_v1_api_logs_in_with_a_jwt_pages_with_cursors_and_reports_its_l
     let login: Value = r.json().await.unwrap();
     let token = login["access_token"].as_str().unwrap().to_owned();
     assert_eq!(token.split('.').count(), 3, "header.payload.signature");
-    assert_eq!(login["expires_in"], 3600);
+    assert_eq!(
+        login["expires_in"], 4,
+        "an hour at time scale 0.001, in whole seconds"
+    );
 
     let user = public_user(&s, |u| u.post_count > 25);
     let r = c

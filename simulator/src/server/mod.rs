@@ -36,7 +36,7 @@ mod cdn;
 mod graphql;
 mod login;
 mod mobile;
-mod shapes;
+pub(crate) mod shapes;
 mod web;
 
 pub use mobile::MOBILE_APP_ID;
@@ -140,6 +140,8 @@ pub struct SimConfig {
     pub trust_forwarded_for: bool,
     /// Media URLs and the bytes behind them.
     pub cdn: crate::cdn::CdnConfig,
+    /// The v1 REST API's settings.
+    pub v1: crate::v1::V1Config,
 }
 
 impl SimConfig {
@@ -156,6 +158,7 @@ impl SimConfig {
             time_scale,
             trust_forwarded_for: false,
             cdn: crate::cdn::CdnConfig::default(),
+            v1: crate::v1::V1Config::default(),
         }
     }
 }
@@ -185,7 +188,7 @@ impl Sim {
             faults: Mutex::new(config.faults),
             cache: std::sync::RwLock::new(HashMap::new()),
             strikes: Mutex::new(HashMap::new()),
-            v1: crate::v1::V1State::new(config.time_scale),
+            v1: crate::v1::V1State::new(config.time_scale, config.v1),
             checkpoint_after: config.checkpoint_after_429s,
             trust_forwarded_for: config.trust_forwarded_for,
             cdn: cdn::CdnState::new(seed, &config.cdn, config.time_scale),
@@ -553,6 +556,21 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The caller's address: the peer's, or `X-Forwarded-For` when the simulator trusts it.
+pub(crate) fn client_ip(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> String {
+    let forwarded = sim
+        .trust_forwarded_for
+        .then(|| {
+            headers
+                .get("x-forwarded-for")?
+                .to_str()
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .flatten();
+    forwarded.unwrap_or_else(|| peer.ip().to_string())
+}
+
 pub(crate) fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller {
     let cookies = cookies(headers);
     let cookie_session = cookies.get("sessionid").filter(|s| !s.is_empty()).cloned();
@@ -571,19 +589,9 @@ pub(crate) fn caller(sim: &Sim, peer: SocketAddr, headers: &HeaderMap) -> Caller
         Some(account)
     });
     let stale_session = account.is_none() && cookie_session.is_some();
-    let forwarded = sim
-        .trust_forwarded_for
-        .then(|| {
-            headers
-                .get("x-forwarded-for")?
-                .to_str()
-                .ok()
-                .map(|s| s.trim().to_owned())
-        })
-        .flatten();
     Caller {
         account,
-        ip: forwarded.unwrap_or_else(|| peer.ip().to_string()),
+        ip: client_ip(sim, peer, headers),
         cookies,
         stale_session,
         bearer_user_id: bearer.map(|(id, _)| id),

@@ -287,16 +287,16 @@ pub(super) fn top_posts(data: &DataSet, posts: &[(u32, u32)]) -> Vec<Post> {
 }
 
 /// One item of a story reel or a highlight.
-pub(super) struct ReelItem {
-    pub(super) pk: u64,
-    pub(super) taken_at: i64,
-    pub(super) expiring_at: Option<i64>,
-    pub(super) video: bool,
+pub(crate) struct ReelItem {
+    pub(crate) pk: u64,
+    pub(crate) taken_at: i64,
+    pub(crate) expiring_at: Option<i64>,
+    pub(crate) video: bool,
 }
 
 /// The items of a user's current stories (`highlight` None) or of one highlight; `None` when the
 /// user is private or has no such highlight.
-pub(super) fn reel_items(
+pub(crate) fn reel_items(
     data: &DataSet,
     u: &User,
     highlight: Option<u64>,
