@@ -480,6 +480,67 @@ pub struct LimiterConfig {
     pub pacing_period: Option<HumanDuration>,
     /// Local pacing: up to this much random delay on each request.
     pub pacing_jitter: HumanDuration,
+    /// The windows of platforms other than Instagram, by platform name, then by tier (the name
+    /// of an endpoint class, which is the query type requests of that class count as). The v1
+    /// API's tiers ship as the default `v1` platform; a configuration file may change one tier,
+    /// add tiers, or add a platform, without code.
+    pub platforms: std::collections::BTreeMap<String, PlatformWindows>,
+}
+
+/// The windows of one platform's API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformWindows {
+    /// One window per tier: requests of that tier in any interval of `window`, per account.
+    pub tiers: std::collections::BTreeMap<String, TierWindow>,
+}
+
+/// One tier's window, before `time_scale`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierWindow {
+    pub cap: u32,
+    pub window: HumanDuration,
+    /// Added to a wait when the window is full (clock and latency differences with the server).
+    #[serde(default)]
+    pub margin: HumanDuration,
+}
+
+impl PlatformWindows {
+    /// The v1 API's hourly tiers per account (docs/rate-limits.md): the API document's numbers
+    /// for uploads, feed, search and follows, the simulator's for the classes it leaves out, each
+    /// with a 1% margin as Instaloader keeps on its windows.
+    pub fn v1() -> Self {
+        let hour = HumanDuration::from_secs(3600);
+        let margin = HumanDuration::from_secs(36);
+        let tiers = [
+            ("auth", 60),
+            ("user_lookup", 200),
+            ("feed", 200),
+            ("media", 300),
+            ("graph", 200),
+            ("search", 100),
+            ("notifications", 100),
+            ("post_upload", 50),
+            ("story_upload", 100),
+            ("follow", 200),
+            ("interaction", 200),
+            ("stream", 60),
+        ]
+        .into_iter()
+        .map(|(name, cap)| {
+            (
+                name.to_owned(),
+                TierWindow {
+                    cap,
+                    window: hour,
+                    margin,
+                },
+            )
+        })
+        .collect();
+        Self { tiers }
+    }
 }
 
 /// Windows applied to an egress scope.
@@ -521,6 +582,7 @@ impl LimiterConfig {
             pacing_burst: 1,
             pacing_period: None,
             pacing_jitter: HumanDuration::from_millis(500),
+            platforms: [("v1".to_owned(), PlatformWindows::v1())].into(),
         }
     }
 }
@@ -905,6 +967,35 @@ impl Config {
                 return fail(key, "must be longer than 0".into());
             }
         }
+        for (platform, windows) in &l.platforms {
+            let refuse = |message: String| fail("limiter.platforms", message);
+            if !is_tier_name(platform)
+                || ["qh", "doc", "iphone", "other"].contains(&platform.as_str())
+            {
+                return refuse(format!(
+                    "{platform:?}: a platform name is lowercase letters, digits and _, \
+                     and not qh, doc, iphone or other"
+                ));
+            }
+            if windows.tiers.is_empty() {
+                return refuse(format!("{platform}: names no tier"));
+            }
+            for (tier, w) in &windows.tiers {
+                if !is_tier_name(tier) {
+                    return refuse(format!(
+                        "{platform}.tiers.{tier:?}: a tier name is lowercase letters, digits and _"
+                    ));
+                }
+                if w.cap == 0 {
+                    return refuse(format!("{platform}.tiers.{tier}.cap: must be at least 1"));
+                }
+                if w.window.0.is_zero() {
+                    return refuse(format!(
+                        "{platform}.tiers.{tier}.window: must be longer than 0"
+                    ));
+                }
+            }
+        }
         if l.history.0 < l.iphone_window.0.max(l.per_type_window.0) {
             return fail(
                 "limiter.history",
@@ -1263,4 +1354,13 @@ mod tests {
             "{written}"
         );
     }
+}
+
+/// Platform and tier names: they become ledger keys (`platform:tier`) and metric-free labels.
+fn is_tier_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }

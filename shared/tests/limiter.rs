@@ -641,3 +641,61 @@ async fn prune_forgets_grants_older_than_the_history_and_keeps_the_rest() {
         .unwrap();
     assert_eq!(left, vec!["account:recent".to_owned()]);
 }
+
+#[tokio::test]
+async fn another_platforms_tiers_come_from_configuration_and_each_holds_its_own_cap() {
+    let db = fresh_db().await;
+    // No code: the shipped v1 tiers, one of them changed and one platform added in the file.
+    let config = trawl_shared::config::Config::from_toml_str(
+        r#"
+        [limiter.platforms.v1.tiers.search]
+        cap = 3
+        window = "1h"
+        margin = "30s"
+
+        [limiter.platforms.forum.tiers.threads]
+        cap = 2
+        window = "5m"
+        "#,
+    )
+    .unwrap();
+    let profile = Profile::from_config(&config.limiter);
+    let ledger = Ledger::new(db.pool.clone(), profile.clone());
+    let search = QueryType::tier("v1", "search");
+    let feed = QueryType::tier("v1", "feed");
+    let threads = QueryType::tier("forum", "threads");
+    assert_eq!(profile.type_window(&feed).cap, 200, "the shipped tier is kept");
+    assert_eq!(profile.type_window(&search).cap, 3);
+    assert!(profile.history >= Duration::from_secs(3630), "{:?}", profile.history);
+
+    for at in [0.0, 10.0, 20.0] {
+        grant(&ledger, "v1acct", search.clone(), at).await;
+    }
+    // The fourth waits until the first leaves the hour, plus the margin: 3630 - 30.
+    assert_ms(wait(&ledger, "v1acct", search.clone(), 30.0).await, 3600.0, "search");
+    // Other tiers, other accounts and Instagram's types are not touched by it.
+    grant(&ledger, "v1acct", feed.clone(), 30.0).await;
+    grant(&ledger, "other-acct", search.clone(), 30.0).await;
+    grant(&ledger, "v1acct", QueryType::Other, 30.0).await;
+    grant(&ledger, "v1acct", threads.clone(), 30.0).await;
+    grant(&ledger, "v1acct", threads.clone(), 31.0).await;
+    assert_ms(wait(&ledger, "v1acct", threads.clone(), 32.0).await, 298.0, "threads");
+    grant(&ledger, "v1acct", threads, 330.0).await;
+    grant(&ledger, "v1acct", search, 3630.0).await;
+
+    // A tier nobody configured counts under the strictest Instagram window, not under none.
+    let unknown = QueryType::tier("v1", "no_such_tier");
+    assert!(!profile.knows(&unknown));
+    assert_eq!(profile.type_window(&unknown), profile.other);
+    assert_eq!(QueryType::from_key(&feed.key()), Some(feed));
+
+    for (text, names) in [
+        ("[limiter.platforms.qh.tiers.x]\ncap = 1\nwindow = \"1h\"", "qh"),
+        ("[limiter.platforms.v1.tiers.Feed]\ncap = 1\nwindow = \"1h\"", "Feed"),
+        ("[limiter.platforms.v1.tiers.feed]\ncap = 0\nwindow = \"1h\"", "cap"),
+        ("[limiter.platforms.v1.tiers.feed]\ncap = 1\nwindow = \"0s\"", "window"),
+    ] {
+        let refused = trawl_shared::config::Config::from_toml_str(text).unwrap_err().to_string();
+        assert!(refused.contains("limiter.platforms") && refused.contains(names), "{refused}");
+    }
+}

@@ -41,6 +41,9 @@ pub enum QueryType {
     Iphone,
     /// Any other web request (REST, login, profile info).
     Other,
+    /// A request of another platform's API, counted in its tier's window
+    /// (`limiter.platforms.<platform>.tiers.<tier>`).
+    Tier { platform: String, tier: String },
 }
 
 /// The closed set of query-type classes used as metric labels (never a hash value).
@@ -50,14 +53,17 @@ pub enum QueryClass {
     DocId,
     Iphone,
     Other,
+    /// Any tier of another platform.
+    Tier,
 }
 
 impl QueryClass {
-    pub const ALL: [QueryClass; 4] = [
+    pub const ALL: [QueryClass; 5] = [
         QueryClass::Graphql,
         QueryClass::DocId,
         QueryClass::Iphone,
         QueryClass::Other,
+        QueryClass::Tier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,18 +72,29 @@ impl QueryClass {
             QueryClass::DocId => "doc_id",
             QueryClass::Iphone => "iphone",
             QueryClass::Other => "other",
+            QueryClass::Tier => "tier",
         }
     }
 }
 
 impl QueryType {
-    /// The ledger's key for this type: `qh:HASH`, `doc:ID`, `iphone` or `other`.
+    /// The ledger's key for this type: `qh:HASH`, `doc:ID`, `iphone`, `other` or
+    /// `PLATFORM:TIER`.
     pub fn key(&self) -> String {
         match self {
             QueryType::QueryHash(h) => format!("qh:{h}"),
             QueryType::DocId(d) => format!("doc:{d}"),
             QueryType::Iphone => "iphone".into(),
             QueryType::Other => "other".into(),
+            QueryType::Tier { platform, tier } => format!("{platform}:{tier}"),
+        }
+    }
+
+    /// A tier of another platform.
+    pub fn tier(platform: &str, tier: &str) -> Self {
+        QueryType::Tier {
+            platform: platform.to_owned(),
+            tier: tier.to_owned(),
         }
     }
 
@@ -89,7 +106,11 @@ impl QueryType {
             k => k
                 .strip_prefix("qh:")
                 .map(|h| QueryType::QueryHash(h.into()))
-                .or_else(|| k.strip_prefix("doc:").map(|d| QueryType::DocId(d.into()))),
+                .or_else(|| k.strip_prefix("doc:").map(|d| QueryType::DocId(d.into())))
+                .or_else(|| {
+                    let (platform, tier) = k.split_once(':')?;
+                    Some(QueryType::tier(platform, tier))
+                }),
         }
     }
 
@@ -104,6 +125,7 @@ impl QueryType {
             QueryType::DocId(_) => QueryClass::DocId,
             QueryType::Iphone => QueryClass::Iphone,
             QueryType::Other => QueryClass::Other,
+            QueryType::Tier { .. } => QueryClass::Tier,
         }
     }
 }
@@ -165,6 +187,10 @@ pub struct Profile {
     pub other: Window,
     pub graphql: Window,
     pub iphone: Window,
+    /// Other platforms' tier windows: platform → tier → window.
+    pub platforms: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Window>>,
+    /// Grants are kept this long: the configured history, or longer when a platform's window
+    /// (with its margin) is longer.
     pub history: Duration,
     pub egress: EgressWindows,
     pub time_scale: f64,
@@ -178,22 +204,60 @@ impl Profile {
             window: scale(window),
             margin: scale(margin),
         };
+        let platforms: std::collections::BTreeMap<_, std::collections::BTreeMap<_, _>> = c
+            .platforms
+            .iter()
+            .map(|(name, p)| {
+                let tiers = p
+                    .tiers
+                    .iter()
+                    .map(|(tier, t)| (tier.clone(), w(t.cap, t.window.0, t.margin.0)))
+                    .collect();
+                (name.clone(), tiers)
+            })
+            .collect();
+        let longest_tier = platforms
+            .values()
+            .flat_map(|tiers| tiers.values())
+            .map(|t| t.window + t.margin)
+            .max()
+            .unwrap_or_default();
         Self {
+            platforms,
             per_type: w(c.per_type_cap, c.per_type_window.0, c.per_type_margin.0),
             other: w(c.other_cap, c.per_type_window.0, c.per_type_margin.0),
             graphql: w(c.graphql_cap, c.graphql_window.0, c.graphql_margin.0),
             iphone: w(c.iphone_cap, c.iphone_window.0, c.iphone_margin.0),
-            history: scale(c.history.0),
+            history: scale(c.history.0).max(longest_tier),
             egress: c.egress,
             time_scale: c.time_scale,
         }
     }
 
-    /// The per-type window of `q` (75 for `other`, 200 for every other type).
+    /// The per-type window of `q` (75 for `other`, 200 for every other Instagram type, a
+    /// platform tier's own). A tier the profile does not name counts under `other`, the
+    /// strictest window, rather than under none.
     pub fn type_window(&self, q: &QueryType) -> Window {
         match q {
             QueryType::Other => self.other,
+            QueryType::Tier { platform, tier } => self
+                .platforms
+                .get(platform)
+                .and_then(|tiers| tiers.get(tier))
+                .copied()
+                .unwrap_or(self.other),
             _ => self.per_type,
+        }
+    }
+
+    /// Whether the profile names this tier (Instagram's types are always known).
+    pub fn knows(&self, q: &QueryType) -> bool {
+        match q {
+            QueryType::Tier { platform, tier } => self
+                .platforms
+                .get(platform)
+                .is_some_and(|tiers| tiers.contains_key(tier)),
+            _ => true,
         }
     }
 
