@@ -1148,6 +1148,15 @@ impl Config {
     }
 }
 
+/// Platform and tier names: they become ledger keys (`platform:tier`) and metric-free labels.
+fn is_tier_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1354,13 +1363,4 @@ mod tests {
             "{written}"
         );
     }
-}
-
-/// Platform and tier names: they become ledger keys (`platform:tier`) and metric-free labels.
-fn is_tier_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 40
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }

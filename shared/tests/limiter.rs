@@ -664,22 +664,38 @@ async fn another_platforms_tiers_come_from_configuration_and_each_holds_its_own_
     let search = QueryType::tier("v1", "search");
     let feed = QueryType::tier("v1", "feed");
     let threads = QueryType::tier("forum", "threads");
-    assert_eq!(profile.type_window(&feed).cap, 200, "the shipped tier is kept");
+    assert_eq!(
+        profile.type_window(&feed).cap,
+        200,
+        "the shipped tier is kept"
+    );
     assert_eq!(profile.type_window(&search).cap, 3);
-    assert!(profile.history >= Duration::from_secs(3630), "{:?}", profile.history);
+    assert!(
+        profile.history >= Duration::from_secs(3630),
+        "{:?}",
+        profile.history
+    );
 
     for at in [0.0, 10.0, 20.0] {
         grant(&ledger, "v1acct", search.clone(), at).await;
     }
     // The fourth waits until the first leaves the hour, plus the margin: 3630 - 30.
-    assert_ms(wait(&ledger, "v1acct", search.clone(), 30.0).await, 3600.0, "search");
+    assert_ms(
+        wait(&ledger, "v1acct", search.clone(), 30.0).await,
+        3600.0,
+        "search",
+    );
     // Other tiers, other accounts and Instagram's types are not touched by it.
     grant(&ledger, "v1acct", feed.clone(), 30.0).await;
     grant(&ledger, "other-acct", search.clone(), 30.0).await;
     grant(&ledger, "v1acct", QueryType::Other, 30.0).await;
     grant(&ledger, "v1acct", threads.clone(), 30.0).await;
     grant(&ledger, "v1acct", threads.clone(), 31.0).await;
-    assert_ms(wait(&ledger, "v1acct", threads.clone(), 32.0).await, 298.0, "threads");
+    assert_ms(
+        wait(&ledger, "v1acct", threads.clone(), 32.0).await,
+        298.0,
+        "threads",
+    );
     grant(&ledger, "v1acct", threads, 330.0).await;
     grant(&ledger, "v1acct", search, 3630.0).await;
 
@@ -690,12 +706,29 @@ async fn another_platforms_tiers_come_from_configuration_and_each_holds_its_own_
     assert_eq!(QueryType::from_key(&feed.key()), Some(feed));
 
     for (text, names) in [
-        ("[limiter.platforms.qh.tiers.x]\ncap = 1\nwindow = \"1h\"", "qh"),
-        ("[limiter.platforms.v1.tiers.Feed]\ncap = 1\nwindow = \"1h\"", "Feed"),
-        ("[limiter.platforms.v1.tiers.feed]\ncap = 0\nwindow = \"1h\"", "cap"),
-        ("[limiter.platforms.v1.tiers.feed]\ncap = 1\nwindow = \"0s\"", "window"),
+        (
+            "[limiter.platforms.qh.tiers.x]\ncap = 1\nwindow = \"1h\"",
+            "qh",
+        ),
+        (
+            "[limiter.platforms.v1.tiers.Feed]\ncap = 1\nwindow = \"1h\"",
+            "Feed",
+        ),
+        (
+            "[limiter.platforms.v1.tiers.feed]\ncap = 0\nwindow = \"1h\"",
+            "cap",
+        ),
+        (
+            "[limiter.platforms.v1.tiers.feed]\ncap = 1\nwindow = \"0s\"",
+            "window",
+        ),
     ] {
-        let refused = trawl_shared::config::Config::from_toml_str(text).unwrap_err().to_string();
-        assert!(refused.contains("limiter.platforms") && refused.contains(names), "{refused}");
+        let refused = trawl_shared::config::Config::from_toml_str(text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("limiter.platforms") && refused.contains(names),
+            "{refused}"
+        );
     }
 }

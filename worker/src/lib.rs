@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod probes;
 pub mod rows;
 pub mod session_file;
+pub mod v1;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
