@@ -7,7 +7,7 @@
 //!
 //! What it serves (see docs/simulator.md): a deterministic data set (`data`), Instagram's web,
 //! GraphQL (`query_hash` and `doc_id`) and mobile endpoints with login, two-factor and checkpoint
-//! flows (`server`), an Instagram-style v1 REST API (`v1`), per-account and per-IP sliding
+//! flows (`server`), an Instagram-style v1 REST API with its realtime stream (`v1`), per-account and per-IP sliding
 //! windows answering Instagram's 429 (`windows`), fault injection (`faults`), the audit log with
 //! its window oracle (`audit`), and a CDN serving the media those answers link to (`cdn`).
 
@@ -47,6 +47,37 @@ pub async fn run(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// A simulator served on a port of 127.0.0.1 by a task of the current runtime (tests, embedding).
+/// Dropping it stops the server.
+pub struct Background {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    pub sim: Arc<Sim>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts serving `sim` on a free local port.
+pub async fn serve_in_background(sim: Arc<Sim>) -> std::io::Result<Background> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = sim.clone();
+    tokio::spawn(async move {
+        let outcome = run(listener, served, async {
+            let _ = stopped.await;
+        })
+        .await;
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "the simulator stopped serving");
+        }
+    });
+    Ok(Background {
+        base,
+        sim,
+        _stop: stop,
+    })
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -2,7 +2,6 @@
 //! endpoint against the API document: shapes, status codes, the standard error body, tokens,
 //! cursors, the hourly tiers in the windows and the oracle, and stream events across a reconnect.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,7 +16,7 @@ struct Running {
     base: String,
     sim: Arc<Sim>,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _served: trawl_simulator::Background,
 }
 
 /// A simulator with two login accounts, `alice` and `bob`, and windows scaled by `time_scale`.
@@ -42,22 +41,12 @@ async fn start_with(seed: u64, time_scale: f64, names: &[&str]) -> Running {
         trust_forwarded_for: true,
         ..SimConfig::fault_free(data, accounts, time_scale)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = sim.clone();
-    tokio::spawn(async move {
-        trawl_simulator::run(listener, served, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
+    let served = trawl_simulator::serve_in_background(sim).await.unwrap();
     Running {
-        base: format!("http://{addr}"),
-        sim,
+        base: served.base.clone(),
+        sim: served.sim.clone(),
         http: reqwest::Client::new(),
-        _stop: stop,
+        _served: served,
     }
 }
 

@@ -2,7 +2,6 @@
 //! fresh without a refused request, a revoked account logging in again, and several clients (two
 //! of them on one account, as two workers would be) held to the v1 tiers with no 429.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +11,10 @@ use trawl_shared::limiter::Limiter;
 use trawl_shared::limiter::metrics::LimiterMetrics;
 use trawl_shared::secret::Secret;
 use trawl_shared::testing::fresh_db;
-use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
+use trawl_simulator::{Background, DataSet, Sim, SimConfig, Sizes};
 use trawl_worker::v1::V1Client;
 
-struct Served {
-    base: String,
-    sim: Arc<Sim>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn simulator(seed: u64, time_scale: f64) -> Served {
+async fn simulator(seed: u64, time_scale: f64) -> Background {
     let data = DataSet::generate(
         seed,
         Sizes {
@@ -34,22 +27,7 @@ async fn simulator(seed: u64, time_scale: f64) -> Served {
         ("bob".to_owned(), "pw-b".to_owned()),
     ];
     let sim = Sim::new(SimConfig::fault_free(data, accounts, time_scale));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = sim.clone();
-    tokio::spawn(async move {
-        trawl_simulator::run(listener, served, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Served {
-        base: format!("http://{addr}"),
-        sim,
-        _stop: stop,
-    }
+    trawl_simulator::serve_in_background(sim).await.unwrap()
 }
 
 /// A limiter as a worker process has one: the shipped v1 tiers, scaled like the simulator.
@@ -65,7 +43,7 @@ fn limiter(pool: &sqlx::PgPool, time_scale: f64) -> Arc<Limiter> {
     ))
 }
 
-fn client(s: &Served, account: &str, password: &str, limiter: Arc<Limiter>) -> V1Client {
+fn client(s: &Background, account: &str, password: &str, limiter: Arc<Limiter>) -> V1Client {
     V1Client::new(
         reqwest::Client::new(),
         format!("{}/api/v1", s.base),
@@ -76,7 +54,7 @@ fn client(s: &Served, account: &str, password: &str, limiter: Arc<Limiter>) -> V
 }
 
 /// The audit log's entries whose route is `path`, as (status) values.
-async fn statuses(s: &Served, path: &str) -> Vec<u64> {
+async fn statuses(s: &Background, path: &str) -> Vec<u64> {
     let log = reqwest::get(format!("{}/__sim/audit.jsonl", s.base))
         .await
         .unwrap()

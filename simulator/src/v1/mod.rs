@@ -352,6 +352,13 @@ pub(crate) struct Page {
     pub offset: usize,
 }
 
+impl Page {
+    /// Whether item `i` of the whole listing is on this page (only those are rendered).
+    pub(crate) fn shows(&self, i: usize) -> bool {
+        (self.offset..self.offset + self.count).contains(&i)
+    }
+}
+
 pub(crate) fn query(raw: &Option<String>) -> std::collections::HashMap<String, String> {
     serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default()
 }

@@ -102,7 +102,7 @@ fn graph_page(w: &World, v: &Viewer, ids: Vec<u64>, raw: &Option<String>) -> Res
         .iter()
         .enumerate()
         .map(|(i, &u)| {
-            if !(page.offset..page.offset + page.count).contains(&i) {
+            if !page.shows(i) {
                 return Value::Null;
             }
             let mut s = w.user_summary(u);
@@ -113,6 +113,25 @@ fn graph_page(w: &World, v: &Viewer, ids: Vec<u64>, raw: &Option<String>) -> Res
     ok(page_of("users", all, &page))
 }
 
+/// A followers or following listing of a user the caller may see.
+async fn graph_listing(
+    sim: Arc<Sim>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    id: String,
+    raw: Option<String>,
+    list: fn(&World, u64) -> Vec<u64>,
+) -> Response {
+    gate(&sim, peer, &headers, Tier::Graph, |v| {
+        with_world(&sim, |w| match user_id(w, &id) {
+            Ok(id) if w.visible(id, v.id()) => graph_page(w, &v, list(w, id), &raw),
+            Ok(_) => private(),
+            Err(r) => r,
+        })
+    })
+    .await
+}
+
 pub(super) async fn followers(
     State(sim): State<Arc<Sim>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -120,14 +139,7 @@ pub(super) async fn followers(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    gate(&sim, peer, &headers, Tier::Graph, |v| {
-        with_world(&sim, |w| match user_id(w, &id) {
-            Ok(id) if w.visible(id, v.id()) => graph_page(w, &v, w.followers(id), &raw),
-            Ok(_) => private(),
-            Err(r) => r,
-        })
-    })
-    .await
+    graph_listing(sim, peer, headers, id, raw, |w, id| w.followers(id)).await
 }
 
 pub(super) async fn following(
@@ -137,14 +149,7 @@ pub(super) async fn following(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    gate(&sim, peer, &headers, Tier::Graph, |v| {
-        with_world(&sim, |w| match user_id(w, &id) {
-            Ok(id) if w.visible(id, v.id()) => graph_page(w, &v, w.following(id), &raw),
-            Ok(_) => private(),
-            Err(r) => r,
-        })
-    })
-    .await
+    graph_listing(sim, peer, headers, id, raw, |w, id| w.following(id)).await
 }
 
 pub(super) async fn post(
@@ -201,7 +206,7 @@ fn post_page(w: &World, v: &Viewer, posts: &[PostRef], raw: &Option<String>) -> 
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            if (page.offset..page.offset + page.count).contains(&i) {
+            if page.shows(i) {
                 w.post_json(p, v.user_id)
             } else {
                 Value::Null
@@ -331,7 +336,7 @@ pub(super) async fn search_users(
                 .iter()
                 .enumerate()
                 .map(|(i, u)| {
-                    if !(page.offset..page.offset + page.count).contains(&i) {
+                    if !page.shows(i) {
                         return Value::Null;
                     }
                     let mut s = w.user_summary(u.id);

@@ -234,15 +234,24 @@ pub(super) fn publish_story(sim: &Sim, o: &Overlay, story: &NewStory) {
     );
 }
 
-fn locked<T>(sim: &Sim, f: impl FnOnce(&mut Overlay) -> T) -> Result<T, Response> {
-    sim.v1.overlay.lock().map(|mut o| f(&mut o)).map_err(|_| {
-        error(
+/// Runs a write on the overlay; answers `answer(body)`, or the refusal the write returned.
+fn write(
+    sim: &Sim,
+    answer: fn(Value) -> Response,
+    f: impl FnOnce(&mut Overlay) -> Result<Value, Response>,
+) -> Response {
+    match sim.v1.overlay.lock() {
+        Ok(mut o) => match f(&mut o) {
+            Ok(body) => answer(body),
+            Err(refusal) => refusal,
+        },
+        Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "SERVER_ERROR",
             "state poisoned",
             None,
-        )
-    })
+        ),
+    }
 }
 
 pub(super) async fn upload_post(
@@ -286,7 +295,7 @@ pub(super) async fn upload_post(
                 None => return bad_request("unknown location_id", "location_id"),
             },
         };
-        let result = locked(&sim, |o| {
+        write(&sim, created, |o| {
             let user_tags = match upload.fields.get("user_tags").map(|s| tag_ids(s)) {
                 None => Vec::new(),
                 Some(Some(ids)) if ids.iter().all(|id| World::new(&sim, o).exists(*id)) => ids,
@@ -314,11 +323,7 @@ pub(super) async fn upload_post(
             publish_post(&sim, o, &post);
             let w = World::new(&sim, o);
             Ok(w.post_json(&super::shapes::PostRef::New(post), v.user_id))
-        });
-        match result {
-            Ok(Ok(body)) => created(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -330,7 +335,7 @@ pub(super) async fn delete_post(
     Path(id): Path<String>,
 ) -> Response {
     gate(&sim, peer, &headers, Tier::Interaction, |v| {
-        let result = locked(&sim, |o| {
+        write(&sim, ok, |o| {
             let post = {
                 let w = World::new(&sim, o);
                 let p = post_id(&w, &id)?;
@@ -341,11 +346,7 @@ pub(super) async fn delete_post(
             };
             o.deleted.insert(post);
             Ok(json!({"message": "Post deleted successfully", "post_id": post.to_string()}))
-        });
-        match result {
-            Ok(Ok(body)) => ok(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -358,7 +359,7 @@ async fn set_like(
     like: bool,
 ) -> Response {
     gate(&sim, peer, &headers, Tier::Interaction, |v| {
-        let result = locked(&sim, |o| {
+        write(&sim, ok, |o| {
             let (post, owner) = {
                 let w = World::new(&sim, o);
                 let p = post_id(&w, &id)?;
@@ -379,11 +380,7 @@ async fn set_like(
             let w = World::new(&sim, o);
             let p = post_id(&w, &id)?;
             Ok(json!({"liked": like, "likes_count": w.post_json(&p, v.user_id)["likes_count"]}))
-        });
-        match result {
-            Ok(Ok(body)) => ok(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -461,7 +458,7 @@ pub(super) async fn comment(
                 );
             }
         };
-        let result = locked(&sim, |o| {
+        write(&sim, created, |o| {
             let (post, owner) = {
                 let w = World::new(&sim, o);
                 let p = post_id(&w, &id)?;
@@ -501,11 +498,7 @@ pub(super) async fn comment(
                       "parent_comment_id": parent.map(|p| p.to_string()),
                       "created_at": super::rfc3339(c.created_at), "likes_count": 0}),
             )
-        });
-        match result {
-            Ok(Ok(body)) => created(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -538,7 +531,7 @@ pub(super) async fn upload_story(
         {
             return bad_request("duration must be 1 to 60 seconds", "duration");
         }
-        let result = locked(&sim, |o| {
+        write(&sim, created, |o| {
             let media = store(o, &sim, std::slice::from_ref(file))?;
             let now = sim.unix_now() as i64;
             let story = NewStory {
@@ -557,11 +550,7 @@ pub(super) async fn upload_story(
                 map.remove("viewed");
             }
             Ok(body)
-        });
-        match result {
-            Ok(Ok(body)) => created(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -573,7 +562,7 @@ pub(super) async fn view_story(
     Path(id): Path<String>,
 ) -> Response {
     gate(&sim, peer, &headers, Tier::Interaction, |v| {
-        let result = locked(&sim, |o| {
+        write(&sim, ok, |o| {
             let now = sim.unix_now() as i64;
             let story = id.parse::<u64>().ok();
             let owner = story.and_then(|s| World::new(&sim, o).story_owner(s, now));
@@ -593,11 +582,7 @@ pub(super) async fn view_story(
             };
             let count = earlier + o.views.get(&story).map_or(0, |v| v.len() as u64);
             Ok(json!({"story_id": story.to_string(), "viewed": true, "views_count": count}))
-        });
-        match result {
-            Ok(Ok(body)) => ok(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -609,7 +594,7 @@ pub(super) async fn follow(
     Path(id): Path<String>,
 ) -> Response {
     gate(&sim, peer, &headers, Tier::Follow, |v| {
-        let result = locked(&sim, |o| {
+        write(&sim, ok, |o| {
             let me = v.id();
             let (target, already, private) = {
                 let w = World::new(&sim, o);
@@ -632,11 +617,7 @@ pub(super) async fn follow(
                 notify(&sim, o, target, "follow", me, None);
             }
             Ok(json!({"following": true, "user": {"user_id": summary["user_id"], "username": summary["username"]}}))
-        });
-        match result {
-            Ok(Ok(body)) => ok(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -648,18 +629,14 @@ pub(super) async fn unfollow(
     Path(id): Path<String>,
 ) -> Response {
     gate(&sim, peer, &headers, Tier::Follow, |v| {
-        let result = locked(&sim, |o| {
+        write(&sim, ok, |o| {
             let me = v.id();
             let target = user_id(&World::new(&sim, o), &id)?;
             o.follows.remove(&(me, target));
             o.requests.remove(&(me, target));
             o.unfollows.insert((me, target));
             Ok(json!({"following": false}))
-        });
-        match result {
-            Ok(Ok(body)) => ok(body),
-            Ok(Err(r)) | Err(r) => r,
-        }
+        })
     })
     .await
 }
@@ -713,7 +690,7 @@ pub(super) async fn update_profile(
         {
             return bad_request("website must be an http(s) URL", "website");
         }
-        let result = locked(&sim, |o| {
+        write(&sim, ok, |o| {
             let e = o.profiles.entry(v.id()).or_default();
             if edit.full_name.is_some() {
                 e.full_name = edit.full_name;
@@ -724,12 +701,8 @@ pub(super) async fn update_profile(
             if edit.website.is_some() {
                 e.website = edit.website;
             }
-            json!({"user": World::new(&sim, o).user_profile(v.id(), v.user_id)})
-        });
-        match result {
-            Ok(body) => ok(body),
-            Err(r) => r,
-        }
+            Ok(json!({"user": World::new(&sim, o).user_profile(v.id(), v.user_id)}))
+        })
     })
     .await
 }
