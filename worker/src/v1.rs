@@ -218,7 +218,8 @@ impl V1Client {
             tracing::warn!(account = %self.account, tier, %until, "v1: 429; waiting out the penalty");
             return Ok(Outcome::Again("429 Too Many Requests".into()));
         }
-        self.limiter.on_hints(&request, &hints).await?;
+        // `X-RateLimit-Remaining: 0` on a success is this tier's window full, which the ledger
+        // holds already; a penalty (account-wide) would stall every other tier too.
         let error = json.as_ref().map(|j| &j["error"]);
         let code = error
             .and_then(|e| e["code"].as_str())
