@@ -515,6 +515,8 @@ async fn writes_land_in_reads_and_refuse_what_the_document_refuses() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{reply}");
     assert_eq!(reply["parent_comment_id"], c["comment_id"]);
+    let (_, counted) = s.get(&alice, &format!("/posts/{post_id}")).await;
+    assert_eq!(counted["comments_count"], 2, "a comment and its reply");
     let (status, _) = s
         .send(
             s.http

@@ -246,7 +246,7 @@ pub(super) async fn explore(
             // A seeded pick of public posts, the most liked first: the same for everyone.
             let data = &sim.data;
             let n = data.users.len() as u64;
-            let mut posts: Vec<PostRef> = Vec::new();
+            let mut posts = Vec::new();
             let mut seen = std::collections::HashSet::new();
             for k in 0..(EXPLORE_POSTS as u64 * 4) {
                 if posts.len() >= EXPLORE_POSTS || n == 0 {
@@ -261,13 +261,11 @@ pub(super) async fn explore(
                     && !w.o.deleted.contains(&p.id)
                     && seen.insert(p.id)
                 {
-                    posts.push(PostRef::Data(p));
+                    posts.push(p);
                 }
             }
-            posts.sort_by_key(|p| match p {
-                PostRef::Data(p) => std::cmp::Reverse((p.likes, p.id)),
-                PostRef::New(p) => std::cmp::Reverse((0, p.id)),
-            });
+            posts.sort_by_key(|p| std::cmp::Reverse((p.likes, p.id)));
+            let posts: Vec<PostRef> = posts.into_iter().map(PostRef::Data).collect();
             post_page(w, &v, &posts, &raw)
         })
     })

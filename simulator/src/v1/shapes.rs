@@ -245,6 +245,18 @@ impl<'a> World<'a> {
             .count()
     }
 
+    /// How many comments [`World::comments_of`] lists, counted without rendering them.
+    pub fn comments_count(&self, p: &PostRef) -> usize {
+        let data = match p {
+            PostRef::Data(post) => (0..post.comment_count)
+                .filter_map(|i| self.sim.data.comment(post, i))
+                .map(|cm| 1 + self.sim.data.replies(&cm).len())
+                .sum(),
+            PostRef::New(_) => 0,
+        };
+        data + self.o.comments.iter().filter(|c| c.post == p.id()).count()
+    }
+
     /// Every comment of a post, threads in order: a top-level comment, then its replies.
     pub fn comments_of(&self, p: &PostRef) -> Vec<Value> {
         let mut out = Vec::new();
@@ -381,7 +393,7 @@ impl<'a> World<'a> {
             "user_tags": user_tags,
             "created_at": rfc3339(p.created_at()),
             "likes_count": self.likes_count(p),
-            "comments_count": self.comments_of(p).len(),
+            "comments_count": self.comments_count(p),
             "liked_by_user": viewer.is_some_and(|v| self.o.likes.contains(&(v, p.id()))),
             "saved_by_user": false,
         })
