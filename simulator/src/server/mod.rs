@@ -748,18 +748,7 @@ pub(crate) async fn handle_cached(
                 "{\"data\": {\"user\": {\"edge_owner",
             )
                 .into_response(),
-            Some(Fault::Drop) => {
-                // A body that fails after the headers: the connection is cut mid-response.
-                let broken = futures_util::stream::once(async {
-                    Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
-                });
-                (
-                    StatusCode::OK,
-                    [(header::CONTENT_LENGTH, "1000")],
-                    axum::body::Body::from_stream(broken),
-                )
-                    .into_response()
-            }
+            Some(Fault::Drop) => dropped_response(),
             None => serve_cached(sim, cache_key, serve).await,
         }
     };
@@ -785,6 +774,19 @@ pub(crate) async fn handle_cached(
 
 /// The uniform numbers [`Faults::draw`] takes for one request: from the seed and a request
 /// counter, so a run with the same requests in the same order meets the same faults.
+/// The `drop` fault: headers, then a body that fails, as when the connection is cut mid-response.
+pub(crate) fn dropped_response() -> Response {
+    let broken = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_LENGTH, "1000")],
+        axum::body::Body::from_stream(broken),
+    )
+        .into_response()
+}
+
 pub(crate) fn fault_roll(sim: &Sim) -> impl Fn(u64) -> f64 + use<> {
     let n = sim.counter.fetch_add(1, Ordering::Relaxed);
     let seed = sim.data.seed;

@@ -284,17 +284,7 @@ pub(crate) async fn gate(
             "{\"posts\": [{\"post_id\"",
         )
             .into_response(),
-        (_, Some(Fault::Drop)) => {
-            let broken = futures_util::stream::once(async {
-                Err::<Bytes, std::io::Error>(std::io::Error::other("dropped by the simulator"))
-            });
-            (
-                StatusCode::OK,
-                [(header::CONTENT_LENGTH, "1000")],
-                axum::body::Body::from_stream(broken),
-            )
-                .into_response()
-        }
+        (_, Some(Fault::Drop)) => crate::server::dropped_response(),
         (Some(_), None) => {
             let user_id = account.as_deref().map(|a| sim.account_user_id(a));
             serve(Viewer {

@@ -110,14 +110,36 @@ pub(crate) struct Overlay {
     pub ticks: u64,
 }
 
-struct AccessToken {
+/// An access or refresh token: whose, and until when.
+struct Issued {
     account: String,
     expires: Instant,
 }
 
-struct RefreshToken {
-    account: String,
-    expires: Instant,
+type TokenMap = Mutex<HashMap<String, Issued>>;
+
+/// Adds a token, dropping the expired ones so the map stays small.
+fn keep(tokens: &TokenMap, token: String, account: &str, expires: Instant) {
+    if let Ok(mut tokens) = tokens.lock() {
+        let now = Instant::now();
+        tokens.retain(|_, t| t.expires > now);
+        tokens.insert(
+            token,
+            Issued {
+                account: account.to_owned(),
+                expires,
+            },
+        );
+    }
+}
+
+/// Drops every token of `account`; how many there were.
+fn drop_account(tokens: &TokenMap, account: &str) -> usize {
+    tokens.lock().map_or(0, |mut tokens| {
+        let before = tokens.len();
+        tokens.retain(|_, t| t.account != account);
+        before - tokens.len()
+    })
 }
 
 /// The most recent events kept for a stream that resumes with `last_event_id`.
@@ -131,8 +153,8 @@ pub struct V1State {
     refresh_life: Duration,
     /// A story's life (a day, scaled).
     pub(crate) story_life: Duration,
-    access: Mutex<HashMap<String, AccessToken>>,
-    refresh: Mutex<HashMap<String, RefreshToken>>,
+    access: TokenMap,
+    refresh: TokenMap,
     pub(crate) overlay: Mutex<Overlay>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) recent: Mutex<VecDeque<Event>>,
@@ -182,27 +204,8 @@ impl V1State {
 
     pub(crate) fn issue(&self, account: &str, access: String, refresh: String) {
         let now = Instant::now();
-        if let Ok(mut tokens) = self.access.lock() {
-            // Expired tokens are dropped as new ones are made, so the map stays small.
-            tokens.retain(|_, t| t.expires > now);
-            tokens.insert(
-                access,
-                AccessToken {
-                    account: account.to_owned(),
-                    expires: now + self.token_life,
-                },
-            );
-        }
-        if let Ok(mut tokens) = self.refresh.lock() {
-            tokens.retain(|_, t| t.expires > now);
-            tokens.insert(
-                refresh,
-                RefreshToken {
-                    account: account.to_owned(),
-                    expires: now + self.refresh_life,
-                },
-            );
-        }
+        keep(&self.access, access, account, now + self.token_life);
+        keep(&self.refresh, refresh, account, now + self.refresh_life);
     }
 
     /// Spends a refresh token (each works once): the account it was issued to.
@@ -213,18 +216,7 @@ impl V1State {
 
     /// Ends every token of `account`; returns how many there were.
     pub(crate) fn revoke(&self, account: &str) -> usize {
-        let mut n = 0;
-        if let Ok(mut tokens) = self.access.lock() {
-            let before = tokens.len();
-            tokens.retain(|_, t| t.account != account);
-            n += before - tokens.len();
-        }
-        if let Ok(mut tokens) = self.refresh.lock() {
-            let before = tokens.len();
-            tokens.retain(|_, t| t.account != account);
-            n += before - tokens.len();
-        }
-        n
+        drop_account(&self.access, account) + drop_account(&self.refresh, account)
     }
 
     /// Publishes an event to every open stream and keeps it for resuming ones.
