@@ -60,6 +60,7 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             anonymous,
             egress,
             proxy,
+            platform,
             insecure_dev_key,
         } => {
             check_egress(egress.as_deref())?;
@@ -81,6 +82,7 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
                     anonymous,
                     egress_group: egress.as_deref(),
                     proxy: proxy.as_deref(),
+                    platform,
                 })
                 .await
                 .map_err(|e| match e {
@@ -399,7 +401,9 @@ fn account_error(e: AccountError) -> CliError {
     match e {
         AccountError::NotFound(_) => CliError::NotFound(e.to_string()),
         AccountError::Exists(_) => CliError::Conflict(e.to_string()),
-        AccountError::BadName(_) | AccountError::NoSecret(_) => CliError::Invalid(e.to_string()),
+        AccountError::BadName(_) | AccountError::NoSecret(_) | AccountError::V1NeedsPassword(_) => {
+            CliError::Invalid(e.to_string())
+        }
         AccountError::Database(e) => CliError::Database(e),
         other => CliError::failed("accounts", other),
     }

@@ -337,6 +337,10 @@ pub enum AccountsCommand {
         /// Send every request of the account through this proxy (`trawl proxies add`).
         #[arg(long, value_name = "PROXY")]
         proxy: Option<String>,
+        /// Whose API the account logs in to: `instagram`, or `v1` (the Instagram-style REST API;
+        /// needs --password-stdin).
+        #[arg(long, value_name = "PLATFORM", default_value = "instagram")]
+        platform: trawl_shared::Platform,
         /// Seal with the publicly known development key when secrets.key is unset (demos only).
         #[arg(long)]
         insecure_dev_key: bool,
@@ -447,6 +451,30 @@ pub enum ExportKind {
     HashtagPosts,
     /// Instaloader 4.16's directory tree.
     Instaloader,
+    /// The v1 platform's users (`--target`: a user id).
+    #[value(name = "v1_users", alias = "v1-users")]
+    V1Users,
+    /// The v1 platform's posts (`--target`: the poster's user id).
+    #[value(name = "v1_posts", alias = "v1-posts")]
+    V1Posts,
+    /// The v1 platform's comments (`--target`: the post id).
+    #[value(name = "v1_comments", alias = "v1-comments")]
+    V1Comments,
+    /// The v1 platform's follow edges (`--target`: a user id on either end).
+    #[value(name = "v1_follows", alias = "v1-follows")]
+    V1Follows,
+    /// The v1 platform's stories (`--target`: the poster's user id).
+    #[value(name = "v1_stories", alias = "v1-stories")]
+    V1Stories,
+    /// The v1 platform's notifications (`--target`: the account's name).
+    #[value(name = "v1_notifications", alias = "v1-notifications")]
+    V1Notifications,
+    /// Hashtags found by v1 searches.
+    #[value(name = "v1_hashtags", alias = "v1-hashtags")]
+    V1Hashtags,
+    /// Locations found by v1 searches.
+    #[value(name = "v1_locations", alias = "v1-locations")]
+    V1Locations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

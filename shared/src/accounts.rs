@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::{CryptoError, SecretBox};
+use crate::domain::Platform;
 use crate::proxies::{self, ProxyError, ProxyRoute};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
@@ -42,6 +43,11 @@ pub enum AccountError {
     BadName(String),
     #[error("account {0:?} needs a password or a session, or must be anonymous")]
     NoSecret(String),
+    #[error(
+        "account {0:?} is a v1 account: it logs in with a username and password, so it needs a \
+         password and cannot be anonymous"
+    )]
+    V1NeedsPassword(String),
     #[error("proxy {0:?} does not exist; add it first with `trawl proxies add`")]
     NoSuchProxy(String),
     #[error("the lease on account {0:?} is no longer held")]
@@ -68,6 +74,9 @@ pub enum AccountError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Account {
     pub name: String,
+    /// Whose API the account logs in to.
+    #[sqlx(try_from = "String")]
+    pub platform: Platform,
     pub anonymous: bool,
     pub egress_group: Option<String>,
     pub state: AccountState,
@@ -96,11 +105,13 @@ pub struct NewAccount<'a> {
     pub egress_group: Option<&'a str>,
     /// The name of a proxy stored with `proxies::add`.
     pub proxy: Option<&'a str>,
+    pub platform: Platform,
 }
 
 /// An account held by a worker, with its secrets opened.
 pub struct LeasedAccount {
     pub name: String,
+    pub platform: Platform,
     pub token: Uuid,
     pub anonymous: bool,
     /// The account's own group, else its proxy's (whose default is the proxy's name).
@@ -115,6 +126,7 @@ impl std::fmt::Debug for LeasedAccount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LeasedAccount")
             .field("name", &self.name)
+            .field("platform", &self.platform)
             .field("anonymous", &self.anonymous)
             .field("egress_group", &self.egress_group)
             .field("password", &self.password.as_ref().map(|_| "********"))
@@ -128,6 +140,8 @@ impl std::fmt::Debug for LeasedAccount {
 #[derive(sqlx::FromRow)]
 struct LeaseRow {
     name: String,
+    #[sqlx(try_from = "String")]
+    platform: Platform,
     lease_token: Uuid,
     anonymous: bool,
     egress_group: Option<String>,
@@ -142,7 +156,7 @@ struct LeaseRow {
 /// its proxy is down, because that, not the account, is what keeps it out of rotation.
 macro_rules! account_columns {
     () => {
-        "name, anonymous, egress_group,
+        "name, platform, anonymous, egress_group,
          CASE WHEN state IN ('available', 'cooldown') AND EXISTS (
                   SELECT 1 FROM proxies p WHERE p.name = accounts.proxy AND p.state = 'down')
               THEN 'proxy_down'::account_state ELSE state END AS state,
@@ -248,6 +262,9 @@ impl Accounts {
         if !new.anonymous && new.password.is_none() && new.session.is_none() {
             return Err(AccountError::NoSecret(new.name.to_owned()));
         }
+        if new.platform == Platform::V1 && (new.anonymous || new.password.is_none()) {
+            return Err(AccountError::V1NeedsPassword(new.name.to_owned()));
+        }
         let password = new
             .password
             .map(|p| {
@@ -261,8 +278,9 @@ impl Accounts {
             .transpose()?;
         let row = sqlx::query_as(concat!(
             "INSERT INTO accounts (name, anonymous, egress_group, password_sealed, session_sealed,
-                                   session_updated_at, proxy)
-             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE now() END, $6)
+                                   session_updated_at, proxy, platform)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $5::bytea IS NULL THEN NULL ELSE now() END, $6,
+                     $7)
              ON CONFLICT (name) DO NOTHING
              RETURNING ",
             account_columns!()
@@ -273,6 +291,7 @@ impl Accounts {
         .bind(password)
         .bind(session)
         .bind(new.proxy)
+        .bind(new.platform.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| match e {
@@ -387,9 +406,9 @@ impl Accounts {
                      ORDER BY error_score, name
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
-                 RETURNING name, lease_token, anonymous, egress_group, password_sealed,
-                           session_sealed, proxy)
-             SELECT l.name, l.lease_token, l.anonymous,
+                 RETURNING name, platform, lease_token, anonymous, egress_group,
+                           password_sealed, session_sealed, proxy)
+             SELECT l.name, l.platform, l.lease_token, l.anonymous,
                     coalesce(l.egress_group, p.egress_group, p.name) AS egress_group,
                     l.password_sealed, l.session_sealed, l.proxy, p.url AS proxy_url,
                     p.credentials_sealed AS proxy_credentials
@@ -402,6 +421,7 @@ impl Accounts {
         .await?;
         let Some(LeaseRow {
             name,
+            platform,
             lease_token: token,
             anonymous,
             egress_group,
@@ -461,6 +481,7 @@ impl Accounts {
             session,
             proxy,
             name,
+            platform,
             token,
             anonymous,
             egress_group,

@@ -33,6 +33,29 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub instagram: InstagramConfig,
     pub media: MediaConfig,
+    /// The v1 platform's API, for workers holding a v1 account.
+    pub v1: V1ApiConfig,
+}
+
+/// Where the v1 platform's REST API is, and how its listings are paged (docs/v1-client.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct V1ApiConfig {
+    /// The API's base, up to and with its version (`https://api.example.com/api/v1`).
+    pub base: String,
+    pub request_timeout: HumanDuration,
+    /// Items asked for per page (`count`): the document's maxima are 50, and 100 for followers.
+    pub page_count: u32,
+}
+
+impl Default for V1ApiConfig {
+    fn default() -> Self {
+        Self {
+            base: "http://127.0.0.1:8443/api/v1".into(),
+            request_timeout: HumanDuration::from_secs(30),
+            page_count: 50,
+        }
+    }
 }
 
 /// Downloaded media (pictures, videos): where the bytes go, and how politely each worker fetches
@@ -1043,6 +1066,7 @@ impl Config {
         for (key, url) in [
             ("instagram.web_base", &i.web_base),
             ("instagram.mobile_base", &i.mobile_base),
+            ("v1.base", &self.v1.base),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) || url.ends_with('/') {
                 return fail(
@@ -1059,6 +1083,9 @@ impl Config {
         }
         if !(12..=50).contains(&i.page_length) {
             return fail("instagram.page_length", "must be between 12 and 50".into());
+        }
+        if !(1..=50).contains(&self.v1.page_count) {
+            return fail("v1.page_count", "must be between 1 and 50".into());
         }
         for (key, id) in i.doc_ids.entries() {
             if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {

@@ -26,6 +26,84 @@ pub enum JobKind {
     /// The pictures and videos of one item (a post, a story item, a profile picture), fetched
     /// into the blob store.
     Media,
+    // The v1 platform's kinds (docs/v1-client.md): read by an account of that platform only.
+    /// One user's profile, by user id.
+    V1User,
+    /// A user's posts, by user id.
+    V1UserPosts,
+    /// One post with all its comments, by post id.
+    V1Post,
+    /// Who follows a user, by user id.
+    V1Followers,
+    /// Whom a user follows, by user id.
+    V1Following,
+    /// The feed of the account named by the target.
+    V1Feed,
+    /// The explore listing as the account named by the target sees it.
+    V1Explore,
+    /// The stories of the users the account named by the target follows.
+    V1StoriesFeed,
+    /// Users matching a search text.
+    V1SearchUsers,
+    /// Hashtags matching a search text.
+    V1SearchHashtags,
+    /// Locations matching a search text.
+    V1SearchLocations,
+    /// The notifications of the account named by the target.
+    V1Notifications,
+}
+
+/// Whose API a kind reads.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    #[default]
+    Instagram,
+    /// The Instagram-style REST API with hourly tiers (docs/v1-client.md).
+    V1,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 2] = [Platform::Instagram, Platform::V1];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Instagram => "instagram",
+            Platform::V1 => "v1",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for Platform {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Platform::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown platform {:?} (known platforms: instagram, v1)",
+                    s.chars().take(64).collect::<String>()
+                )
+            })
+    }
 }
 
 /// What a kind's target names, which decides how it is validated.
@@ -40,10 +118,17 @@ pub enum TargetShape {
     /// One item with media: `post:SHORTCODE`, `story:ITEM_ID` (a story or highlight item) or
     /// `profile:USERNAME` (its profile picture) or `highlight:ID` (its cover). See [`MediaTarget`].
     MediaItem,
+    /// A v1 user or post id: 1 to 20 ASCII digits.
+    V1Id,
+    /// A v1 account's name (the account whose feed, explore listing, stories or notifications
+    /// are read): 1 to 64 letters, digits, '.', '_' or '-'.
+    V1Account,
+    /// A search text: 1 to 100 characters, no control characters, trimmed.
+    SearchText,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 10] = [
+    pub const ALL: [JobKind; 22] = [
         JobKind::Profile,
         JobKind::ProfilePosts,
         JobKind::PostComments,
@@ -54,6 +139,18 @@ impl JobKind {
         JobKind::Highlights,
         JobKind::Post,
         JobKind::Media,
+        JobKind::V1User,
+        JobKind::V1UserPosts,
+        JobKind::V1Post,
+        JobKind::V1Followers,
+        JobKind::V1Following,
+        JobKind::V1Feed,
+        JobKind::V1Explore,
+        JobKind::V1StoriesFeed,
+        JobKind::V1SearchUsers,
+        JobKind::V1SearchHashtags,
+        JobKind::V1SearchLocations,
+        JobKind::V1Notifications,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,7 +165,43 @@ impl JobKind {
             JobKind::Highlights => "highlights",
             JobKind::Post => "post",
             JobKind::Media => "media",
+            JobKind::V1User => "v1_user",
+            JobKind::V1UserPosts => "v1_user_posts",
+            JobKind::V1Post => "v1_post",
+            JobKind::V1Followers => "v1_followers",
+            JobKind::V1Following => "v1_following",
+            JobKind::V1Feed => "v1_feed",
+            JobKind::V1Explore => "v1_explore",
+            JobKind::V1StoriesFeed => "v1_stories_feed",
+            JobKind::V1SearchUsers => "v1_search_users",
+            JobKind::V1SearchHashtags => "v1_search_hashtags",
+            JobKind::V1SearchLocations => "v1_search_locations",
+            JobKind::V1Notifications => "v1_notifications",
         }
+    }
+
+    pub fn platform(self) -> Platform {
+        match self {
+            JobKind::V1User
+            | JobKind::V1UserPosts
+            | JobKind::V1Post
+            | JobKind::V1Followers
+            | JobKind::V1Following
+            | JobKind::V1Feed
+            | JobKind::V1Explore
+            | JobKind::V1StoriesFeed
+            | JobKind::V1SearchUsers
+            | JobKind::V1SearchHashtags
+            | JobKind::V1SearchLocations
+            | JobKind::V1Notifications => Platform::V1,
+            _ => Platform::Instagram,
+        }
+    }
+
+    /// Kinds whose target is the account that must read it (its own feed or notifications):
+    /// only the worker holding that account leases them.
+    pub fn reads_own_account(self) -> bool {
+        self.target_shape() == TargetShape::V1Account
     }
 
     pub fn target_shape(self) -> TargetShape {
@@ -76,6 +209,18 @@ impl JobKind {
             JobKind::HashtagPosts => TargetShape::Hashtag,
             JobKind::Post | JobKind::PostComments => TargetShape::Shortcode,
             JobKind::Media => TargetShape::MediaItem,
+            JobKind::V1User
+            | JobKind::V1UserPosts
+            | JobKind::V1Post
+            | JobKind::V1Followers
+            | JobKind::V1Following => TargetShape::V1Id,
+            JobKind::V1Feed
+            | JobKind::V1Explore
+            | JobKind::V1StoriesFeed
+            | JobKind::V1Notifications => TargetShape::V1Account,
+            JobKind::V1SearchUsers | JobKind::V1SearchHashtags | JobKind::V1SearchLocations => {
+                TargetShape::SearchText
+            }
             _ => TargetShape::Username,
         }
     }
@@ -251,6 +396,16 @@ impl JobKind {
                 | JobKind::Followers
                 | JobKind::Followees
                 | JobKind::HashtagPosts
+                | JobKind::V1UserPosts
+                | JobKind::V1Post
+                | JobKind::V1Followers
+                | JobKind::V1Following
+                | JobKind::V1Feed
+                | JobKind::V1Explore
+                | JobKind::V1SearchUsers
+                | JobKind::V1SearchHashtags
+                | JobKind::V1SearchLocations
+                | JobKind::V1Notifications
         )
     }
 
@@ -423,6 +578,15 @@ impl JobSpec {
                 format!("only applies to kinds that page through a listing (not {kind})"),
             ));
         }
+        if options.stop_at_stored && kind.platform() == Platform::V1 {
+            return Err(ValidationError::new(
+                "options.stop_at_stored",
+                format!(
+                    "does not apply to the v1 platform's kinds (not {kind}): use max_items to \
+                     bound a listing"
+                ),
+            ));
+        }
         if options.max_items == Some(0) {
             return Err(ValidationError::new(
                 "options.max_items",
@@ -502,6 +666,47 @@ pub fn validate_target(kind: JobKind, raw: &str) -> Result<String, ValidationErr
             .parse::<MediaTarget>()
             .map(|t| t.to_string())
             .map_err(|e| ValidationError::new("target", format!("{shown:?}: {e}"))),
+        TargetShape::V1Id => {
+            if (1..=20).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit()) {
+                Ok(raw.to_owned())
+            } else {
+                Err(ValidationError::new(
+                    "target",
+                    format!("{shown:?} is not a v1 id for kind {kind} (1 to 20 digits)"),
+                ))
+            }
+        }
+        TargetShape::V1Account => {
+            if (1..=64).contains(&raw.len())
+                && raw
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                Ok(raw.to_owned())
+            } else {
+                Err(ValidationError::new(
+                    "target",
+                    format!(
+                        "{shown:?} is not an account name for kind {kind} (the v1 account whose \
+                         listing it reads: 1 to 64 letters, digits, '.', '_' or '-')"
+                    ),
+                ))
+            }
+        }
+        TargetShape::SearchText => {
+            let text = raw.trim();
+            if (1..=100).contains(&text.chars().count()) && !text.chars().any(char::is_control) {
+                Ok(text.to_owned())
+            } else {
+                Err(ValidationError::new(
+                    "target",
+                    format!(
+                        "{shown:?} is not a search text for kind {kind} (1 to 100 characters, \
+                         no control characters)"
+                    ),
+                ))
+            }
+        }
     }
 }
 

@@ -56,5 +56,5 @@ pub mod testing;
 pub mod tokens;
 
 pub use config::Config;
-pub use domain::{JobKind, JobSpec, JobState, NewJob};
+pub use domain::{JobKind, JobSpec, JobState, NewJob, Platform};
 pub use queue::Queue;

@@ -410,20 +410,39 @@ impl Queue {
     ///
     /// A row that cannot be decoded (unknown kind, malformed options or checkpoint) is failed with
     /// the decoding error and not returned; the other rows are.
-    #[tracing::instrument(level = "debug", skip(self, kinds), fields(job_id = tracing::field::Empty,
-        kind = tracing::field::Empty), err(level = "warn"))]
     pub async fn lease(
         &self,
         owner: &str,
         limit: usize,
         kinds: Option<&[JobKind]>,
     ) -> Result<Vec<LeasedJob>> {
+        self.lease_as(owner, limit, kinds, None).await
+    }
+
+    /// [`Queue::lease`] for a worker holding `account`: of the kinds that read their own
+    /// account's listing ([`JobKind::reads_own_account`]), only the jobs whose target is
+    /// `account` are leased, since no other account can read that listing.
+    #[tracing::instrument(level = "debug", skip(self, kinds), fields(job_id = tracing::field::Empty,
+        kind = tracing::field::Empty), err(level = "warn"))]
+    pub async fn lease_as(
+        &self,
+        owner: &str,
+        limit: usize,
+        kinds: Option<&[JobKind]>,
+        account: Option<&str>,
+    ) -> Result<Vec<LeasedJob>> {
+        let own_kinds: Vec<&str> = JobKind::ALL
+            .into_iter()
+            .filter(|k| k.reads_own_account())
+            .map(JobKind::as_str)
+            .collect();
         let kinds: Option<Vec<&str>> = kinds.map(|ks| ks.iter().map(|k| k.as_str()).collect());
         let rows: Vec<Job> = sqlx::query_as(concat!(
             "WITH picked AS (
                 SELECT id AS job_id FROM jobs
                 WHERE state = 'queued' AND run_at <= now()
                   AND ($3::text[] IS NULL OR kind = ANY($3))
+                  AND (kind <> ALL($5) OR target = $6)
                   -- NOT IN (a hashed subplan), not NOT EXISTS: the planner estimates an anti-join
                   -- against the tiny paused_kinds table at one row, and then prefers a full scan
                   -- and sort of the queue to the ordered index scan (93 ms instead of 0.4 ms at
@@ -445,6 +464,8 @@ impl Queue {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .bind(kinds)
         .bind(self.settings.lease.as_secs_f64())
+        .bind(&own_kinds)
+        .bind(account)
         .fetch_all(&self.pool)
         .await?;
         let mut leased = Vec::with_capacity(rows.len());

@@ -1,4 +1,4 @@
-//! Crawl results: the `ig_*` tables. This module owns every statement that touches them: the
+//! Crawl results: the `ig_*` tables and the v1 platform's `v1_items` and `v1_follows`. This module owns every statement that touches them: the
 //! upserts a worker makes while it stores a page, the reads `trawl export` streams, and the counts
 //! `trawl demo` shows. A new column or table changes here and nowhere else.
 //!
@@ -733,6 +733,104 @@ pub async fn archived_story_items(
     .await?)
 }
 
+// ---- The v1 platform ----
+
+/// What a v1 row is (the `item` column of `v1_items`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V1Item {
+    User,
+    Post,
+    Comment,
+    Story,
+    Notification,
+    Hashtag,
+    Location,
+}
+
+impl V1Item {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            V1Item::User => "user",
+            V1Item::Post => "post",
+            V1Item::Comment => "comment",
+            V1Item::Story => "story",
+            V1Item::Notification => "notification",
+            V1Item::Hashtag => "hashtag",
+            V1Item::Location => "location",
+        }
+    }
+}
+
+/// One v1 item as the API sent it: its id, whom it belongs to (the poster; the post, for a
+/// comment; the account, for a notification) and its JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct V1Row {
+    pub id: String,
+    pub owner_id: Option<String>,
+    pub raw: Value,
+}
+
+/// v1 items of one kind. A field a later answer leaves out keeps what an earlier one stored (a
+/// follower listing knows less of a user than the profile does).
+#[tracing::instrument(level = "debug", skip(tx, rows), fields(item = item.as_str(),
+    rows = rows.len()), err(level = "warn"))]
+pub async fn upsert_v1_items(
+    tx: &mut PgConnection,
+    job_id: i64,
+    item: V1Item,
+    rows: &[V1Row],
+) -> Result<u64, ResultsError> {
+    let rows = dedup(rows, |r| r.id.clone());
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let json = serde_json::to_string(&rows).map_err(|source| ResultsError::Encode {
+        table: "v1_items",
+        source,
+    })?;
+    let done = sqlx::query(
+        "INSERT INTO v1_items (item, id, owner_id, raw, last_job_id)
+         SELECT $3, id, owner_id, raw, $2
+         FROM jsonb_to_recordset($1::jsonb) AS x(id text, owner_id text, raw jsonb)
+         ON CONFLICT (item, id) DO UPDATE SET
+             owner_id = coalesce(EXCLUDED.owner_id, v1_items.owner_id),
+             raw = v1_items.raw || EXCLUDED.raw,
+             last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
+    )
+    .bind(json)
+    .bind(job_id)
+    .bind(item.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// v1 follow edges: (follower id, followee id).
+#[tracing::instrument(level = "debug", skip(tx, edges), fields(rows = edges.len()),
+    err(level = "warn"))]
+pub async fn upsert_v1_follows(
+    tx: &mut PgConnection,
+    job_id: i64,
+    edges: &[(String, String)],
+) -> Result<u64, ResultsError> {
+    let edges = dedup(edges, |e| format!("{}:{}", e.0, e.1));
+    if edges.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO v1_follows (follower_id, followee_id, last_job_id)
+         SELECT f, e, $3 FROM UNNEST($1::text[], $2::text[]) AS x(f, e)
+         ON CONFLICT (follower_id, followee_id) DO UPDATE SET
+             last_seen_at = now(), last_job_id = EXCLUDED.last_job_id",
+    )
+    .bind(edges.iter().map(|e| e.0.clone()).collect::<Vec<_>>())
+    .bind(edges.iter().map(|e| e.1.clone()).collect::<Vec<_>>())
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 // ---- Reading for export ----
 
 /// What one export kind is made of.
@@ -744,6 +842,14 @@ pub enum Kind {
     Follows,
     Stories,
     HashtagPosts,
+    V1Users,
+    V1Posts,
+    V1Comments,
+    V1Follows,
+    V1Stories,
+    V1Notifications,
+    V1Hashtags,
+    V1Locations,
 }
 
 /// How a column is read from PostgreSQL and written out.
@@ -923,14 +1029,78 @@ const HASHTAG_POSTS: ExportTable = ExportTable {
     plural: "hashtag posts",
 };
 
+/// A v1 item kind's export: narrowed by owner (a user's posts, a post's comments, an account's
+/// notifications; a user by its own id).
+macro_rules! v1_items_table {
+    ($item:literal, $singular:literal, $plural:literal) => {
+        ExportTable {
+            columns: &[
+                ("id", Text),
+                ("owner_id", Text),
+                ("raw", Json),
+                ("first_seen_at", Time),
+                ("last_seen_at", Time),
+                ("last_job_id", Int),
+            ],
+            sql: concat!(
+                "SELECT id, owner_id, raw::text AS raw, first_seen_at, last_seen_at, last_job_id
+                 FROM v1_items
+                 WHERE item = '",
+                $item,
+                "' AND ($1::text IS NULL OR owner_id = $1 OR ('",
+                $item,
+                "' = 'user' AND id = $1))
+                   AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+                 ORDER BY id"
+            ),
+            singular: $singular,
+            plural: $plural,
+        }
+    };
+}
+
+const V1_USERS: ExportTable = v1_items_table!("user", "v1 user", "v1 users");
+const V1_POSTS: ExportTable = v1_items_table!("post", "v1 post", "v1 posts");
+const V1_COMMENTS: ExportTable = v1_items_table!("comment", "v1 comment", "v1 comments");
+const V1_STORIES: ExportTable = v1_items_table!("story", "v1 story", "v1 stories");
+const V1_NOTIFICATIONS: ExportTable =
+    v1_items_table!("notification", "v1 notification", "v1 notifications");
+const V1_HASHTAGS: ExportTable = v1_items_table!("hashtag", "v1 hashtag", "v1 hashtags");
+const V1_LOCATIONS: ExportTable = v1_items_table!("location", "v1 location", "v1 locations");
+
+const V1_FOLLOWS: ExportTable = ExportTable {
+    columns: &[
+        ("follower_id", Text),
+        ("followee_id", Text),
+        ("first_seen_at", Time),
+        ("last_seen_at", Time),
+        ("last_job_id", Int),
+    ],
+    sql: "SELECT follower_id, followee_id, first_seen_at, last_seen_at, last_job_id
+          FROM v1_follows
+          WHERE ($1::text IS NULL OR follower_id = $1 OR followee_id = $1)
+            AND ($2::timestamptz IS NULL OR last_seen_at >= $2)
+          ORDER BY follower_id, followee_id",
+    singular: "v1 follow edge",
+    plural: "v1 follow edges",
+};
+
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Users,
         Kind::Posts,
         Kind::Comments,
         Kind::Follows,
         Kind::Stories,
         Kind::HashtagPosts,
+        Kind::V1Users,
+        Kind::V1Posts,
+        Kind::V1Comments,
+        Kind::V1Follows,
+        Kind::V1Stories,
+        Kind::V1Notifications,
+        Kind::V1Hashtags,
+        Kind::V1Locations,
     ];
 
     pub fn table(self) -> &'static ExportTable {
@@ -941,6 +1111,14 @@ impl Kind {
             Kind::Follows => &FOLLOWS,
             Kind::Stories => &STORIES,
             Kind::HashtagPosts => &HASHTAG_POSTS,
+            Kind::V1Users => &V1_USERS,
+            Kind::V1Posts => &V1_POSTS,
+            Kind::V1Comments => &V1_COMMENTS,
+            Kind::V1Follows => &V1_FOLLOWS,
+            Kind::V1Stories => &V1_STORIES,
+            Kind::V1Notifications => &V1_NOTIFICATIONS,
+            Kind::V1Hashtags => &V1_HASHTAGS,
+            Kind::V1Locations => &V1_LOCATIONS,
         }
     }
 
@@ -953,6 +1131,14 @@ impl Kind {
             Kind::Follows => "follows",
             Kind::Stories => "stories",
             Kind::HashtagPosts => "hashtag_posts",
+            Kind::V1Users => "v1_users",
+            Kind::V1Posts => "v1_posts",
+            Kind::V1Comments => "v1_comments",
+            Kind::V1Follows => "v1_follows",
+            Kind::V1Stories => "v1_stories",
+            Kind::V1Notifications => "v1_notifications",
+            Kind::V1Hashtags => "v1_hashtags",
+            Kind::V1Locations => "v1_locations",
         }
     }
 }
@@ -973,14 +1159,22 @@ pub fn export_rows<'a>(
 
 /// Rows stored per kind, in [`Kind::ALL`]'s order.
 pub async fn counts(pool: &PgPool) -> Result<Vec<(Kind, i64)>, ResultsError> {
-    let row: (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
+    let row: (i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM ig_users), (SELECT count(*) FROM ig_posts),
                 (SELECT count(*) FROM ig_comments), (SELECT count(*) FROM ig_follows),
-                (SELECT count(*) FROM ig_stories), (SELECT count(*) FROM ig_hashtag_posts)",
+                (SELECT count(*) FROM ig_stories), (SELECT count(*) FROM ig_hashtag_posts),
+                (SELECT count(*) FROM v1_follows)",
     )
     .fetch_one(pool)
     .await?;
-    let (users, posts, comments, follows, stories, hashtag_posts) = row;
+    let v1: HashMap<String, i64> =
+        sqlx::query_as::<_, (String, i64)>("SELECT item, count(*) FROM v1_items GROUP BY item")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    let v1_count = |item: V1Item| v1.get(item.as_str()).copied().unwrap_or(0);
+    let (users, posts, comments, follows, stories, hashtag_posts, v1_follows) = row;
     Ok(vec![
         (Kind::Users, users),
         (Kind::Posts, posts),
@@ -988,6 +1182,14 @@ pub async fn counts(pool: &PgPool) -> Result<Vec<(Kind, i64)>, ResultsError> {
         (Kind::Follows, follows),
         (Kind::Stories, stories),
         (Kind::HashtagPosts, hashtag_posts),
+        (Kind::V1Users, v1_count(V1Item::User)),
+        (Kind::V1Posts, v1_count(V1Item::Post)),
+        (Kind::V1Comments, v1_count(V1Item::Comment)),
+        (Kind::V1Follows, v1_follows),
+        (Kind::V1Stories, v1_count(V1Item::Story)),
+        (Kind::V1Notifications, v1_count(V1Item::Notification)),
+        (Kind::V1Hashtags, v1_count(V1Item::Hashtag)),
+        (Kind::V1Locations, v1_count(V1Item::Location)),
     ])
 }
 

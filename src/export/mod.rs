@@ -34,6 +34,14 @@ fn table_kind(kind: ExportKind) -> Option<Kind> {
         ExportKind::Stories => Kind::Stories,
         ExportKind::HashtagPosts => Kind::HashtagPosts,
         ExportKind::Instaloader => return None,
+        ExportKind::V1Users => Kind::V1Users,
+        ExportKind::V1Posts => Kind::V1Posts,
+        ExportKind::V1Comments => Kind::V1Comments,
+        ExportKind::V1Follows => Kind::V1Follows,
+        ExportKind::V1Stories => Kind::V1Stories,
+        ExportKind::V1Notifications => Kind::V1Notifications,
+        ExportKind::V1Hashtags => Kind::V1Hashtags,
+        ExportKind::V1Locations => Kind::V1Locations,
     })
 }
 
@@ -424,7 +432,7 @@ fn parse_since(s: &str) -> Result<Since, CliError> {
 }
 
 /// The target as results store it: usernames without `@` and lower-cased (Instagram usernames
-/// are), hashtags without `#` and lower-cased (as jobs store them), shortcodes as given.
+/// are), hashtags without `#` and lower-cased (as jobs store them), shortcodes and v1 ids as given.
 fn normalize_target(kind: ExportKind, raw: &str) -> Result<String, CliError> {
     let raw = raw.trim();
     let target = match kind {
@@ -434,7 +442,16 @@ fn normalize_target(kind: ExportKind, raw: &str) -> Result<String, CliError> {
         | ExportKind::Stories
         | ExportKind::Instaloader => raw.strip_prefix('@').unwrap_or(raw).to_ascii_lowercase(),
         ExportKind::HashtagPosts => raw.strip_prefix('#').unwrap_or(raw).to_lowercase(),
-        ExportKind::Comments => raw.to_owned(),
+        // v1 ids are the API's, as given.
+        ExportKind::Comments
+        | ExportKind::V1Users
+        | ExportKind::V1Posts
+        | ExportKind::V1Comments
+        | ExportKind::V1Follows
+        | ExportKind::V1Stories
+        | ExportKind::V1Notifications
+        | ExportKind::V1Hashtags
+        | ExportKind::V1Locations => raw.to_owned(),
     };
     if target.is_empty() {
         return Err(CliError::BadFlag {

@@ -35,6 +35,9 @@ pub struct FleetOptions {
     pub sim_time_scale: Option<f64>,
     /// Login accounts the simulator knows and the database holds (`sim_account{k}`).
     pub accounts: usize,
+    /// Accounts of the v1 platform (`sim_account{accounts}` on, before the spare ones): the
+    /// simulator's same logins, stored as v1 accounts, so their workers speak its v1 API.
+    pub v1_accounts: usize,
     /// Further accounts the simulator knows but the database does not (`sim_account{accounts}`
     /// on): for another client (the real Instaloader) that must not share the workers' windows.
     pub spare_accounts: usize,
@@ -65,6 +68,7 @@ impl Default for FleetOptions {
             time_scale: 0.01,
             sim_time_scale: None,
             accounts: 4,
+            v1_accounts: 0,
             spare_accounts: 0,
             workers: 4,
             page_length: 12,
@@ -230,7 +234,7 @@ impl Fleet {
                 .unwrap_or(options.time_scale)
                 .to_string(),
             "--accounts",
-            &(options.accounts + options.spare_accounts).to_string(),
+            &(options.accounts + options.v1_accounts + options.spare_accounts).to_string(),
         ]
         .iter()
         .map(|a| a.to_string())
@@ -250,6 +254,19 @@ impl Fleet {
                 })
                 .await
                 .expect("add account");
+        }
+        let v1_logins = options.accounts..options.accounts + options.v1_accounts;
+        for k in v1_logins.filter(|_| options.add_accounts) {
+            let (name, password) = trawl_simulator::data::generated_account(options.seed, k);
+            accounts
+                .add(&NewAccount {
+                    name: &name,
+                    password: Some(&password),
+                    platform: trawl_shared::Platform::V1,
+                    ..NewAccount::default()
+                })
+                .await
+                .expect("add v1 account");
         }
         let data = DataSet::generate(options.seed, options.sizes);
         let queue = Queue::new(db.pool.clone(), QueueSettings::default());
@@ -336,6 +353,7 @@ impl Fleet {
             "TRAWL_INSTAGRAM__MOBILE_BASE".into(),
             format!("{}/mobile", self.sim_url),
         ));
+        env.push(("TRAWL_V1__BASE".into(), format!("{}/api/v1", self.sim_url)));
         env.push((
             "TRAWL_MEDIA__STORE__PATH".into(),
             self.blob_dir().display().to_string(),

@@ -26,7 +26,6 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tracing::Instrument;
-use trawl_shared::JobKind;
 use trawl_shared::accounts::{AccountError, Accounts, LeasedAccount};
 use trawl_shared::config::Config;
 use trawl_shared::crypto::{KeyError, SecretBox};
@@ -35,6 +34,7 @@ use trawl_shared::limiter::Limiter;
 use trawl_shared::limiter::metrics::LimiterMetrics;
 use trawl_shared::queue::{Failure, LeasedJob, Queue, QueueError, QueueSettings};
 use trawl_shared::shutdown::Shutdown;
+use trawl_shared::{JobKind, Platform};
 
 use crate::crawl::{Crawl, CrawlError};
 use crate::egress::ProxyFailure;
@@ -78,6 +78,30 @@ enum AccountVerdict {
     },
 }
 
+/// What happened to a held account so far; the first verdict other than `Keep` stands.
+struct VerdictCell(std::sync::Mutex<AccountVerdict>);
+
+impl VerdictCell {
+    fn new() -> Self {
+        Self(std::sync::Mutex::new(AccountVerdict::Keep))
+    }
+
+    fn get(&self) -> AccountVerdict {
+        self.0
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or(AccountVerdict::Lost)
+    }
+
+    fn set(&self, v: AccountVerdict) {
+        if let Ok(mut current) = self.0.lock()
+            && *current == AccountVerdict::Keep
+        {
+            *current = v;
+        }
+    }
+}
+
 /// Shared by the job loops of one account.
 struct Held {
     client: InstagramClient,
@@ -87,16 +111,13 @@ struct Held {
     /// Set once a re-login was tried in this hold: a second login redirect takes the account
     /// out of rotation.
     relogged: AtomicBool,
-    verdict: std::sync::Mutex<AccountVerdict>,
+    verdict: VerdictCell,
     strikes: std::sync::Mutex<cooldown::Strikes>,
 }
 
 impl Held {
     fn verdict(&self) -> AccountVerdict {
-        self.verdict
-            .lock()
-            .map(|v| v.clone())
-            .unwrap_or(AccountVerdict::Lost)
+        self.verdict.get()
     }
 
     /// Records a 429; true when the account has drawn enough of them to rest.
@@ -108,11 +129,7 @@ impl Held {
     }
 
     fn set_verdict(&self, v: AccountVerdict) {
-        if let Ok(mut current) = self.verdict.lock()
-            && *current == AccountVerdict::Keep
-        {
-            *current = v;
-        }
+        self.verdict.set(v);
     }
 }
 
@@ -265,7 +282,10 @@ impl Worker {
             waiting_logged = false;
             tracing::info!(account = %account.name, "account leased");
             self.metrics.account_held.set(1);
-            self.hold(account).await;
+            match account.platform {
+                Platform::Instagram => self.hold(account).await,
+                Platform::V1 => self.hold_v1(account).await,
+            }
             self.metrics.account_held.set(0);
         }
     }
@@ -332,13 +352,16 @@ impl Worker {
             media,
             account,
             relogged: AtomicBool::new(false),
-            verdict: std::sync::Mutex::new(AccountVerdict::Keep),
+            verdict: VerdictCell::new(),
             strikes: std::sync::Mutex::new(cooldown::Strikes::new(
                 self.config.worker.cooldown_after_429s,
                 self.config.worker.cooldown_window.0,
             )),
         });
-        let heartbeat = tokio::spawn(self.clone().account_heartbeat(held.clone()));
+        let heartbeat = tokio::spawn(
+            self.clone()
+                .account_heartbeat(held.clone(), |h: &Held| (&h.account, &h.verdict)),
+        );
         if !held.account.anonymous && !held.client.is_logged_in() {
             match self.login(&held).await {
                 Ok(()) => {}
@@ -434,14 +457,20 @@ impl Worker {
         }
     }
 
-    async fn account_heartbeat(self: Arc<Self>, held: Arc<Held>) {
+    /// Keeps the account's lease while `held` works; records `Lost` once another worker has it.
+    async fn account_heartbeat<H>(
+        self: Arc<Self>,
+        held: Arc<H>,
+        parts: fn(&H) -> (&LeasedAccount, &VerdictCell),
+    ) {
         let ttl = self.config.worker.account_lease.0;
         loop {
             tokio::time::sleep(ttl / 3).await;
-            match self.accounts.heartbeat(&held.account, ttl).await {
+            let (account, verdict) = parts(&held);
+            match self.accounts.heartbeat(account, ttl).await {
                 Ok(()) => {}
                 Err(AccountError::LeaseLost(_)) => {
-                    held.set_verdict(AccountVerdict::Lost);
+                    verdict.set(AccountVerdict::Lost);
                     return;
                 }
                 Err(e) => tracing::warn!(error = %e, "account heartbeat failed; retrying"),
@@ -507,8 +536,9 @@ impl Worker {
         }
     }
 
-    /// The kinds this account may lease: configured ones, minus login-only kinds when anonymous.
-    fn kinds(&self, anonymous: bool) -> Vec<JobKind> {
+    /// The kinds an account of `platform` may lease: that platform's configured ones, minus
+    /// login-only kinds when anonymous.
+    fn kinds(&self, platform: Platform, anonymous: bool) -> Vec<JobKind> {
         let configured: Vec<JobKind> = self
             .config
             .worker
@@ -518,6 +548,7 @@ impl Worker {
             .collect();
         JobKind::ALL
             .into_iter()
+            .filter(|k| k.platform() == platform)
             .filter(|k| configured.is_empty() || configured.contains(k))
             .filter(|k| !(anonymous && k.requires_login()))
             .filter(|k| *k != JobKind::Media || self.media_store.is_some())
@@ -525,45 +556,112 @@ impl Worker {
     }
 
     async fn job_loop(self: &Arc<Self>, held: &Arc<Held>) {
-        let kinds = self.kinds(held.account.anonymous);
+        let kinds = self.kinds(Platform::Instagram, held.account.anonymous);
+        let mut waiter = self.waiter().await;
+        while !self.shutdown.is_triggered() && held.verdict() == AccountVerdict::Keep {
+            if let Some(job) = self.next_job(&kinds, None, &mut waiter).await {
+                self.work(held, job).await;
+            }
+        }
+    }
+
+    /// A listener that wakes the job loop when a job is submitted, when configured.
+    async fn waiter(&self) -> Option<trawl_shared::queue::JobWaiter> {
         // Polling by default: a LISTEN connection per worker would double the fleet's share of
         // the server's connections (docs/operations.md, "Sizing").
-        let mut waiter = if self.config.worker.wake_on_notify {
-            match self.queue.waiter().await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for new jobs; polling");
-                    None
+        if !self.config.worker.wake_on_notify {
+            return None;
+        }
+        match self.queue.waiter().await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for new jobs; polling");
+                None
+            }
+        }
+    }
+
+    /// Leases one job of `kinds` (for `account`, when it reads its own listings); `None` after
+    /// a wait when there is none or the lease failed, so the caller checks its account again.
+    async fn next_job(
+        &self,
+        kinds: &[JobKind],
+        account: Option<&str>,
+        waiter: &mut Option<trawl_shared::queue::JobWaiter>,
+    ) -> Option<LeasedJob> {
+        let leased = match self
+            .queue
+            .lease_as(&self.owner, 1, Some(kinds), account)
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot lease jobs; retrying");
+                self.sleep_or_stop(self.config.queue.poll_interval.0).await;
+                return None;
+            }
+        };
+        if let Some(job) = leased.into_iter().next() {
+            return Some(job);
+        }
+        let wait = async {
+            match waiter.as_mut() {
+                Some(w) => {
+                    w.wait().await;
+                }
+                None => tokio::time::sleep(self.config.queue.poll_interval.0).await,
+            }
+        };
+        tokio::select! {
+            () = wait => {}
+            () = self.shutdown.clone().wait() => {}
+        }
+        None
+    }
+
+    /// Keeps `job`'s lease alive until the returned task is aborted.
+    fn job_heartbeat(&self, job: &LeasedJob) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let lease = job.lease;
+        let every = self.config.queue.lease.0 / 3;
+        tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
+                        return;
+                    }
                 }
             }
-        } else {
-            None
-        };
-        while !self.shutdown.is_triggered() && held.verdict() == AccountVerdict::Keep {
-            let leased = match self.queue.lease(&self.owner, 1, Some(&kinds)).await {
-                Ok(jobs) => jobs,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot lease jobs; retrying");
-                    self.sleep_or_stop(self.config.queue.poll_interval.0).await;
-                    continue;
-                }
-            };
-            let Some(job) = leased.into_iter().next() else {
-                let wait = async {
-                    match waiter.as_mut() {
-                        Some(w) => {
-                            w.wait().await;
-                        }
-                        None => tokio::time::sleep(self.config.queue.poll_interval.0).await,
-                    }
-                };
-                tokio::select! {
-                    () = wait => {}
-                    () = self.shutdown.clone().wait() => {}
-                }
-                continue;
-            };
-            self.work(held, job).await;
+            .in_current_span(),
+        )
+    }
+
+    /// Counts a finished job in the metrics.
+    fn record(&self, kind: JobKind, outcome: &str, started: Instant) {
+        let kind = kind.as_str();
+        self.metrics.jobs.with_label_values(&[kind, outcome]).inc();
+        self.metrics
+            .job_seconds
+            .with_label_values(&[kind])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.touch();
+    }
+
+    /// Turns a queue write into the outcome label, logging what could not be written.
+    fn written(written: Result<&'static str, QueueError>) -> &'static str {
+        match written {
+            Ok(outcome) => outcome,
+            Err(QueueError::LeaseLost { .. }) => {
+                tracing::warn!(
+                    "job lease lost (cancelled, or expired and rescued); result dropped"
+                );
+                "released"
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record the job's outcome; its lease will expire");
+                "released"
+            }
         }
     }
 
@@ -577,23 +675,7 @@ impl Worker {
         attempt = job.attempt))]
     async fn work(&self, held: &Arc<Held>, job: LeasedJob) {
         let started = Instant::now();
-        let kind = job.kind.as_str();
-        let heartbeat = {
-            let queue = self.queue.clone();
-            let lease = job.lease;
-            let every = self.config.queue.lease.0 / 3;
-            tokio::spawn(
-                async move {
-                    loop {
-                        tokio::time::sleep(every).await;
-                        if let Err(QueueError::LeaseLost { .. }) = queue.heartbeat(&lease).await {
-                            return;
-                        }
-                    }
-                }
-                .in_current_span(),
-            )
-        };
+        let heartbeat = self.job_heartbeat(&job);
         let crawl = Crawl {
             client: &held.client,
             pool: &self.pool,
@@ -607,12 +689,7 @@ impl Worker {
         let result = crawl.run().await;
         heartbeat.abort();
         let outcome = self.settle(held, &job, result).await;
-        self.metrics.jobs.with_label_values(&[kind, outcome]).inc();
-        self.metrics
-            .job_seconds
-            .with_label_values(&[kind])
-            .observe(started.elapsed().as_secs_f64());
-        self.metrics.touch();
+        self.record(job.kind, outcome, started);
     }
 
     /// Turns a crawl's result into a queue write; returns the outcome label.
@@ -718,19 +795,7 @@ impl Worker {
             }),
             Err(e) => self.fail(job, &e.to_string(), Failure::Retryable).await,
         };
-        match written {
-            Ok(outcome) => outcome,
-            Err(QueueError::LeaseLost { .. }) => {
-                tracing::warn!(
-                    "job lease lost (cancelled, or expired and rescued); result dropped"
-                );
-                "released"
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot record the job's outcome; its lease will expire");
-                "released"
-            }
-        }
+        Self::written(written)
     }
 
     async fn fail(

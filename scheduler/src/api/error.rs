@@ -210,6 +210,7 @@ impl From<AccountError> for ApiError {
             AccountError::Exists(_)
             | AccountError::BadName(_)
             | AccountError::NoSecret(_)
+            | AccountError::V1NeedsPassword(_)
             | AccountError::LeaseLost(_)
             | AccountError::BadProxy(..)
             | AccountError::Crypto(_)

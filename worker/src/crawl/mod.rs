@@ -45,6 +45,10 @@ pub enum CrawlError {
     Media(#[from] MediaError),
     #[error("the worker is stopping")]
     Stopping,
+    /// A kind of another platform reached an Instagram crawler (a worker leases by platform, so
+    /// only a bug sends one here).
+    #[error("{0} is not an Instagram kind")]
+    OtherPlatform(JobKind),
 }
 
 /// What a finished crawl did.
@@ -365,6 +369,7 @@ impl Crawl<'_> {
                 JobKind::Stories => self.stories(&mut cp).await?,
                 JobKind::Highlights => self.highlights(&mut cp).await?,
                 JobKind::Media => self.media(&mut cp).await?,
+                other => return Err(CrawlError::OtherPlatform(other)),
             }
         }
         Ok(CrawlReport {

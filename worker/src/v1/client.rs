@@ -62,6 +62,14 @@ pub struct V1Client {
     tokens: Mutex<Option<Tokens>>,
 }
 
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Value>,
+    /// The next page's cursor; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// What one attempt came to.
 enum Outcome {
     Done(Value),
@@ -110,6 +118,40 @@ impl V1Client {
         self.call(tier, Method::GET, path, query, None).await
     }
 
+    /// One page of a cursor-paginated listing: `key`'s items and the cursor of the next page
+    /// (`None` when the listing has no more).
+    pub async fn page(
+        &self,
+        tier: &str,
+        path: &str,
+        query: &[(&str, String)],
+        key: &str,
+        count: u32,
+        cursor: Option<&str>,
+    ) -> Result<Page, V1Error> {
+        let mut query = query.to_vec();
+        query.push(("count", count.to_string()));
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let answer = self.get(tier, path, &query).await?;
+        let Some(list) = answer[key].as_array() else {
+            return Err(V1Error::Refused {
+                status: 200,
+                code: "UNEXPECTED_SHAPE".into(),
+                message: format!("{path}: the answer has no {key} list"),
+            });
+        };
+        let next = answer["next_cursor"]
+            .as_str()
+            .filter(|_| answer["has_more"] == true)
+            .map(str::to_owned);
+        Ok(Page {
+            items: list.clone(),
+            next,
+        })
+    }
+
     /// Every item of a cursor-paginated listing: `key`'s items, `count` a page, following
     /// `next_cursor` while `has_more`, at most `max_items` (the last page may pass it).
     pub async fn all_pages(
@@ -123,21 +165,12 @@ impl V1Client {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut query = vec![("count", count.to_string())];
-            if let Some(c) = &cursor {
-                query.push(("cursor", c.clone()));
-            }
-            let page = self.get(tier, path, &query).await?;
-            let Some(list) = page[key].as_array() else {
-                return Err(V1Error::Refused {
-                    status: 200,
-                    code: "UNEXPECTED_SHAPE".into(),
-                    message: format!("{path}: the answer has no {key} list"),
-                });
-            };
-            items.extend(list.iter().cloned());
-            cursor = page["next_cursor"].as_str().map(str::to_owned);
-            if page["has_more"] != true || cursor.is_none() || items.len() >= max_items {
+            let page = self
+                .page(tier, path, &[], key, count, cursor.as_deref())
+                .await?;
+            items.extend(page.items);
+            cursor = page.next;
+            if cursor.is_none() || items.len() >= max_items {
                 return Ok(items);
             }
         }
