@@ -33,3 +33,16 @@ CREATE TABLE v1_follows (
     PRIMARY KEY (follower_id, followee_id)
 );
 CREATE INDEX v1_follows_followee ON v1_follows (followee_id);
+
+-- A `trawl stream` process holds one v1 account's realtime stream: an exclusive lease per account
+-- (separate from a worker's lease on the same account, which goes on crawling), and the id of the
+-- last event whose jobs were stored, written in the transaction that stored them, so a stream
+-- resumed by any process after any failure turns each event into jobs once.
+CREATE TABLE v1_streams (
+    account          text        PRIMARY KEY REFERENCES accounts (name) ON DELETE CASCADE,
+    lease_owner      text,
+    lease_token      uuid,
+    lease_expires_at timestamptz,
+    last_event_id    bigint,
+    updated_at       timestamptz NOT NULL DEFAULT now()
+);

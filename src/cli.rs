@@ -58,6 +58,15 @@ pub enum Command {
         #[arg(long)]
         insecure_dev_key: bool,
     },
+    /// Hold one v1 account's realtime stream and turn its events into jobs (stream.rules).
+    Stream {
+        /// Address of /metrics, /healthz and /readyz (stream.listen).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+        /// Without secrets.key, use a fixed, publicly known key: secrets are NOT protected.
+        #[arg(long)]
+        insecure_dev_key: bool,
+    },
     /// Submit one job, or a JSONL file of jobs.
     Submit(SubmitArgs),
     /// Inspect and manage jobs.

@@ -48,12 +48,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker { listen, .. } => *listen,
         _ => None,
     };
+    let stream_listen = match &cli.command {
+        Command::Stream { listen, .. } => *listen,
+        _ => None,
+    };
     let config = ConfigLoader::new(cli.config.clone())
         .flag_opt("client.url", cli.url.clone())
         .flag_opt("client.token", cli.token.clone())
         .flag_opt("database.url", cli.database_url.clone())
         .flag_opt("scheduler.listen", listen.map(|a| a.to_string()))
         .flag_opt("worker.listen", worker_listen.map(|a| a.to_string()))
+        .flag_opt("stream.listen", stream_listen.map(|a| a.to_string()))
         .load_with(|c| {
             tracing_subscriber::EnvFilter::try_new(&c.log.filter)
                 .map(|_| ())
@@ -67,7 +72,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         .map_err(|e| CliError::Config(e.to_string()))?;
     let server_role = matches!(
         cli.command,
-        Command::Scheduler { .. } | Command::Migrate | Command::Worker { .. }
+        Command::Scheduler { .. }
+            | Command::Migrate
+            | Command::Worker { .. }
+            | Command::Stream { .. }
     );
     init_tracing(&config, server_role);
 
@@ -77,6 +85,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker {
             insecure_dev_key, ..
         } => run_worker(&config, insecure_dev_key).await,
+        Command::Stream {
+            insecure_dev_key, ..
+        } => run_stream(&config, insecure_dev_key).await,
         Command::Submit(args) => {
             jobs::submit(&client(&config)?, args, config.queue.default_max_attempts).await
         }
@@ -200,6 +211,29 @@ async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliEr
         stop.trigger();
     });
     trawl_worker::run(config, listener, signal, insecure_dev_key)
+        .await
+        .map_err(|e| match e {
+            trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
+            trawl_worker::WorkerError::Database(d) => CliError::from(d),
+            other => CliError::Worker(other),
+        })
+}
+
+async fn run_stream(config: &Config, insecure_dev_key: bool) -> Result<(), CliError> {
+    let listener = tokio::net::TcpListener::bind(config.stream.listen)
+        .await
+        .map_err(|source| CliError::Listen {
+            key: "stream.listen",
+            addr: config.stream.listen,
+            source,
+        })?;
+    let (stop, signal) = trawl_shared::shutdown::channel();
+    tokio::spawn(async move {
+        trawl_shared::shutdown::os_signal().await;
+        tracing::info!("stopping: giving the stream back");
+        stop.trigger();
+    });
+    trawl_worker::stream::run(config, listener, signal, insecure_dev_key)
         .await
         .map_err(|e| match e {
             trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),

@@ -355,6 +355,27 @@ impl Accounts {
         row.ok_or_else(|| AccountError::NotFound(name.to_owned()))
     }
 
+    /// The account's password, opened (`None`: none is stored), for a process that does not
+    /// lease the account but acts as it (a v1 account's realtime stream).
+    pub async fn password(&self, name: &str) -> Result<Option<String>, AccountError> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT password_sealed FROM accounts WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(sealed) = sealed else {
+            return Err(AccountError::NotFound(name.chars().take(80).collect()));
+        };
+        sealed
+            .map(|s| {
+                self.secrets
+                    .open(&s, &owner(name, "password"))
+                    .map(|p| String::from_utf8_lossy(&p).into_owned())
+                    .map_err(|e| AccountError::Rotate(name.to_owned(), e))
+            })
+            .transpose()
+    }
+
     pub async fn remove(&self, name: &str) -> Result<(), AccountError> {
         let done = sqlx::query("DELETE FROM accounts WHERE name = $1")
             .bind(name)

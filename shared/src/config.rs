@@ -35,7 +35,80 @@ pub struct Config {
     pub media: MediaConfig,
     /// The v1 platform's API, for workers holding a v1 account.
     pub v1: V1ApiConfig,
+    /// `trawl stream`: v1 realtime streams turned into jobs.
+    pub stream: StreamConfig,
 }
+
+/// `trawl stream` (docs/stream.md): each process holds one v1 account's realtime stream and
+/// queues the jobs its rules make of the events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub listen: SocketAddr,
+    /// The stream's URL (`ws://` or `wss://`).
+    pub url: String,
+    /// Channels subscribed to: `feed`, `stories`, `notifications`.
+    pub channels: Vec<String>,
+    /// The stream lease: renewed at a third of it; another process takes over once it runs out.
+    pub lease: HumanDuration,
+    /// First wait before reconnecting; it doubles with each failure in a row, up to
+    /// `reconnect_max`, with jitter.
+    pub reconnect_min: HumanDuration,
+    pub reconnect_max: HumanDuration,
+    /// How long to wait for an account whose stream nobody holds.
+    pub account_poll: HumanDuration,
+    /// What becomes a job; an event no rule matches is counted and dropped.
+    pub rules: Vec<StreamRule>,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9102)),
+            url: "ws://127.0.0.1:8443/v1/stream".into(),
+            channels: vec!["feed".into(), "stories".into(), "notifications".into()],
+            lease: HumanDuration::from_secs(30),
+            reconnect_min: HumanDuration(Duration::from_millis(200)),
+            reconnect_max: HumanDuration::from_secs(30),
+            account_poll: HumanDuration::from_secs(5),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One rule: events of `event` (from `users`, of `notification_types`) queue a job of `kind`
+/// whose target is the event's `target`, `delay` later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamRule {
+    /// `new_post`, `new_story` or `notification`.
+    pub event: String,
+    /// User ids whose events match (the poster, or a notification's actor); empty: anyone's.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Notification types that match (`like`, `comment`, `follow`, ...); empty: every type.
+    #[serde(default)]
+    pub notification_types: Vec<String>,
+    /// The job kind queued (a v1 kind).
+    pub kind: String,
+    /// Which of the event's ids is the target: `post`, `user` (the poster or the actor) or
+    /// `account` (the stream's own account).
+    pub target: String,
+    /// How long after the event the job may run.
+    #[serde(default)]
+    pub delay: HumanDuration,
+    #[serde(default)]
+    pub priority: i16,
+    /// Bounds the job's listing, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u64>,
+}
+
+/// What a stream rule's `target` may name.
+pub const STREAM_TARGETS: [&str; 3] = ["post", "user", "account"];
+/// The events a stream rule may name.
+pub const STREAM_EVENTS: [&str; 3] = ["new_post", "new_story", "notification"];
 
 /// Where the v1 platform's REST API is, and how its listings are paged (docs/v1-client.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -730,7 +803,7 @@ pub enum ConfigError {
     Invalid(Box<figment::Error>),
     #[error("invalid value for {key} (from {source_name}): {message}")]
     OutOfRange {
-        key: &'static str,
+        key: String,
         source_name: String,
         message: String,
     },
@@ -850,7 +923,7 @@ impl ConfigLoader {
         config.check_ranges(&figment)?;
         if let Err((key, message)) = check(&config) {
             return Err(ConfigError::OutOfRange {
-                key,
+                key: key.to_owned(),
                 source_name: figment
                     .find_metadata(key)
                     .map(describe_source)
@@ -876,13 +949,13 @@ impl Config {
     }
 
     fn check_ranges(&self, figment: &Figment) -> Result<(), ConfigError> {
-        let fail = |key: &'static str, message: String| {
+        let fail = |key: &str, message: String| {
             let source_name = figment
                 .find_metadata(key)
                 .map(describe_source)
                 .unwrap_or_else(|| "defaults".into());
             Err(ConfigError::OutOfRange {
-                key,
+                key: key.to_owned(),
                 source_name,
                 message,
             })
@@ -1087,6 +1160,9 @@ impl Config {
         if !(1..=50).contains(&self.v1.page_count) {
             return fail("v1.page_count", "must be between 1 and 50".into());
         }
+        if let Err((key, reason)) = self.stream.check() {
+            return fail(&key, reason);
+        }
         for (key, id) in i.doc_ids.entries() {
             if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
                 return fail(key, format!("expected a doc_id of digits, not {id:?}"));
@@ -1127,7 +1203,7 @@ impl Config {
                 .map(describe_source)
                 .unwrap_or_else(|| "defaults".into());
             return Err(ConfigError::OutOfRange {
-                key,
+                key: key.to_owned(),
                 source_name,
                 message,
             });
@@ -1182,6 +1258,104 @@ fn is_tier_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl StreamConfig {
+    /// Every problem names its key (`stream.rules[2].kind`).
+    fn check(&self) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("stream.{k}");
+        if !(self.url.starts_with("ws://") || self.url.starts_with("wss://")) {
+            return Err((key("url"), "expected a ws:// or wss:// URL".into()));
+        }
+        if self.channels.is_empty() {
+            return Err((key("channels"), "name at least one channel".into()));
+        }
+        for c in &self.channels {
+            if !["feed", "stories", "notifications"].contains(&c.as_str()) {
+                return Err((
+                    key("channels"),
+                    format!("unknown channel {c:?}: feed, stories or notifications"),
+                ));
+            }
+        }
+        if self.lease.0 < Duration::from_millis(500) {
+            return Err((key("lease"), "must be at least 500ms".into()));
+        }
+        if self.reconnect_min.0 < Duration::from_millis(10)
+            || self.reconnect_max.0 < self.reconnect_min.0
+        {
+            return Err((
+                key("reconnect_min"),
+                "must be at least 10ms, and stream.reconnect_max at least as long".into(),
+            ));
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let field = |f: &str| format!("stream.rules[{i}].{f}");
+            if !STREAM_EVENTS.contains(&rule.event.as_str()) {
+                return Err((
+                    field("event"),
+                    format!(
+                        "unknown event {:?}: new_post, new_story or notification",
+                        rule.event
+                    ),
+                ));
+            }
+            let kind: crate::JobKind = rule
+                .kind
+                .parse()
+                .map_err(|e: crate::domain::UnknownKind| (field("kind"), e.to_string()))?;
+            if kind.platform() != crate::Platform::V1 {
+                return Err((
+                    field("kind"),
+                    format!("{kind} is not a v1 kind: a stream queues v1 jobs"),
+                ));
+            }
+            if !STREAM_TARGETS.contains(&rule.target.as_str()) {
+                return Err((
+                    field("target"),
+                    format!("unknown target {:?}: post, user or account", rule.target),
+                ));
+            }
+            let wants_account = kind.reads_own_account();
+            if wants_account != (rule.target == "account") {
+                return Err((
+                    field("target"),
+                    format!(
+                        "{kind} takes {}, not the event's {}",
+                        if wants_account {
+                            "the stream's account (target = \"account\")"
+                        } else {
+                            "an id or a text"
+                        },
+                        rule.target
+                    ),
+                ));
+            }
+            if rule.target == "post" && rule.event == "new_story" {
+                return Err((field("target"), "a new_story event names no post".into()));
+            }
+            if !rule.notification_types.is_empty() && rule.event != "notification" {
+                return Err((
+                    field("notification_types"),
+                    "only applies to notification events".into(),
+                ));
+            }
+            if let Some(bad) = rule
+                .users
+                .iter()
+                .find(|u| u.is_empty() || u.len() > 20 || !u.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err((
+                    field("users"),
+                    format!("{bad:?} is not a user id (1 to 20 digits)"),
+                ));
+            }
+            if rule.max_items == Some(0) {
+                return Err((field("max_items"), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -1275,6 +1449,57 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains(":pw@"), "no password in the error: {err}");
+    }
+
+    #[test]
+    fn stream_rules_are_read_and_a_bad_one_is_refused_by_its_index() {
+        let good = "[[stream.rules]]\nevent = \"new_post\"\nusers = [\"42\"]\n\
+                    kind = \"v1_post\"\ntarget = \"post\"\ndelay = \"5m\"\n";
+        let f = file(good);
+        let cfg = ConfigLoader::new(Some(f.0.clone()))
+            .without_env()
+            .load()
+            .unwrap();
+        assert_eq!(cfg.stream.rules.len(), 1);
+        assert_eq!(cfg.stream.rules[0].delay.0, Duration::from_secs(300));
+        for (rule, key, says) in [
+            (
+                "event = \"new_post\"\nkind = \"profile\"\ntarget = \"user\"",
+                "rules[1].kind",
+                "not a v1 kind",
+            ),
+            (
+                "event = \"new_post\"\nkind = \"v1_pots\"\ntarget = \"post\"",
+                "rules[1].kind",
+                "unknown job kind",
+            ),
+            (
+                "event = \"new_like\"\nkind = \"v1_post\"\ntarget = \"post\"",
+                "rules[1].event",
+                "unknown event",
+            ),
+            (
+                "event = \"new_story\"\nkind = \"v1_post\"\ntarget = \"post\"",
+                "rules[1].target",
+                "names no post",
+            ),
+            (
+                "event = \"new_post\"\nkind = \"v1_feed\"\ntarget = \"user\"",
+                "rules[1].target",
+                "stream's account",
+            ),
+            (
+                "event = \"new_post\"\nkind = \"v1_user\"\ntarget = \"user\"\nusers = [\"bob\"]",
+                "rules[1].users",
+                "not a user id",
+            ),
+        ] {
+            let (_f, err) = refusal(&format!("{good}[[stream.rules]]\n{rule}\n"));
+            assert!(
+                err.contains(&format!("stream.{key}")) && err.contains(says),
+                "{rule}: {err}"
+            );
+        }
     }
 
     #[test]

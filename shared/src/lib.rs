@@ -51,6 +51,7 @@ pub mod queue;
 pub mod results;
 pub mod secret;
 pub mod shutdown;
+pub mod streams;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tokens;

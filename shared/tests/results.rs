@@ -111,7 +111,88 @@ async fn items_are_stored_once_and_read_back_in_key_order() {
             (Kind::Follows, 2),
             (Kind::Stories, 0),
             (Kind::HashtagPosts, 1),
+            (Kind::V1Users, 0),
+            (Kind::V1Posts, 0),
+            (Kind::V1Comments, 0),
+            (Kind::V1Follows, 0),
+            (Kind::V1Stories, 0),
+            (Kind::V1Notifications, 0),
+            (Kind::V1Hashtags, 0),
+            (Kind::V1Locations, 0),
         ]
+    );
+}
+
+/// v1 items are keyed by kind and id: a user seen in a listing and then on its profile is one
+/// row that keeps what either answer told; an export narrows by owner.
+#[tokio::test]
+async fn v1_items_merge_by_kind_and_id_and_export_by_owner() {
+    use trawl_shared::results::{V1Item, V1Row};
+    let db = fresh_db().await;
+    let row = |id: &str, owner: Option<&str>, raw: serde_json::Value| V1Row {
+        id: id.into(),
+        owner_id: owner.map(str::to_owned),
+        raw,
+    };
+    let mut tx = db.pool.begin().await.unwrap();
+    results::upsert_v1_items(
+        &mut tx,
+        1,
+        V1Item::User,
+        &[row("5", None, json!({"user_id": "5", "username": "ana"}))],
+    )
+    .await
+    .unwrap();
+    results::upsert_v1_items(
+        &mut tx,
+        2,
+        V1Item::User,
+        &[row("5", None, json!({"user_id": "5", "bio": "hi"}))],
+    )
+    .await
+    .unwrap();
+    // The same id as a post is another item.
+    results::upsert_v1_items(
+        &mut tx,
+        2,
+        V1Item::Post,
+        &[
+            row("5", Some("5"), json!({"post_id": "5"})),
+            row("9", Some("5"), json!({"post_id": "9"})),
+            row("7", Some("6"), json!({"post_id": "7"})),
+        ],
+    )
+    .await
+    .unwrap();
+    results::upsert_v1_follows(&mut tx, 2, &[("6".into(), "5".into())])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let user: serde_json::Value =
+        sqlx::query_scalar("SELECT raw FROM v1_items WHERE item = 'user' AND id = '5'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        user,
+        json!({"user_id": "5", "username": "ana", "bio": "hi"})
+    );
+    let posts: Vec<String> = results::export_rows(&db.pool, Kind::V1Posts, Some("5".into()), None)
+        .map_ok(|r| r.get::<String, _>("id"))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(posts, vec!["5", "9"]);
+    let counts = results::counts(&db.pool).await.unwrap();
+    let count = |k: Kind| counts.iter().find(|(kind, _)| *kind == k).unwrap().1;
+    assert_eq!(
+        (
+            count(Kind::V1Users),
+            count(Kind::V1Posts),
+            count(Kind::V1Follows)
+        ),
+        (1, 3, 1)
     );
 }
 

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod probes;
 pub mod rows;
 pub mod session_file;
+pub mod stream;
 pub mod v1;
 
 use std::sync::Arc;
@@ -207,8 +208,7 @@ pub async fn run(
         listener,
         probes::ProbeState {
             pool: pool.clone(),
-            worker: metrics,
-            limiter: limiter_metrics,
+            registries: vec![metrics.registry.clone(), limiter_metrics.registry.clone()],
         },
         shutdown.clone(),
     ));

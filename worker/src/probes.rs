@@ -1,7 +1,5 @@
-//! The worker's `/metrics`, `/healthz` and `/readyz`. Ready means the database answers: a worker
+//! The `/metrics`, `/healthz` and `/readyz` of a worker or a stream process. Ready means the database answers: a worker
 //! waiting for an account is ready (it takes one the moment one is free).
-
-use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,16 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use trawl_shared::limiter::metrics::LimiterMetrics;
 use trawl_shared::shutdown::Shutdown;
 
-use crate::metrics::WorkerMetrics;
+use prometheus::Registry;
 
 #[derive(Clone)]
 pub struct ProbeState {
     pub pool: PgPool,
-    pub worker: Arc<WorkerMetrics>,
-    pub limiter: Arc<LimiterMetrics>,
+    /// Rendered together on `/metrics`.
+    pub registries: Vec<Registry>,
 }
 
 pub async fn serve(
@@ -54,7 +51,8 @@ async fn readyz(State(state): State<ProbeState>) -> Response {
 }
 
 async fn metrics(State(state): State<ProbeState>) -> Response {
-    let body = trawl_shared::metrics::render(&[&state.worker.registry, &state.limiter.registry]);
+    let registries: Vec<&Registry> = state.registries.iter().collect();
+    let body = trawl_shared::metrics::render(&registries);
     (
         [(header::CONTENT_TYPE, trawl_shared::metrics::CONTENT_TYPE)],
         body,

@@ -293,6 +293,25 @@ impl V1Client {
     }
 
     /// The access token, refreshed or logged in for as needed.
+    /// A valid access token for a connection the client does not make itself (the stream).
+    pub async fn bearer(&self) -> Result<Secret, V1Error> {
+        self.access_token().await
+    }
+
+    /// Treats the access token as expired (the server said so): the next request refreshes it.
+    pub async fn expire_access(&self) {
+        if let Some(t) = self.tokens.lock().await.as_mut() {
+            t.refresh_at = Instant::now();
+        }
+    }
+
+    /// Waits until `tier`'s window lets one more request through, and counts it there: for a
+    /// request the client does not send itself (the stream's connection).
+    pub async fn admit(&self, tier: &str) -> Result<(), V1Error> {
+        self.limiter.acquire(&self.request(tier)).await?;
+        Ok(())
+    }
+
     async fn access_token(&self) -> Result<Secret, V1Error> {
         let mut tokens = self.tokens.lock().await;
         if let Some(t) = tokens.as_ref()
