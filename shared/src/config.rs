@@ -87,7 +87,7 @@ pub struct StreamRule {
     /// User ids whose events match (the poster, or a notification's actor); empty: anyone's.
     #[serde(default)]
     pub users: Vec<String>,
-    /// Notification types that match (`like`, `comment`, `follow`, ...); empty: every type.
+    /// Notification types that match (`like`, `comment`, `follow`, `tag`); empty: every type.
     #[serde(default)]
     pub notification_types: Vec<String>,
     /// The job kind queued (a v1 kind).

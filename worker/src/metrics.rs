@@ -59,7 +59,22 @@ impl Outcome {
 /// How one job attempt ended on this worker.
 pub const JOB_OUTCOMES: [&str; 5] = ["completed", "failed", "retried", "snoozed", "released"];
 /// What a crawler stores.
-pub const ITEM_KINDS: [&str; 6] = ["user", "post", "comment", "follow", "story", "hashtag_post"];
+pub const ITEM_KINDS: [&str; 14] = [
+    "user",
+    "post",
+    "comment",
+    "follow",
+    "story",
+    "hashtag_post",
+    "v1_user",
+    "v1_post",
+    "v1_comment",
+    "v1_follow",
+    "v1_story",
+    "v1_notification",
+    "v1_hashtag",
+    "v1_location",
+];
 
 /// How a media file's fetch ended.
 pub const MEDIA_OUTCOMES: [&str; 3] = ["stored", "already_stored", "failed"];

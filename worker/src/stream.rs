@@ -20,7 +20,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use trawl_shared::JobSpec;
 use trawl_shared::accounts::Accounts;
 use trawl_shared::config::{Config, StreamConfig, StreamRule};
 use trawl_shared::crypto::SecretBox;
@@ -32,6 +31,7 @@ use trawl_shared::queue::Queue;
 use trawl_shared::secret::Secret;
 use trawl_shared::shutdown::Shutdown;
 use trawl_shared::streams::{self, StreamError, StreamLease};
+use trawl_shared::{JobKind, JobSpec, Platform};
 
 use crate::v1::{V1Client, V1Error};
 use crate::{WorkerError, egress, owner_name, probes};
@@ -82,6 +82,20 @@ impl StreamMetrics {
         registry.register(Box::new(jobs.clone()))?;
         registry.register(Box::new(reconnects.clone()))?;
         registry.register(Box::new(connected.clone()))?;
+        for kind in ["new_post", "new_story", "notification", "other"] {
+            events.with_label_values(&[kind]);
+        }
+        for kind in JobKind::ALL
+            .into_iter()
+            .filter(|k| k.platform() == Platform::V1)
+        {
+            for outcome in JOB_OUTCOMES {
+                jobs.with_label_values(&[kind.as_str(), outcome]);
+            }
+        }
+        for reason in RECONNECT_REASONS {
+            reconnects.with_label_values(&[reason]);
+        }
         Ok(Self {
             registry,
             events,
@@ -91,6 +105,17 @@ impl StreamMetrics {
         })
     }
 }
+
+/// What became of a job a rule made.
+const JOB_OUTCOMES: [&str; 3] = ["created", "duplicate", "invalid"];
+/// Why the stream reconnected (`Ended::label`).
+const RECONNECT_REASONS: [&str; 5] = [
+    "server_restart",
+    "lagged",
+    "closed",
+    "token_expired",
+    "error",
+];
 
 /// Why a connection ended.
 #[derive(Debug)]
