@@ -197,49 +197,47 @@ async fn run_scheduler(config: &Config) -> Result<(), CliError> {
 }
 
 async fn run_worker(config: &Config, insecure_dev_key: bool) -> Result<(), CliError> {
-    let listener = tokio::net::TcpListener::bind(config.worker.listen)
-        .await
-        .map_err(|source| CliError::Listen {
-            key: "worker.listen",
-            addr: config.worker.listen,
-            source,
-        })?;
-    let (stop, signal) = trawl_shared::shutdown::channel();
-    tokio::spawn(async move {
-        trawl_shared::shutdown::os_signal().await;
-        tracing::info!("stopping: finishing or checkpointing the page in flight");
-        stop.trigger();
-    });
+    let listener = bind("worker.listen", config.worker.listen).await?;
+    let signal = stop_on_signal("stopping: finishing or checkpointing the page in flight");
     trawl_worker::run(config, listener, signal, insecure_dev_key)
         .await
-        .map_err(|e| match e {
-            trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
-            trawl_worker::WorkerError::Database(d) => CliError::from(d),
-            other => CliError::Worker(other),
-        })
+        .map_err(worker_error)
 }
 
 async fn run_stream(config: &Config, insecure_dev_key: bool) -> Result<(), CliError> {
-    let listener = tokio::net::TcpListener::bind(config.stream.listen)
+    let listener = bind("stream.listen", config.stream.listen).await?;
+    let signal = stop_on_signal("stopping: giving the stream back");
+    trawl_worker::stream::run(config, listener, signal, insecure_dev_key)
         .await
-        .map_err(|source| CliError::Listen {
-            key: "stream.listen",
-            addr: config.stream.listen,
-            source,
-        })?;
+        .map_err(worker_error)
+}
+
+async fn bind(
+    key: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, CliError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| CliError::Listen { key, addr, source })
+}
+
+/// A shutdown that SIGTERM or SIGINT triggers, saying `message` when it does.
+fn stop_on_signal(message: &'static str) -> trawl_shared::shutdown::Shutdown {
     let (stop, signal) = trawl_shared::shutdown::channel();
     tokio::spawn(async move {
         trawl_shared::shutdown::os_signal().await;
-        tracing::info!("stopping: giving the stream back");
+        tracing::info!("{message}");
         stop.trigger();
     });
-    trawl_worker::stream::run(config, listener, signal, insecure_dev_key)
-        .await
-        .map_err(|e| match e {
-            trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
-            trawl_worker::WorkerError::Database(d) => CliError::from(d),
-            other => CliError::Worker(other),
-        })
+    signal
+}
+
+fn worker_error(e: trawl_worker::WorkerError) -> CliError {
+    match e {
+        trawl_worker::WorkerError::Key(_) => CliError::Config(e.to_string()),
+        trawl_worker::WorkerError::Database(d) => CliError::from(d),
+        other => CliError::Worker(other),
+    }
 }
 
 async fn healthcheck(config: &Config, role: cli::HealthRole, ready: bool) -> Result<(), CliError> {

@@ -105,6 +105,22 @@ pub struct StreamRule {
     pub max_items: Option<u64>,
 }
 
+impl StreamRule {
+    /// A rule with no filter, no delay and no bound.
+    pub fn new(event: &str, kind: &str, target: &str) -> Self {
+        Self {
+            event: event.into(),
+            users: Vec::new(),
+            notification_types: Vec::new(),
+            kind: kind.into(),
+            target: target.into(),
+            delay: HumanDuration::default(),
+            priority: 0,
+            max_items: None,
+        }
+    }
+}
+
 /// What a stream rule's `target` may name.
 pub const STREAM_TARGETS: [&str; 3] = ["post", "user", "account"];
 /// The events a stream rule may name.

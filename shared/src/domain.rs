@@ -396,17 +396,8 @@ impl JobKind {
                 | JobKind::Followers
                 | JobKind::Followees
                 | JobKind::HashtagPosts
-                | JobKind::V1UserPosts
-                | JobKind::V1Post
-                | JobKind::V1Followers
-                | JobKind::V1Following
-                | JobKind::V1Feed
-                | JobKind::V1Explore
-                | JobKind::V1SearchUsers
-                | JobKind::V1SearchHashtags
-                | JobKind::V1SearchLocations
-                | JobKind::V1Notifications
-        )
+        ) || (self.platform() == Platform::V1
+            && !matches!(self, JobKind::V1User | JobKind::V1StoriesFeed))
     }
 
     /// Kinds whose items have pictures or videos, which `with_media` fans out from.

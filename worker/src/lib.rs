@@ -31,7 +31,7 @@ use trawl_shared::accounts::{AccountError, Accounts, LeasedAccount};
 use trawl_shared::config::Config;
 use trawl_shared::crypto::{KeyError, SecretBox};
 use trawl_shared::db::{self, DbError};
-use trawl_shared::limiter::Limiter;
+use trawl_shared::limiter::{LedgerError, Limiter};
 use trawl_shared::limiter::metrics::LimiterMetrics;
 use trawl_shared::queue::{Failure, LeasedJob, Queue, QueueError, QueueSettings};
 use trawl_shared::shutdown::Shutdown;
@@ -148,6 +148,47 @@ struct Worker {
     media_store: Option<BlobStore>,
 }
 
+/// What a worker or a stream process opens first: its key, a pool on a migrated schema, and the
+/// shared limiter with its metrics.
+pub(crate) struct ProcessBase {
+    pub secrets: SecretBox,
+    pub pool: PgPool,
+    pub limiter: Arc<Limiter>,
+    pub limiter_metrics: Arc<LimiterMetrics>,
+}
+
+impl ProcessBase {
+    pub async fn open(
+        config: &Config,
+        insecure_dev_key: bool,
+        connections: u32,
+        application_name: &str,
+    ) -> Result<Self, WorkerError> {
+        let secrets = SecretBox::from_config(config.secrets.key.as_ref(), insecure_dev_key)?;
+        let pool = db::connect_as(
+            &trawl_shared::config::DatabaseConfig {
+                max_connections: connections,
+                ..config.database.clone()
+            },
+            application_name,
+        )
+        .await?;
+        db::check_schema(&pool).await?;
+        let limiter_metrics = Arc::new(LimiterMetrics::new()?);
+        let limiter = Arc::new(Limiter::new(
+            pool.clone(),
+            &config.limiter,
+            limiter_metrics.clone(),
+        ));
+        Ok(Self {
+            secrets,
+            pool,
+            limiter,
+            limiter_metrics,
+        })
+    }
+}
+
 /// A name for this process in lease columns: host, pid and a random suffix.
 pub fn owner_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
@@ -168,23 +209,19 @@ pub async fn run(
     shutdown: Shutdown,
     insecure_dev_key: bool,
 ) -> Result<(), WorkerError> {
-    let secrets = SecretBox::from_config(config.secrets.key.as_ref(), insecure_dev_key)?;
-    let pool = db::connect_as(
-        &trawl_shared::config::DatabaseConfig {
-            max_connections: config.worker.db_connections,
-            ..config.database.clone()
-        },
+    let ProcessBase {
+        secrets,
+        pool,
+        limiter,
+        limiter_metrics,
+    } = ProcessBase::open(
+        config,
+        insecure_dev_key,
+        config.worker.db_connections,
         "trawl-worker",
     )
     .await?;
-    db::check_schema(&pool).await?;
     let metrics = Arc::new(WorkerMetrics::new()?);
-    let limiter_metrics = Arc::new(LimiterMetrics::new()?);
-    let limiter = Arc::new(Limiter::new(
-        pool.clone(),
-        &config.limiter,
-        limiter_metrics.clone(),
-    ));
     let media_store = match BlobStore::open(&config.media.store).await {
         Ok(store) => Some(store),
         Err(e) => {
@@ -729,14 +766,7 @@ impl Worker {
                 self.fail(job, &format!("not found: {what}"), Failure::Permanent)
                     .await
             }
-            Err(CrawlError::Instagram(IgError::Forbidden(what))) => {
-                self.fail(
-                    job,
-                    &format!("private or not visible: {what}"),
-                    Failure::Permanent,
-                )
-                .await
-            }
+            Err(CrawlError::Instagram(IgError::Forbidden(what))) => self.hidden(job, &what).await,
             Err(CrawlError::Instagram(e @ IgError::QueryRefused { .. })) => {
                 // Another account would be refused the same: the configuration must change.
                 self.fail(job, &e.to_string(), Failure::Permanent).await
@@ -774,13 +804,7 @@ impl Worker {
                 }
                 self.queue.release(lease).await.map(|()| "released")
             }
-            Err(CrawlError::Instagram(IgError::Ledger(e))) => {
-                // Fail closed: nothing was sent. The job is given back (if the database lets us)
-                // and the lease rescuer catches it otherwise.
-                tracing::warn!(error = %e, "rate-limit ledger unavailable; releasing the job");
-                self.sleep_or_stop(self.config.queue.poll_interval.0).await;
-                self.queue.release(lease).await.map(|()| "released")
-            }
+            Err(CrawlError::Instagram(IgError::Ledger(e))) => self.ledger_down(lease, &e).await,
             Err(CrawlError::Instagram(IgError::ProxyDown { proxy, failure }))
             | Err(CrawlError::Media(MediaError::Proxy { proxy, failure })) => {
                 // Not the job's fault: it goes back with its checkpoint, no attempt spent.
@@ -796,6 +820,28 @@ impl Worker {
             Err(e) => self.fail(job, &e.to_string(), Failure::Retryable).await,
         };
         Self::written(written)
+    }
+
+    /// The target exists but this account may not see it: another account would not either.
+    async fn hidden(&self, job: &LeasedJob, what: &str) -> Result<&'static str, QueueError> {
+        self.fail(
+            job,
+            &format!("private or not visible: {what}"),
+            Failure::Permanent,
+        )
+        .await
+    }
+
+    /// The ledger could not be asked: fail closed, nothing was sent. The job is given back (if
+    /// the database lets us) and the lease rescuer catches it otherwise.
+    async fn ledger_down(
+        &self,
+        lease: &trawl_shared::queue::Lease,
+        e: &LedgerError,
+    ) -> Result<&'static str, QueueError> {
+        tracing::warn!(error = %e, "rate-limit ledger unavailable; releasing the job");
+        self.sleep_or_stop(self.config.queue.poll_interval.0).await;
+        self.queue.release(lease).await.map(|()| "released")
     }
 
     async fn fail(

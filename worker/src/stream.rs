@@ -22,11 +22,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use trawl_shared::accounts::Accounts;
 use trawl_shared::config::{Config, StreamConfig, StreamRule};
-use trawl_shared::crypto::SecretBox;
-use trawl_shared::db;
 use trawl_shared::domain::{JobOptions, NewJob};
 use trawl_shared::limiter::Limiter;
-use trawl_shared::limiter::metrics::LimiterMetrics;
 use trawl_shared::queue::Queue;
 use trawl_shared::secret::Secret;
 use trawl_shared::shutdown::Shutdown;
@@ -34,7 +31,7 @@ use trawl_shared::streams::{self, StreamError, StreamLease};
 use trawl_shared::{JobKind, JobSpec, Platform};
 
 use crate::v1::{V1Client, V1Error};
-use crate::{WorkerError, egress, owner_name, probes};
+use crate::{ProcessBase, WorkerError, egress, owner_name, probes};
 
 /// What the stream process counts.
 pub struct StreamMetrics {
@@ -165,23 +162,14 @@ pub async fn run(
     shutdown: Shutdown,
     insecure_dev_key: bool,
 ) -> Result<(), WorkerError> {
-    let secrets = SecretBox::from_config(config.secrets.key.as_ref(), insecure_dev_key)?;
-    let pool = db::connect_as(
-        &trawl_shared::config::DatabaseConfig {
-            max_connections: 3,
-            ..config.database.clone()
-        },
-        "trawl-stream",
-    )
-    .await?;
-    db::check_schema(&pool).await?;
+    // A heartbeat, an event's transaction and a limiter grant at most at once.
+    let ProcessBase {
+        secrets,
+        pool,
+        limiter,
+        limiter_metrics,
+    } = ProcessBase::open(config, insecure_dev_key, 3, "trawl-stream").await?;
     let metrics = Arc::new(StreamMetrics::new()?);
-    let limiter_metrics = Arc::new(LimiterMetrics::new()?);
-    let limiter = Arc::new(Limiter::new(
-        pool.clone(),
-        &config.limiter,
-        limiter_metrics.clone(),
-    ));
     let probes = tokio::spawn(probes::serve(
         listener,
         probes::ProbeState {
@@ -590,19 +578,6 @@ mod tests {
     use super::*;
     use trawl_shared::duration::HumanDuration;
 
-    fn rule(event: &str, kind: &str, target: &str) -> StreamRule {
-        StreamRule {
-            event: event.into(),
-            users: Vec::new(),
-            notification_types: Vec::new(),
-            kind: kind.into(),
-            target: target.into(),
-            delay: HumanDuration::default(),
-            priority: 0,
-            max_items: None,
-        }
-    }
-
     #[test]
     fn rules_pick_the_events_ids_and_filter_by_user_and_type() {
         let post = json!({"type": "new_post", "event_id": 3,
@@ -612,6 +587,7 @@ mod tests {
                                    "post": {"post_id": "78"}}});
         let follow = json!({"type": "notification", "event_id": 5,
                             "data": {"type": "follow", "actor": {"user_id": "6"}, "post": null}});
+        let rule = StreamRule::new;
         let mut watched = rule("new_post", "v1_user_posts", "user");
         watched.users = vec!["9".into()];
         let mut likes = rule("notification", "v1_post", "post");

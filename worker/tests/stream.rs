@@ -18,19 +18,6 @@ use trawl_simulator::{DataSet, Sim, SimConfig, Sizes};
 
 const KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 
-fn rule(event: &str, kind: &str, target: &str) -> StreamRule {
-    StreamRule {
-        event: event.into(),
-        users: Vec::new(),
-        notification_types: Vec::new(),
-        kind: kind.into(),
-        target: target.into(),
-        delay: HumanDuration::default(),
-        priority: 0,
-        max_items: None,
-    }
-}
-
 async fn activity(base: &str, n: u32) -> Vec<Value> {
     let answer: Value = reqwest::Client::new()
         .post(format!("{base}/__sim/v1/activity?n={n}"))
@@ -121,6 +108,7 @@ async fn events_become_exactly_the_rules_jobs_across_a_forced_reconnect() {
     // Long enough that the events made right after the cut happen while it is disconnected.
     config.stream.reconnect_min = HumanDuration(Duration::from_millis(600));
     config.stream.account_poll = HumanDuration(Duration::from_millis(100));
+    let rule = StreamRule::new;
     let mut watched_rule = rule("new_post", "v1_user_posts", "user");
     watched_rule.users = vec![watched.clone()];
     let mut follows = rule("notification", "v1_user", "user");

@@ -129,22 +129,11 @@ impl Worker {
                 self.fail(job, &format!("not found: {what}"), Failure::Permanent)
                     .await
             }
-            Err(V1CrawlError::Api(V1Error::Forbidden(what))) => {
-                self.fail(
-                    job,
-                    &format!("private or not visible: {what}"),
-                    Failure::Permanent,
-                )
-                .await
-            }
+            Err(V1CrawlError::Api(V1Error::Forbidden(what))) => self.hidden(job, &what).await,
             Err(V1CrawlError::Api(e @ V1Error::Refused { .. })) => {
                 self.fail(job, &e.to_string(), Failure::Permanent).await
             }
-            Err(V1CrawlError::Api(V1Error::Ledger(e))) => {
-                tracing::warn!(error = %e, "rate-limit ledger unavailable; releasing the job");
-                self.sleep_or_stop(self.config.queue.poll_interval.0).await;
-                self.queue.release(lease).await.map(|()| "released")
-            }
+            Err(V1CrawlError::Api(V1Error::Ledger(e))) => self.ledger_down(lease, &e).await,
             Err(V1CrawlError::Queue(QueueError::LeaseLost { .. })) => Err(QueueError::LeaseLost {
                 job_id: lease.job_id,
             }),
