@@ -102,6 +102,9 @@ pub async fn run(config: &Config, command: AccountsCommand) -> Result<(), CliErr
             if let Some(p) = &added.proxy {
                 egress.push_str(&format!(", through proxy {p}"));
             }
+            if added.platform != trawl_shared::Platform::Instagram {
+                egress.push_str(&format!(", platform {}", added.platform));
+            }
             println!(
                 "added account {} ({}{egress})",
                 added.name,
@@ -528,6 +531,7 @@ fn span(d: chrono::Duration) -> String {
 fn render_table(accounts: &[Account], now: DateTime<Utc>) -> String {
     let header = [
         "NAME",
+        "PLATFORM",
         "STATE",
         "ANON",
         "EGRESS",
@@ -567,6 +571,7 @@ fn render_table(accounts: &[Account], now: DateTime<Utc>) -> String {
             };
             vec![
                 a.name.clone(),
+                a.platform.as_str().to_owned(),
                 state,
                 if a.anonymous { "yes" } else { "no" }.to_owned(),
                 a.egress_group.clone().unwrap_or_else(|| "-".to_owned()),

@@ -207,6 +207,75 @@ async fn a_password_is_sealed_and_never_shown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_account_needs_a_password_and_is_listed_with_its_platform() {
+    let env = Env::new().await;
+    let key = [("TRAWL_SECRETS__KEY", KEY)];
+    let out = env
+        .run(
+            &["accounts", "add", "anon", "--platform", "v1", "--anonymous"],
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("\"anon\" is a v1 account") && stderr(&out).contains("password"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env
+        .run(
+            &[
+                "accounts",
+                "add",
+                "alice",
+                "--platform",
+                "v2",
+                "--password-stdin",
+            ],
+            &key,
+            Some("pw\n"),
+        )
+        .await;
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown platform \"v2\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = env
+        .run(
+            &[
+                "accounts",
+                "add",
+                "alice",
+                "--platform",
+                "v1",
+                "--password-stdin",
+            ],
+            &key,
+            Some("pw\n"),
+        )
+        .await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("added account alice (password, platform v1)"),
+        "{}",
+        stdout(&out)
+    );
+    let out = env.trawl(&["accounts", "list", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["platform"], "v1", "{listed}");
+    let out = env.trawl(&["accounts", "list"]).await;
+    let table = stdout(&out);
+    assert!(table.starts_with("NAME   PLATFORM"), "{table}");
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.contains(" v1 ")),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealing_needs_a_key_or_the_explicit_development_key() {
     let env = Env::new().await;
     let out = env
