@@ -547,4 +547,6 @@ pub struct DemoArgs {
 pub enum HealthRole {
     Worker,
     Scheduler,
+    /// A `trawl stream` process (stream.listen).
+    Stream,
 }

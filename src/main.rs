@@ -244,6 +244,7 @@ async fn healthcheck(config: &Config, role: cli::HealthRole, ready: bool) -> Res
     let mut address = match role {
         cli::HealthRole::Worker => config.worker.listen,
         cli::HealthRole::Scheduler => config.scheduler.listen,
+        cli::HealthRole::Stream => config.stream.listen,
     };
     // A server listening on every interface is probed on loopback.
     if address.ip().is_unspecified() {
