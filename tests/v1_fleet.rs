@@ -160,16 +160,39 @@ async fn assert_v1_stored(fleet: &Fleet, crawl: &V1Crawl) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_fleet_crawls_every_kind_under_the_tiers_without_a_429() {
-    let fleet = Fleet::start(FleetOptions {
+    let mut fleet = Fleet::start(FleetOptions {
         // A tier's hour lasts 18 s: the searches below fill the search windows, so the fleet
         // must wait them out.
         time_scale: 0.005,
         accounts: 0,
         v1_accounts: 2,
-        workers: 3,
+        workers: 0,
         ..FleetOptions::default()
     })
     .await;
+    // A worker configured for Instagram's kinds only starts first: it must leave both v1
+    // accounts to the others rather than hold one idle.
+    let instagram_only = fleet.add_worker_with(vec![(
+        "TRAWL_WORKER__KINDS".into(),
+        r#"["profile_posts", "post_comments"]"#.into(),
+    )]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fleet
+        .worker_log(instagram_only)
+        .matches("leaving it to other workers")
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Instagram-only worker did not pass both v1 accounts on: {}",
+            fleet.worker_log(instagram_only)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..3 {
+        fleet.add_worker();
+    }
     let users = fleet.public_users_with_posts(8);
     let accounts = v1_account_names(&fleet);
     let crawl = v1_crawl(&fleet, &users, 150, &accounts);

@@ -282,12 +282,13 @@ impl Worker {
     async fn account_loop(self: Arc<Self>) {
         let ttl = self.config.worker.account_lease.0;
         let mut waiting_logged = false;
-        // Accounts this worker's key cannot open: skipped, so the others stay usable.
-        let mut unreadable: Vec<String> = Vec::new();
+        // Accounts this worker's key cannot open, or whose kinds it does not take: skipped, so
+        // the others stay usable.
+        let mut skipped: Vec<String> = Vec::new();
         while !self.shutdown.is_triggered() {
             let leased = self
                 .accounts
-                .lease_excluding(&self.owner, ttl, &unreadable)
+                .lease_excluding(&self.owner, ttl, &skipped)
                 .await;
             let account = match leased {
                 Ok(Some(a)) => a,
@@ -305,7 +306,7 @@ impl Worker {
                     tracing::error!(account = %name, error = %e,
                         "cannot open this account's secrets with secrets.key (a wrong or rotated \
                          key); skipping it");
-                    unreadable.push(name);
+                    skipped.push(name);
                     continue;
                 }
                 Err(e) => {
@@ -317,6 +318,15 @@ impl Worker {
                 }
             };
             waiting_logged = false;
+            if self.kinds(account.platform, account.anonymous).is_empty() {
+                // Holding it would idle the account while another worker could use it.
+                tracing::info!(account = %account.name, platform = %account.platform,
+                    "this worker leases none of this account's kinds (worker.kinds); leaving it \
+                     to other workers");
+                self.give_back(&account, &AccountVerdict::Release).await;
+                skipped.push(account.name);
+                continue;
+            }
             tracing::info!(account = %account.name, "account leased");
             self.metrics.account_held.set(1);
             match account.platform {
