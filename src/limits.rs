@@ -76,10 +76,23 @@ pub fn render(scope: &ScopeUsage) -> String {
         }
         out.push('\n');
     }
-    out.push_str(&format!(
-        "  {:<40} {:>9}\n",
-        "all GraphQL (10 min)",
-        format!("{}/{}", scope.graphql_used, scope.graphql_cap)
-    ));
+    let other_platform = scope.keys.iter().any(|k| {
+        matches!(
+            trawl_shared::limiter::QueryType::from_key(&k.query_type),
+            Some(trawl_shared::limiter::QueryType::Tier { .. })
+        )
+    });
+    let label = if other_platform {
+        "shared window"
+    } else {
+        "all GraphQL (10 min)"
+    };
+    if scope.graphql_cap > 0 {
+        out.push_str(&format!(
+            "  {:<40} {:>9}\n",
+            label,
+            format!("{}/{}", scope.graphql_used, scope.graphql_cap)
+        ));
+    }
     out
 }

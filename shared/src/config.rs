@@ -605,6 +605,21 @@ pub struct LimiterConfig {
 pub struct PlatformWindows {
     /// One window per tier: requests of that tier in any interval of `window`, per account.
     pub tiers: std::collections::BTreeMap<String, TierWindow>,
+    /// A window several tiers count in together besides their own (as every Instagram GraphQL
+    /// type counts in the all-GraphQL window): at most one per platform.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedWindow>,
+}
+
+/// A window the requests of `tiers` count in together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedWindow {
+    pub tiers: Vec<String>,
+    pub cap: u32,
+    pub window: HumanDuration,
+    #[serde(default)]
+    pub margin: HumanDuration,
 }
 
 /// One tier's window, before `time_scale`.
@@ -651,7 +666,10 @@ impl PlatformWindows {
             )
         })
         .collect();
-        Self { tiers }
+        Self {
+            tiers,
+            shared: None,
+        }
     }
 }
 
@@ -1104,6 +1122,22 @@ impl Config {
                 if w.window.0.is_zero() {
                     return refuse(format!(
                         "{platform}.tiers.{tier}.window: must be longer than 0"
+                    ));
+                }
+            }
+            if let Some(shared) = &windows.shared {
+                if let Some(unknown) = shared
+                    .tiers
+                    .iter()
+                    .find(|t| !windows.tiers.contains_key(*t))
+                {
+                    return refuse(format!(
+                        "{platform}.shared.tiers: {unknown:?} is not one of {platform}'s tiers"
+                    ));
+                }
+                if shared.tiers.is_empty() || shared.cap == 0 || shared.window.0.is_zero() {
+                    return refuse(format!(
+                        "{platform}.shared: needs tiers, a cap of at least 1 and a window"
                     ));
                 }
             }

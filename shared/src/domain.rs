@@ -123,7 +123,7 @@ pub enum TargetShape {
     /// A v1 account's name (the account whose feed, explore listing, stories or notifications
     /// are read): 1 to 64 letters, digits, '.', '_' or '-'.
     V1Account,
-    /// A search text: 1 to 100 characters, no control characters, trimmed.
+    /// A search text: 1 to 100 characters, no control characters, no space first or last.
     SearchText,
 }
 
@@ -685,15 +685,18 @@ pub fn validate_target(kind: JobKind, raw: &str) -> Result<String, ValidationErr
             }
         }
         TargetShape::SearchText => {
-            let text = raw.trim();
-            if (1..=100).contains(&text.chars().count()) && !text.chars().any(char::is_control) {
-                Ok(text.to_owned())
+            let ok = (1..=100).contains(&raw.chars().count())
+                && !raw.chars().any(char::is_control)
+                && !raw.starts_with(' ')
+                && !raw.ends_with(' ');
+            if ok {
+                Ok(raw.to_owned())
             } else {
                 Err(ValidationError::new(
                     "target",
                     format!(
                         "{shown:?} is not a search text for kind {kind} (1 to 100 characters, \
-                         no control characters)"
+                         no control characters, no space first or last)"
                     ),
                 ))
             }
@@ -782,6 +785,45 @@ mod tests {
             err.contains("\"profiles\"") && err.contains("profile_posts"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn v1_targets_are_ids_account_names_or_search_texts() {
+        let valid = |kind: &str, target: &str| JobSpec::new(kind, target).validate(3);
+        assert_eq!(
+            valid("v1_user", "1000042").unwrap().unique_key,
+            "v1_user:1000042"
+        );
+        assert_eq!(
+            valid("v1_feed", "alice.b").unwrap().kind.platform(),
+            Platform::V1
+        );
+        assert_eq!(
+            valid("v1_search_users", "#sun set").unwrap().target,
+            "#sun set"
+        );
+        for (kind, target, says) in [
+            ("v1_user", "12a", "not a v1 id"),
+            ("v1_post", "123456789012345678901", "not a v1 id"),
+            ("v1_feed", "alice smith", "not an account name"),
+            ("v1_search_users", " natgeo", "not a search text"),
+            ("v1_search_users", "nat\ngeo", "control characters"),
+        ] {
+            let err = valid(kind, target).unwrap_err();
+            assert_eq!(err.field, "target");
+            assert!(err.to_string().contains(says), "{kind} {target:?}: {err}");
+        }
+        let err = JobSpec {
+            options: Some(JobOptions {
+                stop_at_stored: true,
+                ..JobOptions::default()
+            }),
+            ..JobSpec::new("v1_user_posts", "5")
+        }
+        .validate(3)
+        .unwrap_err();
+        assert_eq!(err.field, "options.stop_at_stored");
+        assert!(JobKind::V1Feed.reads_own_account() && !JobKind::V1User.reads_own_account());
     }
 
     #[test]

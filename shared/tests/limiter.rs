@@ -722,6 +722,10 @@ async fn another_platforms_tiers_come_from_configuration_and_each_holds_its_own_
             "[limiter.platforms.v1.tiers.feed]\ncap = 1\nwindow = \"0s\"",
             "window",
         ),
+        (
+            "[limiter.platforms.v1.shared]\ntiers = [\"feeds\"]\ncap = 1\nwindow = \"1h\"",
+            "\"feeds\" is not one of v1's tiers",
+        ),
     ] {
         let refused = trawl_shared::config::Config::from_toml_str(text)
             .unwrap_err()
@@ -731,4 +735,69 @@ async fn another_platforms_tiers_come_from_configuration_and_each_holds_its_own_
             "{refused}"
         );
     }
+}
+
+#[tokio::test]
+async fn tiers_a_platform_names_as_shared_count_in_one_window_besides_their_own() {
+    let db = fresh_db().await;
+    // As Instagram's GraphQL types share the all-GraphQL window: `threads` and `posts` may send 5
+    // each but 6 together in any 10 minutes; `search` counts only in its own.
+    let config = trawl_shared::config::Config::from_toml_str(
+        r#"
+        [limiter.platforms.forum.tiers.threads]
+        cap = 5
+        window = "10m"
+        [limiter.platforms.forum.tiers.posts]
+        cap = 5
+        window = "10m"
+        [limiter.platforms.forum.tiers.search]
+        cap = 5
+        window = "10m"
+        [limiter.platforms.forum.shared]
+        tiers = ["threads", "posts"]
+        cap = 6
+        window = "20m"
+        margin = "10s"
+        "#,
+    )
+    .unwrap();
+    let profile = Profile::from_config(&config.limiter);
+    let ledger = Ledger::new(db.pool.clone(), profile.clone());
+    let threads = QueryType::tier("forum", "threads");
+    let posts = QueryType::tier("forum", "posts");
+    let search = QueryType::tier("forum", "search");
+    assert_eq!(profile.shared_window(&search), None);
+    assert_eq!(profile.shared_window(&threads).map(|w| w.cap), Some(6));
+    assert!(
+        profile.history >= Duration::from_secs(1210),
+        "{:?}",
+        profile.history
+    );
+    for at in [0.0, 1.0, 2.0, 3.0] {
+        grant(&ledger, "f", threads.clone(), at).await;
+    }
+    grant(&ledger, "f", posts.clone(), 4.0).await;
+    grant(&ledger, "f", posts.clone(), 5.0).await;
+    // Neither tier is full on its own (4 and 2 of 5), but together they are: the next waits
+    // until the first grant leaves the shared 20 minutes, plus its margin (1210 - 6).
+    assert_ms(
+        wait(&ledger, "f", posts.clone(), 6.0).await,
+        1204.0,
+        "posts",
+    );
+    assert_ms(
+        wait(&ledger, "f", threads.clone(), 6.0).await,
+        1204.0,
+        "threads",
+    );
+    // A tier outside the shared window and another account are not held back by it.
+    grant(&ledger, "f", search.clone(), 6.0).await;
+    grant(&ledger, "g", posts.clone(), 6.0).await;
+    // `trawl limits` shows the shared window with the platform's cap.
+    let usage = ledger
+        .usage(&Scope::Account("f".into()), Some(t(7.0)))
+        .await
+        .unwrap();
+    assert_eq!((usage.graphql_used, usage.graphql_cap), (6, 6));
+    grant(&ledger, "f", posts, 1210.0).await;
 }

@@ -64,6 +64,9 @@ pub struct ScopeUsage {
     pub scope: String,
     pub at: DateTime<Utc>,
     pub keys: Vec<KeyUsage>,
+    /// Grants in the scope's shared window and its cap: all-GraphQL for an Instagram scope, the
+    /// platform's shared window for a scope of another platform's tiers (0 and 0 when it has
+    /// none).
     pub graphql_used: u32,
     pub graphql_cap: u32,
     pub penalty_until: Option<DateTime<Utc>>,
@@ -120,6 +123,11 @@ impl Ledger {
         let q = &request.query_type;
         let scopes = self.scope_keys(request);
         let type_window = self.profile.type_window(q);
+        // The function's second window is all-GraphQL for Instagram and a platform's shared
+        // window for its tiers: an account's grants are all of its one platform, so the rows
+        // flagged as counting in it never mix the two.
+        let shared = self.profile.shared_window(q);
+        let second = shared.unwrap_or(self.profile.graphql);
         let (granted, at, wait_seconds, type_used, fenced): (bool, DateTime<Utc>, f64, i64, bool) =
             sqlx::query_as(
                 "SELECT granted, at, wait_seconds, type_used, fenced FROM trawl_limiter_acquire_fenced(
@@ -127,14 +135,14 @@ impl Ledger {
             )
             .bind(&scopes)
             .bind(q.key())
-            .bind(q.is_graphql())
+            .bind(shared.is_some())
             .bind(*q == QueryType::Iphone)
             .bind(type_window.cap as i32)
             .bind(interval(type_window.window))
             .bind(interval(type_window.margin))
-            .bind(self.profile.graphql.cap as i32)
-            .bind(interval(self.profile.graphql.window))
-            .bind(interval(self.profile.graphql.margin))
+            .bind(second.cap as i32)
+            .bind(interval(second.window))
+            .bind(interval(second.margin))
             .bind(self.profile.iphone.cap as i32)
             .bind(interval(self.profile.iphone.window))
             .bind(interval(self.profile.iphone.margin))
@@ -316,8 +324,25 @@ impl Ledger {
                 recent: [m10, m11, m20, m22, m30, m60].map(as_u32),
             });
         }
-        let g = self.profile.graphql;
-        let (graphql_used, _) = self.count_since(&key, None, true, at, g.window).await?;
+        // The scope's second window: all-GraphQL for Instagram, the shared window of the
+        // platform whose tiers the scope sent (none when that platform has none).
+        let platform = keys
+            .iter()
+            .find_map(|k| match QueryType::from_key(&k.query_type) {
+                Some(QueryType::Tier { platform, .. }) => Some(platform),
+                _ => None,
+            });
+        let second = match platform {
+            Some(p) => self.profile.platform_shared.get(&p).map(|(w, _)| *w),
+            None => Some(self.profile.graphql),
+        };
+        let (graphql_used, graphql_cap) = match second {
+            Some(g) => (
+                self.count_since(&key, None, true, at, g.window).await?.0,
+                g.cap,
+            ),
+            None => (0, 0),
+        };
         let penalty_until: Option<DateTime<Utc>> = sqlx::query_scalar(
             "SELECT max(until) FROM limiter_penalties WHERE scope = $1 AND until > $2",
         )
@@ -335,7 +360,7 @@ impl Ledger {
             at,
             keys,
             graphql_used,
-            graphql_cap: g.cap,
+            graphql_cap,
             penalty_until,
         })
     }

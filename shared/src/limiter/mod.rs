@@ -189,6 +189,9 @@ pub struct Profile {
     pub iphone: Window,
     /// Other platforms' tier windows: platform → tier → window.
     pub platforms: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Window>>,
+    /// Other platforms' shared windows: platform → (the window, the tiers counting in it).
+    pub platform_shared:
+        std::collections::BTreeMap<String, (Window, std::collections::BTreeSet<String>)>,
     /// Grants are kept this long: the configured history, or longer when a platform's window
     /// (with its margin) is longer.
     pub history: Duration,
@@ -216,14 +219,25 @@ impl Profile {
                 (name.clone(), tiers)
             })
             .collect();
+        let platform_shared: std::collections::BTreeMap<_, _> = c
+            .platforms
+            .iter()
+            .filter_map(|(name, p)| {
+                let s = p.shared.as_ref()?;
+                let tiers = s.tiers.iter().cloned().collect();
+                Some((name.clone(), (w(s.cap, s.window.0, s.margin.0), tiers)))
+            })
+            .collect();
         let longest_tier = platforms
             .values()
             .flat_map(|tiers| tiers.values())
+            .chain(platform_shared.values().map(|(w, _)| w))
             .map(|t| t.window + t.margin)
             .max()
             .unwrap_or_default();
         Self {
             platforms,
+            platform_shared,
             per_type: w(c.per_type_cap, c.per_type_window.0, c.per_type_margin.0),
             other: w(c.other_cap, c.per_type_window.0, c.per_type_margin.0),
             graphql: w(c.graphql_cap, c.graphql_window.0, c.graphql_margin.0),
@@ -247,6 +261,20 @@ impl Profile {
                 .copied()
                 .unwrap_or(self.other),
             _ => self.per_type,
+        }
+    }
+
+    /// The window `q` counts in besides its own, when there is one: all-GraphQL for Instagram's
+    /// GraphQL types, a platform's shared window for the tiers it names.
+    pub fn shared_window(&self, q: &QueryType) -> Option<Window> {
+        match q {
+            QueryType::Tier { platform, tier } => self
+                .platform_shared
+                .get(platform)
+                .filter(|(_, tiers)| tiers.contains(tier))
+                .map(|(w, _)| *w),
+            q if q.is_graphql() => Some(self.graphql),
+            _ => None,
         }
     }
 
@@ -277,6 +305,11 @@ impl Profile {
         let mut p = period(self.type_window(q));
         if *q == QueryType::Iphone {
             p = p.max(period(self.iphone));
+        }
+        if let QueryType::Tier { .. } = q
+            && let Some(shared) = self.shared_window(q)
+        {
+            p = p.max(period(shared));
         }
         p
     }
