@@ -24,6 +24,9 @@ pub enum StreamError {
     /// Another process holds the stream now (this one's lease expired).
     #[error("the stream lease on account {0:?} is no longer held")]
     LeaseLost(String),
+    /// The account was disabled or checkpointed: nobody should act as it.
+    #[error("account {0:?} is disabled or out of rotation")]
+    OutOfRotation(String),
 }
 
 /// A stream held by this process.
@@ -70,26 +73,30 @@ pub async fn lease(
     }))
 }
 
-/// Extends the lease by `ttl` from now.
+/// Extends the lease by `ttl` from now. `OutOfRotation` when the account has been disabled or
+/// checkpointed meanwhile: the holder must stop acting as it and give the stream back.
 pub async fn heartbeat(
     pool: &PgPool,
     lease: &StreamLease,
     ttl: Duration,
 ) -> Result<(), StreamError> {
-    let done = sqlx::query(
-        "UPDATE v1_streams SET lease_expires_at = now() + make_interval(secs => $3),
+    let out: Option<Option<bool>> = sqlx::query_scalar(
+        "UPDATE v1_streams s SET lease_expires_at = now() + make_interval(secs => $3),
                 updated_at = now()
-         WHERE account = $1 AND lease_token = $2 AND lease_expires_at > clock_timestamp()",
+         WHERE s.account = $1 AND s.lease_token = $2 AND s.lease_expires_at > clock_timestamp()
+         RETURNING (SELECT a.state IN ('disabled', 'checkpoint')
+                    FROM accounts a WHERE a.name = s.account)",
     )
     .bind(&lease.account)
     .bind(lease.token)
     .bind(ttl.as_secs_f64())
-    .execute(pool)
+    .fetch_optional(pool)
     .await?;
-    if done.rows_affected() == 0 {
-        return Err(StreamError::LeaseLost(lease.account.clone()));
+    match out {
+        None => Err(StreamError::LeaseLost(lease.account.clone())),
+        Some(Some(true)) => Err(StreamError::OutOfRotation(lease.account.clone())),
+        Some(_) => Ok(()),
     }
-    Ok(())
 }
 
 /// Records `event_id` as handled, inside the caller's transaction (the one storing its jobs).

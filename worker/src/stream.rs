@@ -7,7 +7,6 @@
 //! and repeats nothing, and the queue's dedup absorbs jobs other sources already queued.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -125,7 +124,17 @@ enum Ended {
     Failed(String),
     /// Another process holds the stream now.
     LeaseLost,
+    /// The account was disabled or checkpointed: its stream is left.
+    OutOfRotation,
     Stopping,
+}
+
+/// Where this process's hold on a stream stands, as its heartbeat finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    Held,
+    Lost,
+    OutOfRotation,
 }
 
 impl Ended {
@@ -137,6 +146,7 @@ impl Ended {
             Ended::TokenExpired => "token_expired",
             Ended::Failed(_) => "error",
             Ended::LeaseLost => "lease_lost",
+            Ended::OutOfRotation => "out_of_rotation",
             Ended::Stopping => "stopping",
         }
     }
@@ -234,7 +244,8 @@ impl Streamer {
         }
     }
 
-    /// Holds one account's stream until the lease is lost or the process stops.
+    /// Holds one account's stream until the lease is lost, the account leaves rotation or the
+    /// process stops.
     async fn hold(&self, mut lease: StreamLease) {
         let password = match self.accounts.password(&lease.account).await {
             Ok(Some(p)) => p,
@@ -269,21 +280,20 @@ impl Streamer {
             Secret::new(password),
             self.limiter.clone(),
         );
-        let lost = Arc::new(AtomicBool::new(false));
+        let (held, holding) = tokio::sync::watch::channel(Hold::Held);
         let heartbeat = tokio::spawn({
-            let (pool, lease, ttl, lost) = (
-                self.pool.clone(),
-                lease.clone(),
-                self.config.lease.0,
-                lost.clone(),
-            );
+            let (pool, lease, ttl) = (self.pool.clone(), lease.clone(), self.config.lease.0);
             async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     match streams::heartbeat(&pool, &lease, ttl).await {
                         Ok(()) => {}
                         Err(StreamError::LeaseLost(_)) => {
-                            lost.store(true, Ordering::Relaxed);
+                            let _ = held.send(Hold::Lost);
+                            return;
+                        }
+                        Err(StreamError::OutOfRotation(_)) => {
+                            let _ = held.send(Hold::OutOfRotation);
                             return;
                         }
                         Err(e) => tracing::warn!(error = %e, "stream heartbeat failed; retrying"),
@@ -293,13 +303,18 @@ impl Streamer {
         });
         let mut failures: u32 = 0;
         loop {
-            let ended = self.connection(&client, &mut lease, &lost).await;
+            let ended = self.connection(&client, &mut lease, &holding).await;
             self.metrics.connected.set(0);
             match ended {
                 (Ended::Stopping, _) => break,
                 (Ended::LeaseLost, _) => {
                     tracing::warn!(account = %lease.account,
                         "stream lease lost (another process holds it now)");
+                    break;
+                }
+                (Ended::OutOfRotation, _) => {
+                    tracing::warn!(account = %lease.account,
+                        "the account was disabled or taken out of rotation; leaving its stream");
                     break;
                 }
                 (reason, subscribed) => {
@@ -317,15 +332,34 @@ impl Streamer {
                     let wait = backoff(&self.config, failures);
                     tracing::info!(account = %lease.account, ?reason,
                         wait_ms = wait.as_millis() as u64, "stream ended; reconnecting");
-                    if lost.load(Ordering::Relaxed) || self.sleep_or_stop(wait).await {
-                        break;
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = self.interrupted(&holding) => {}
                     }
                 }
             }
         }
         heartbeat.abort();
-        if !lost.load(Ordering::Relaxed) {
+        if *holding.borrow() != Hold::Lost {
             self.give_back(&lease).await;
+        }
+    }
+
+    /// Resolves when the connection must end for a reason of the process's, not the server's:
+    /// a stop, the lease lost, or the account out of rotation.
+    async fn interrupted(&self, holding: &tokio::sync::watch::Receiver<Hold>) -> Ended {
+        let mut holding = holding.clone();
+        let hold_ended = async {
+            match holding.wait_for(|h| *h != Hold::Held).await.map(|h| *h) {
+                Ok(Hold::OutOfRotation) => Ended::OutOfRotation,
+                Ok(_) => Ended::LeaseLost,
+                // The heartbeat task ended without a verdict (aborted): nothing to wait for.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.shutdown.clone().wait() => Ended::Stopping,
+            e = hold_ended => e,
         }
     }
 
@@ -341,10 +375,12 @@ impl Streamer {
         &self,
         client: &V1Client,
         lease: &mut StreamLease,
-        lost: &AtomicBool,
+        holding: &tokio::sync::watch::Receiver<Hold>,
     ) -> (Ended, bool) {
-        if lost.load(Ordering::Relaxed) {
-            return (Ended::LeaseLost, false);
+        match *holding.borrow() {
+            Hold::Held => {}
+            Hold::Lost => return (Ended::LeaseLost, false),
+            Hold::OutOfRotation => return (Ended::OutOfRotation, false),
         }
         let connect = async {
             client.admit("stream").await?;
@@ -353,7 +389,7 @@ impl Streamer {
         };
         let token = tokio::select! {
             t = connect => t,
-            () = self.shutdown.clone().wait() => return (Ended::Stopping, false),
+            e = self.interrupted(holding) => return (e, false),
         };
         let token = match token {
             Ok(t) => t,
@@ -377,7 +413,7 @@ impl Streamer {
         let socket = tokio::select! {
             s = tokio::time::timeout(self.v1.request_timeout.0,
                 tokio_tungstenite::connect_async(request)) => s,
-            () = self.shutdown.clone().wait() => return (Ended::Stopping, false),
+            e = self.interrupted(holding) => return (e, false),
         };
         let mut socket = match socket {
             Ok(Ok((s, _))) => s,
@@ -399,9 +435,9 @@ impl Streamer {
         loop {
             let received = tokio::select! {
                 m = socket.next() => m,
-                () = self.shutdown.clone().wait() => {
+                e = self.interrupted(holding) => {
                     let _ = socket.close(None).await;
-                    return (Ended::Stopping, subscribed);
+                    return (e, subscribed);
                 }
             };
             let text = match received {

@@ -1,6 +1,7 @@
 //! The stream process against the real simulator's WebSocket stream and a real PostgreSQL queue:
 //! events become exactly the jobs the rules call for, across a connection the server cuts while
-//! events keep happening (replayed after the reconnection, each handled once).
+//! events keep happening (replayed after the reconnection, each handled once); a disabled
+//! account's stream left and taken again once it is enabled.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -199,12 +200,36 @@ async fn events_become_exactly_the_rules_jobs_across_a_forced_reconnect() {
         "{page}"
     );
 
-    stop.trigger();
-    process.await.unwrap().unwrap();
-    let held: Option<String> =
+    // An account disabled while its stream is held: the process stops acting as it and gives
+    // the stream back; enabled again, it is listened to again.
+    let accounts = Accounts::new(db.pool.clone(), SecretBox::from_hex(KEY).unwrap());
+    accounts.set_enabled("alice", false).await.unwrap();
+    let holder = async || -> Option<String> {
         sqlx::query_scalar("SELECT lease_owner FROM v1_streams WHERE account = 'alice'")
             .fetch_one(&db.pool)
             .await
-            .unwrap();
-    assert_eq!(held, None, "the stream was not given back on stopping");
+            .unwrap()
+    };
+    wait_for("the stream left on disabling", async || {
+        metric(&metrics(addr).await, "trawl_stream_connected") == 0.0 && holder().await.is_none()
+    })
+    .await;
+    accounts.set_enabled("alice", true).await.unwrap();
+    wait_for("the stream taken again", async || {
+        metric(&metrics(addr).await, "trawl_stream_connected") == 1.0
+    })
+    .await;
+    assert_eq!(
+        metric(&metrics(addr).await, "trawl_stream_events_total"),
+        12.0,
+        "nothing replayed twice on resuming"
+    );
+
+    stop.trigger();
+    process.await.unwrap().unwrap();
+    assert_eq!(
+        holder().await,
+        None,
+        "the stream was not given back on stopping"
+    );
 }
