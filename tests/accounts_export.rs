@@ -209,54 +209,29 @@ async fn a_password_is_sealed_and_never_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v1_account_needs_a_password_and_is_listed_with_its_platform() {
     let env = Env::new().await;
-    let key = [("TRAWL_SECRETS__KEY", KEY)];
-    let out = env
-        .run(
-            &["accounts", "add", "anon", "--platform", "v1", "--anonymous"],
-            &key,
-            None,
+    let add = async |name: &str, platform: &str, secret: &str| {
+        let password = (secret == "--password-stdin").then_some("pw\n");
+        env.run(
+            &["accounts", "add", name, "--platform", platform, secret],
+            &[("TRAWL_SECRETS__KEY", KEY)],
+            password,
         )
-        .await;
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("\"anon\" is a v1 account") && stderr(&out).contains("password"),
-        "{}",
-        stderr(&out)
-    );
-    let out = env
-        .run(
-            &[
-                "accounts",
-                "add",
-                "alice",
-                "--platform",
-                "v2",
-                "--password-stdin",
-            ],
-            &key,
-            Some("pw\n"),
-        )
-        .await;
-    assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("unknown platform \"v2\""),
-        "{}",
-        stderr(&out)
-    );
-    let out = env
-        .run(
-            &[
-                "accounts",
-                "add",
-                "alice",
-                "--platform",
-                "v1",
-                "--password-stdin",
-            ],
-            &key,
-            Some("pw\n"),
-        )
-        .await;
+        .await
+    };
+    for (name, platform, secret, says) in [
+        (
+            "anon",
+            "v1",
+            "--anonymous",
+            "\"anon\" is a v1 account: it logs in with a username and password",
+        ),
+        ("alice", "v2", "--password-stdin", "unknown platform \"v2\""),
+    ] {
+        let out = add(name, platform, secret).await;
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    let out = add("alice", "v1", "--password-stdin").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(
         stdout(&out).contains("added account alice (password, platform v1)"),

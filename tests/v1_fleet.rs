@@ -50,7 +50,8 @@ struct V1Crawl {
 }
 
 fn v1_crawl(fleet: &Fleet, users: &[String], searches: usize, v1_accounts: &[String]) -> V1Crawl {
-    let (posts, comments) = fleet.expected_posts_and_comments(users);
+    // Every post of every user; the comments only of the first user's posts (below).
+    let (posts, _) = fleet.expected_posts_and_comments(users);
     let id_of = |name: &String| {
         fleet
             .data
@@ -85,7 +86,6 @@ fn v1_crawl(fleet: &Fleet, users: &[String], searches: usize, v1_accounts: &[Str
             }
         }
     }
-    let _ = comments;
     // Searches for data-set usernames, as users and as hashtags: each one page of the search
     // tier, more of them than the accounts' search windows hold.
     let searched: Vec<String> = fleet

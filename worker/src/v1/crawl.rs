@@ -137,15 +137,15 @@ impl V1Crawl<'_> {
                 self.listing(&l, cp).await
             }
             JobKind::V1Followers | JobKind::V1Following => {
-                let (path, key) = if self.job.kind == JobKind::V1Followers {
-                    ("followers", "users")
+                let path = if self.job.kind == JobKind::V1Followers {
+                    "followers"
                 } else {
-                    ("following", "users")
+                    "following"
                 };
                 let l = listing(
                     "graph",
                     format!("/users/{target}/{path}"),
-                    key,
+                    "users",
                     100,
                     V1Item::User,
                 );
